@@ -1,0 +1,3 @@
+from gags.cli import entry
+
+entry()

@@ -1,0 +1,52 @@
+"""The ``gags`` command: one verb per stage. Thin: parse the stage's config, call the stage, print user errors."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+import tyro
+
+from gags.config import STAGES
+from gags.errors import GagsError
+
+EXIT_USER_ERROR = 1
+EXIT_NOT_AVAILABLE = 2
+
+
+def _runner(verb: str) -> Callable[[object], object] | None:
+    """The function that runs ``verb``, or None when that stage is not part of this build yet."""
+    module_name, func_name = STAGES[verb][1].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    return getattr(module, func_name, None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gags`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = {verb: cls for verb, (cls, _) in STAGES.items()}
+    config = tyro.extras.subcommand_cli_from_dict(commands, args=args, prog="gags")
+    verb = next(v for v, (cls, _) in STAGES.items() if type(config) is cls)
+    run = _runner(verb)
+    if run is None:
+        print(f"gags {verb}: this stage is not available in this version yet.", file=sys.stderr)
+        return EXIT_NOT_AVAILABLE
+    try:
+        run(config)
+    except GagsError as exc:
+        print(f"gags {verb}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"gags {verb}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""One dataclass per stage. Defaults follow the official GAGS release (see DESIGN.md); the CLI is generated from these.
+
+Every constant a stage uses has a name here, with where it comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+Positional = tyro.conf.Positional
+
+
+@dataclass
+class SynthConfig:
+    """Write a procedural benchmark scene with exact ground truth (images, poses, depth, ids, labels)."""
+
+    out: Path
+    """Folder to write the scene into."""
+    preset: str = "ramen"
+    """Scene preset: ramen, teatime, figurines, kitchen, or random."""
+    seed: int = 0
+    """Seed of every random choice (objects, colours, cameras)."""
+    resolution: int = 256
+    """Image width and height in pixels (<= 512)."""
+    views: int = 40
+    """Number of training views; held-out views are added on top (one for every 8 training views)."""
+
+
+@dataclass
+class ReconstructConfig:
+    """Train RGB 3D Gaussians from posed images (3DGS recipe) and write OUT/gaussians.ply."""
+
+    scene: Positional[Path | None] = None
+    """Scene folder: a COLMAP model (sparse/0), a transforms.json, or a synthetic scene. Omit with --images."""
+    out: Path = Path("out")
+    """Scene output folder (OUT)."""
+    images: Path | None = None
+    """A folder of bare photos: structure-from-motion (pycolmap) runs first and writes a COLMAP model into OUT."""
+    init_ply: Path | None = None
+    """Start from this 3DGS .ply instead of the scene's points."""
+    images_dir: str | None = None
+    """Image folder inside a COLMAP scene (e.g. images_8); default: the first of images, images_2, images_4, images_8."""
+    downscale: int = 1
+    """Train on images downscaled by this integer factor."""
+    iterations: int = 30_000
+    """Training iterations (3DGS: 30,000)."""
+    test_every: int = 8
+    """Hold out every N-th image for testing (LLFF convention)."""
+    seed: int = 42
+    """Seed of initialisation and view order."""
+    sh_degree: int = 3
+    """Maximum spherical-harmonics degree; one degree is added every ``sh_degree_interval`` iterations."""
+    sh_degree_interval: int = 1000
+    ssim_lambda: float = 0.2
+    """Weight of D-SSIM in the loss (3DGS: 0.2)."""
+    checkpoint_every: int = 1000
+    """Write a resumable checkpoint every N iterations."""
+    resume: bool = True
+    """Continue from OUT/reconstruct/checkpoint if there is one."""
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Rasterizer backend: gsplat when CUDA is available, else the pure PyTorch one."""
+
+
+@dataclass
+class SegmentConfig:
+    """Granularity-aware segmentation (GaS): prompt points, 3-level masks and CLIP features per image."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT) with scene.json and gaussians.ply."""
+    segmenter: str = "hierarchy"
+    """hierarchy (embedded) | sam:vit_h:/path/sam_vit_h_4b8939.pth | sam2:sam2.1_hiera_large:/path.pt"""
+    encoder: str = "tiny"
+    """tiny (embedded) | openclip:ViT-B-16:/path/open_clip_pytorch_model.bin | openclip:local-dir:/path/dir"""
+    prompts: Literal["gags", "paper", "uniform"] = "gags"
+    """gags: the official release's depth ratio; paper: Eq. 1's inverse ratio; uniform: LangSplat's 32x32 grid."""
+    workers: int = 1
+    """Images processed in parallel."""
+    seed: int = 42
+    """Seed of prompt sampling (official release: 42)."""
+
+
+@dataclass
+class DistillConfig:
+    """Granularity-aware distillation (GaD) of the CLIP features into one language field, or a baseline."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT) with gaussians.ply and language_features/."""
+    method: Literal["gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"] = "gags"
+    iterations: int | None = None
+    """Iterations; default 30,000 on a GPU, scaled down on a CPU."""
+    downscale: float | None = None
+    """Image downscale for training; default 2 (half resolution)."""
+    seed: int = 42
+
+
+@dataclass
+class QueryConfig:
+    """Answer a text query: relevancy maps, localization, masks, and a 3D selection."""
+
+    out: Positional[Path]
+    text: Positional[str]
+    method: str = "gags"
+    views: tuple[str, ...] = ()
+    """Image names to render; default: the held-out views."""
+    all: bool = False
+    """Render every view."""
+    ply: bool = False
+    """Also write PLYs coloured by relevancy and of the selected Gaussians."""
+
+
+@dataclass
+class EvalConfig:
+    """LERF-OVS evaluation: localization accuracy and mIoU, training and held-out views."""
+
+    out: Positional[Path]
+    labels: Path | None = None
+    """Label folder (frame_XXXXX.json); default: the synthetic scene's own labels."""
+    method: str = "gags"
+    """A method name or 'all'."""
+    split: Literal["train", "test", "all"] = "all"
+
+
+@dataclass
+class DemoConfig:
+    """Every stage on a synthetic scene with the embedded models, on a CPU, then an HTML report."""
+
+    out: Path = Path("gags_demo")
+    preset: str = "ramen"
+    seed: int = 0
+
+
+@dataclass
+class ViewConfig:
+    """Interactive viewer (viser) with a text box."""
+
+    out: Positional[Path]
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
+class BenchConfig:
+    """Speed and scale figures as JSON."""
+
+    which: Positional[Literal["ablation", "query", "rasterize", "reconstruct", "mask-nms"]]
+    out: Path | None = None
+    presets: tuple[str, ...] = ("ramen", "teatime", "figurines", "kitchen")
+    seeds: int = 3
+
+
+@dataclass
+class TrainEncoderConfig:
+    """Train the embedded tiny CLIP on renders of the procedural world (or evaluate the shipped weights)."""
+
+    out: Path = Path("tinyclip_out")
+    seed: int = 0
+    eval_only: bool = False
+    """Print the zero-shot accuracy table of the shipped weights and exit."""
+
+
+STAGES: dict[str, tuple[type, str]] = {
+    # verb: (config class, "module:function" that runs it)
+    "synth": (SynthConfig, "gags.synth.scenes:run"),
+    "reconstruct": (ReconstructConfig, "gags.splat.reconstruct:run"),
+    "segment": (SegmentConfig, "gags.segment.extract:run"),
+    "distill": (DistillConfig, "gags.distill.train:run"),
+    "query": (QueryConfig, "gags.query.answer:run"),
+    "eval": (EvalConfig, "gags.query.evaluate:run"),
+    "demo": (DemoConfig, "gags.demo:run"),
+    "view": (ViewConfig, "gags.viewer:run"),
+    "bench": (BenchConfig, "gags.bench:run"),
+    "train-encoder": (TrainEncoderConfig, "gags.models.train_tinyclip:run"),
+}

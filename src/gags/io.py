@@ -1,0 +1,62 @@
+"""Atomic file writes: every artifact is written to a temporary file in the same folder, then renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gags.errors import GagsError
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) or raise a GagsError saying why it cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GagsError(f"cannot create output folder {path}: {exc.strerror}. Choose a writable location.") from exc
+    if not os.access(path, os.W_OK):
+        raise GagsError(f"output folder {path} is not writable. Choose a writable location or fix its permissions.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on failure remove it.
+
+    The temporary name keeps the suffix of ``path`` so that libraries choosing a format by suffix still work.
+    """
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file or raise a GagsError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise GagsError(f"{path} does not exist. Run the stage that writes it first.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GagsError(f"{path} is not valid JSON ({exc}). Delete it and re-run the stage that writes it.") from exc

@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+import pytest
+
+from gags.cli import main
+from gags.config import STAGES
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for verb in STAGES:
+        assert verb in out
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "gags", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "reconstruct" in proc.stdout
