@@ -1,0 +1,176 @@
+"""COLMAP models (binary or text; classic cameras/images/points3D and the newer layout with rigs/frames) via pycolmap.
+
+Supported camera models: SIMPLE_PINHOLE, PINHOLE (no distortion), SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV (converted
+to OpenCV distortion coefficients; images are undistorted later, see ``gags.data.images``). Fisheye and other models
+raise a GagsError asking for ``colmap image_undistorter``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from gags.data.images import SourceView, fit_to_image, image_size, list_images
+from gags.errors import GagsError
+
+# Folders holding the images of a COLMAP scene, tried in this order when none is given (Mip-NeRF 360 convention:
+# ``images`` at full resolution, ``images_N`` downscaled by N).
+DEFAULT_IMAGE_DIRS = ("images", "images_2", "images_4", "images_8")
+MODEL_FILES = ("cameras", "images")
+
+
+def is_model_dir(path: Path) -> bool:
+    """True when ``path`` holds a COLMAP model (cameras and images, .bin or .txt)."""
+    path = Path(path)
+    return path.is_dir() and any(all((path / f"{name}{ext}").is_file() for name in MODEL_FILES)
+                                 for ext in (".bin", ".txt"))
+
+
+def find_model_dir(path: Path) -> Path | None:
+    """The COLMAP model folder at ``path``, ``path/sparse/0``, ``path/sparse`` or ``path/0`` (given sparse/), or None."""
+    path = Path(path)
+    for candidate in (path, path / "sparse" / "0", path / "sparse", path / "0"):
+        if is_model_dir(candidate):
+            return candidate
+    return None
+
+
+def scene_root(model_dir: Path) -> Path:
+    """The scene folder of a model: ROOT for ROOT/sparse/0 and ROOT/sparse, else the model folder itself."""
+    model_dir = Path(model_dir)
+    if model_dir.name == "sparse":
+        return model_dir.parent
+    if model_dir.parent.name == "sparse":
+        return model_dir.parent.parent
+    return model_dir
+
+
+def find_images_dir(root: Path, model_dir: Path, images_dir: str | None) -> Path:
+    """The image folder: ``images_dir`` (absolute, or relative to the scene root), else the first default one found."""
+    candidates_roots = [root] if root == model_dir else [root, model_dir]
+    if images_dir is not None:
+        given = Path(images_dir)
+        if given.is_absolute():
+            if given.is_dir():
+                return given
+        else:
+            for base in candidates_roots:
+                if (base / given).is_dir():
+                    return base / given
+        raise GagsError(f"image folder {images_dir!r} not found in {root}. Available: {_available_dirs(root)}.")
+    for base in candidates_roots:
+        for name in DEFAULT_IMAGE_DIRS:
+            if (base / name).is_dir():
+                return base / name
+    raise GagsError(f"no image folder beside the COLMAP model {model_dir}: looked for {list(DEFAULT_IMAGE_DIRS)} in "
+                    f"{root}. Pass images_dir (e.g. --images-dir images_4).")
+
+
+def _available_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and p.name.startswith("images")) if Path(
+        root).is_dir() else []
+
+
+def opencv_distortion(camera: pycolmap.Camera, model_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K [3, 3] float64, OpenCV coefficients or None) of a pycolmap camera, at the camera's resolution."""
+    model = camera.model.name
+    p = np.asarray(camera.params, dtype=np.float64)
+    if model == "SIMPLE_PINHOLE":
+        f, cx, cy = p
+        return _K(f, f, cx, cy), None
+    if model == "PINHOLE":
+        fx, fy, cx, cy = p
+        return _K(fx, fy, cx, cy), None
+    if model == "SIMPLE_RADIAL":
+        f, cx, cy, k = p
+        return _K(f, f, cx, cy), np.array([k, 0.0, 0.0, 0.0])
+    if model == "RADIAL":
+        f, cx, cy, k1, k2 = p
+        return _K(f, f, cx, cy), np.array([k1, k2, 0.0, 0.0])
+    if model == "OPENCV":
+        fx, fy, cx, cy, k1, k2, p1, p2 = p
+        return _K(fx, fy, cx, cy), np.array([k1, k2, p1, p2])
+    if model == "FULL_OPENCV":
+        fx, fy, cx, cy, k1, k2, p1, p2, k3, k4, k5, k6 = p
+        return _K(fx, fy, cx, cy), np.array([k1, k2, p1, p2, k3, k4, k5, k6])
+    raise GagsError(f"{model_path}: camera {camera.camera_id} uses the {model} model, which gags does not undistort. "
+                    "Supported: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV. Run "
+                    "`colmap image_undistorter` and point gags at its output.")
+
+
+def _K(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def read_model(model_dir: Path) -> pycolmap.Reconstruction:
+    """Load a COLMAP model with pycolmap or raise a GagsError naming the folder."""
+    model_dir = Path(model_dir)
+    try:
+        return pycolmap.Reconstruction(str(model_dir))
+    except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError for unreadable models
+        raise GagsError(f"cannot read the COLMAP model in {model_dir} ({exc}). Check that the .bin/.txt files are "
+                        "complete and written by COLMAP.") from exc
+
+
+def read_colmap(model_dir: Path, images_dir: str | None = None
+                ) -> tuple[Path, Path, list[SourceView], np.ndarray | None, np.ndarray | None]:
+    """Read a COLMAP scene.
+
+    Args:
+        model_dir: folder with the model files.
+        images_dir: image folder (absolute, or relative to the scene root); default: the first of
+            :data:`DEFAULT_IMAGE_DIRS`. Images of another size than the model (``images_N``) scale the intrinsics by the
+            exact per-axis factor of their real size.
+    Returns:
+        (scene root, image folder, views sorted by name, points [P, 3] float32 or None, colours [P, 3] uint8 or None).
+        Images in the folder that the model does not register are skipped with a warning.
+    """
+    model_dir = Path(model_dir)
+    root = scene_root(model_dir)
+    image_folder = find_images_dir(root, model_dir, images_dir)
+    rec = read_model(model_dir)
+    registered = [img for img in rec.images.values() if img.has_pose]
+    unposed = sorted(img.name for img in rec.images.values() if not img.has_pose)
+    if not registered:
+        raise GagsError(f"the COLMAP model in {model_dir} has no registered images (empty model). Re-run "
+                        "structure-from-motion with more overlapping photos.")
+    registered.sort(key=lambda img: img.name)
+    names = {img.name for img in registered}
+    on_disk = {p.relative_to(image_folder).as_posix() for p in list_images(image_folder)}
+    skipped = sorted((on_disk - names) | set(unposed))
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        warnings.warn(f"{len(skipped)} image(s) in {image_folder} are not registered in the COLMAP model "
+                      f"{model_dir} and are skipped: {shown}", stacklevel=2)
+    allow_rescale = image_folder.name != "images"
+    per_camera: dict[int, tuple[np.ndarray, np.ndarray | None, tuple[int, int]]] = {}
+    views = []
+    for img in registered:
+        path = image_folder / img.name
+        size = image_size(path)  # raises for missing or corrupt files
+        cam = rec.cameras[img.camera_id]
+        if img.camera_id not in per_camera:
+            K, coeffs = opencv_distortion(cam, model_dir)
+            K = fit_to_image(K, (cam.width, cam.height), size, path, allow_rescale)
+            per_camera[img.camera_id] = (K, coeffs, size)
+        K, coeffs, cam_size = per_camera[img.camera_id]
+        if size != cam_size:
+            raise GagsError(f"image {path} is {size[0]}x{size[1]} but its camera (shared with other images of "
+                            f"camera {img.camera_id}) is {cam_size[0]}x{cam_size[1]}. All images of one camera must "
+                            "have the same size.")
+        w2c = np.eye(4)
+        w2c[:3, :] = np.asarray(img.cam_from_world().matrix(), dtype=np.float64)
+        if not np.isfinite(w2c).all():
+            raise GagsError(f"image {img.name} has a NaN or infinite pose in the COLMAP model {model_dir}. Fix or "
+                            "remove it from the model.")
+        views.append(SourceView(name=img.name, path=path, K=K, coeffs=coeffs, world_to_cam=w2c,
+                                width=size[0], height=size[1]))
+    points = colors = None
+    if rec.num_points3D() > 0:
+        pts = list(rec.points3D.values())
+        points = np.array([p.xyz for p in pts], dtype=np.float32).reshape(-1, 3)
+        colors = np.array([p.color for p in pts], dtype=np.uint8).reshape(-1, 3)
+    return root, image_folder, views, points, colors
