@@ -423,7 +423,9 @@ class HierarchySegmenter:
             w_out = np.full(n_regions, np.inf)
             np.minimum.at(w_out, ua, w)
             np.minimum.at(w_out, ub, w)
-            region_score = np.where(np.isinf(w_out), 1.0, w_out / np.maximum(w_out + w_in, 1e-12))
+            separated = np.isfinite(w_out)  # the whole image has no outside: score 1
+            region_score = np.ones(n_regions)
+            region_score[separated] = w_out[separated] / np.maximum(w_out[separated] + w_in[separated], 1e-12)
             scores[:, k] = region_score[mid]
             area_lower = np.bincount(lower, graph.count, minlength=int(lower.max()) + 1)
             area_upper = np.bincount(upper, graph.count, minlength=int(upper.max()) + 1)
