@@ -155,7 +155,8 @@ def test_match_images(tmp_path):
     }
     assert match_images(labels, ["frame_00002.png", "frame_00041.png"])["frame_00041"] == "frame_00041.png"
     # Failing a stem match, the frame number.
-    assert match_images(labels, ["frame_2.png", "frame_41.png"]) == {"frame_00002": "frame_2.png", "frame_00041": "frame_41.png"}
+    by_number = match_images(labels, ["frame_2.png", "frame_41.png"])
+    assert by_number == {"frame_00002": "frame_2.png", "frame_00041": "frame_41.png"}
     with pytest.raises(GagsError, match="frame_00041"):
         match_images(labels, ["frame_00002.jpg", "frame_00040.jpg"])
     with pytest.raises(GagsError, match="several images"):

@@ -41,9 +41,12 @@ def _block(h, w, rows, cols, hi=0.9, lo=0.2):
 
 
 def test_evaluate_frames_half_resolution(labels):
-    # Maps at 80x60: labels are resized by 1/2.  bowl@1 and egg@1 (second egg) are found; bowl@5 is looked for elsewhere.
+    # Maps at 80x60: labels resized by 1/2. bowl@1 and egg@1 (second egg) are found; bowl@5 is looked for elsewhere.
     relevancy = {
-        "frame_00001": {"bowl": _block(60, 80, slice(10, 40), slice(10, 40)), "egg": _block(60, 80, slice(35, 55), slice(50, 70))},
+        "frame_00001": {
+            "bowl": _block(60, 80, slice(10, 40), slice(10, 40)),
+            "egg": _block(60, 80, slice(35, 55), slice(50, 70)),
+        },
         "frame_00005": {"bowl": _block(60, 80, slice(0, 12), slice(0, 12))},
     }
     seen = []
@@ -68,7 +71,8 @@ def test_evaluate_frames_half_resolution(labels):
 
 
 def test_split_selection_and_levels(labels):
-    three = np.stack([_block(120, 160, slice(0, 10), slice(0, 10), hi=0.6), _block(120, 160, slice(30, 90), slice(60, 120))])
+    weak = _block(120, 160, slice(0, 10), slice(0, 10), hi=0.6)
+    three = np.stack([weak, _block(120, 160, slice(30, 90), slice(60, 120))])
     metrics = evaluate_frames({"frame_00005": {"bowl": three}}, labels)
     assert metrics["n_frames"] == 1 and metrics["loc_acc"] == 1.0
     assert metrics["queries"][0]["level_loc"] == 1 and metrics["queries"][0]["level_seg"] == 1

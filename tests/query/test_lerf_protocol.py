@@ -1,4 +1,4 @@
-"""The LERF-OVS protocol against values computed by hand and against a literal re-implementation of LangSplat's steps."""
+"""The LERF-OVS protocol against values computed by hand and a literal re-implementation of LangSplat's steps."""
 
 import cv2
 import numpy as np

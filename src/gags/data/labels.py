@@ -11,8 +11,8 @@ Format (the public LERF-OVS release, labelme-like), e.g. ``label/teatime/frame_0
 objects (two cookies): they form one label whose mask is the union of their polygons and which keeps every box.
 
 Rasterisation follows LangSplat's evaluation (``eval/utils.py: polygon_to_mask``): the float vertices are cast to int32
-(truncation toward zero) and filled with ``cv2.fillPoly`` at the ``info`` size. The procedural world writes its labels in
-the same format (``label/frame_XXXXX.json`` for ``frame_XXXXX.png``).
+(truncation toward zero) and filled with ``cv2.fillPoly`` at the ``info`` size. The procedural world writes its labels
+in the same format (``label/frame_XXXXX.json`` for ``frame_XXXXX.png``).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def read_frame_labels(path: Path) -> FrameLabels:
             raise _fail(path, f"objects[{i}].segmentation", "is missing")
         polygon = _numbers(path, f"objects[{i}].segmentation", obj["segmentation"], "a list of [x, y] points")
         if polygon.ndim != 2 or polygon.shape[1] != 2 or polygon.shape[0] == 0:
-            raise _fail(path, f"objects[{i}].segmentation", f"must be a list of [x, y] points, got shape {polygon.shape}")
+            raise _fail(path, f"objects[{i}].segmentation", f"must be a list of [x, y] points, got {polygon.shape}")
         if "bbox" not in obj:
             raise _fail(path, f"objects[{i}].bbox", "is missing")
         box = _numbers(path, f"objects[{i}].bbox", obj["bbox"], "[x1, y1, x2, y2]").reshape(-1)

@@ -71,7 +71,10 @@ def box_filter(maps: ArrayLike, size: int = BOX_FILTER_SIZE) -> np.ndarray:
 
 
 def smooth_relevancy(maps: ArrayLike, filtered: np.ndarray | None = None) -> np.ndarray:
-    """``0.5 * (box_filter(maps) + maps)``: [..., H, W] -> [..., H, W] float32 (``filtered``: a precomputed box filter)."""
+    """``0.5 * (box_filter(maps) + maps)``: [..., H, W] -> [..., H, W] float32.
+
+    ``filtered``: ``box_filter(maps)`` if already computed.
+    """
     maps = _float32(maps)
     if filtered is None:
         filtered = box_filter(maps)
@@ -141,7 +144,7 @@ def mask_from_smoothed(smoothed: ArrayLike, threshold: float = MASK_THRESHOLD) -
 
 
 def mask_iou(pred: ArrayLike, gt: ArrayLike) -> np.ndarray:
-    """Intersection over union of boolean masks: [..., H, W] x [..., H, W] -> float64 [...] (NaN where both are empty)."""
+    """IoU of boolean masks: [..., H, W] x [..., H, W] -> float64 [...], NaN where both are empty."""
     pred, gt = np.asarray(pred) != 0, np.asarray(gt) != 0
     if pred.shape[-2:] != gt.shape[-2:]:
         raise ValueError(f"mask sizes differ: prediction {pred.shape[-2:]}, ground truth {gt.shape[-2:]}")

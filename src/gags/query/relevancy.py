@@ -48,7 +48,7 @@ def relevancy(
         [Q, ...] relevancy in [0, 1], float32 (float64 if the inputs are float64).
     """
     if query.ndim != 2 or canon.ndim != 2:
-        raise ValueError(f"query and canon must be [Q, D] and [C, D], got {tuple(query.shape)} and {tuple(canon.shape)}")
+        raise ValueError(f"query and canon must be [Q, D] and [C, D], got {tuple(query.shape)}, {tuple(canon.shape)}")
     dim = features.shape[-1]
     if query.shape[1] != dim or canon.shape[1] != dim:
         raise ValueError(
@@ -64,7 +64,7 @@ def relevancy(
         phrases = F.normalize(phrases, dim=-1)
     sims = flat @ phrases.T  # [N, Q + C]
     if normalize:
-        # Dividing the Q + C similarities costs far less than normalising the D-dimensional features (same as F.normalize).
+        # Same as F.normalize on the features, but divides Q + C similarities instead of D channels per feature.
         sims = sims / torch.linalg.vector_norm(flat, dim=-1, keepdim=True).clamp_min(NORM_EPS)
     n_query = query.shape[0]
     sim_query = sims[:, :n_query]  # [N, Q]
