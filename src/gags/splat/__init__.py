@@ -1,0 +1,5 @@
+"""Gaussian splatting: the differentiable rasterizer (``rasterize``), Gaussians and RGB reconstruction."""
+
+from gags.splat.rasterize import rasterize
+
+__all__ = ["rasterize"]
