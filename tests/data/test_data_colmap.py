@@ -57,7 +57,9 @@ def test_kitchen_cameras_reproject(kitchen, tmp_path, images_dir, size):
 
 
 def test_classic_binary_and_text_layouts(kitchen, tmp_path):
-    reference = load_scene(kitchen, images_dir="images_8", cache_dir=tmp_path / "cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = load_scene(kitchen, images_dir="images_8", cache_dir=tmp_path / "cache")
     classic = tmp_path / "classic"
     (classic / "sparse" / "0").mkdir(parents=True)
     for name in ("cameras.bin", "images.bin", "points3D.bin"):

@@ -20,6 +20,8 @@ from gags.errors import GagsError
 # ``images`` at full resolution, ``images_N`` downscaled by N).
 DEFAULT_IMAGE_DIRS = ("images", "images_2", "images_4", "images_8")
 MODEL_FILES = ("cameras", "images")
+# A text file in the scene root holding the absolute path of the image folder (written by gags.data.sfm).
+IMAGES_PATH_FILE = "images_path.txt"
 
 
 def is_model_dir(path: Path) -> bool:
@@ -65,8 +67,11 @@ def find_images_dir(root: Path, model_dir: Path, images_dir: str | None) -> Path
         for name in DEFAULT_IMAGE_DIRS:
             if (base / name).is_dir():
                 return base / name
+    record = root / IMAGES_PATH_FILE
+    if record.is_file() and Path(record.read_text().strip()).is_dir():
+        return Path(record.read_text().strip())
     raise GagsError(f"no image folder beside the COLMAP model {model_dir}: looked for {list(DEFAULT_IMAGE_DIRS)} in "
-                    f"{root}. Pass images_dir (e.g. --images-dir images_4).")
+                    f"{root} (nor an {IMAGES_PATH_FILE}). Pass images_dir (e.g. --images-dir images_4).")
 
 
 def _available_dirs(root: Path) -> list[str]:
@@ -144,7 +149,7 @@ def read_colmap(model_dir: Path, images_dir: str | None = None
     if skipped:
         shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{len(skipped)} image(s) in {image_folder} are not registered in the COLMAP model "
-                      f"{model_dir} and are skipped: {shown}", stacklevel=2)
+                      f"{model_dir} and are skipped: {shown}", stacklevel=3)
     allow_rescale = image_folder.name != "images"
     per_camera: dict[int, tuple[np.ndarray, np.ndarray | None, tuple[int, int]]] = {}
     views = []

@@ -7,10 +7,10 @@ Accepted inputs (``load_scene(path)``), tried in this order:
    (``images``, ``images_2``, ``images_4``, ``images_8``, or ``images_dir``);
 4. an OUT folder with a ``scene.json`` written by :func:`save_scene_json`.
 
-Undistortion cache: distorted images are undistorted once and stored as PNG in ``cache_dir``. Default: ``.gags_cache``
-beside the image folder when that folder's parent is writable, else ``$XDG_CACHE_HOME/gags`` (``~/.cache/gags``) in a
-sub-folder named after a hash of the image folder. Entries are keyed by the calibration and the source file's size and
-modification time, so edited files or calibrations are never served stale.
+Undistortion cache: distorted images are undistorted once and stored as PNG in ``cache_dir`` (``load_scene``'s argument;
+default ``$XDG_CACHE_HOME/gags/undistorted/NAME-HASH``, ``~/.cache`` without XDG_CACHE_HOME; datasets are never written
+to). Entries are keyed by the calibration and the source file's path, size and modification time, so edited files or
+calibrations are never served stale. An unwritable cache only costs time (a warning, then undistortion on every load).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ SCENE_JSON_VERSION = 1
 DEFAULT_TEST_EVERY = 8
 # 3DGS getNerfppNorm: the scene extent is the largest camera distance from the camera centroid times 1.1.
 EXTENT_MARGIN = 1.1
-CACHE_FOLDER = ".gags_cache"
 
 
 @dataclass
@@ -174,14 +173,12 @@ class Scene:
 
 
 def default_cache_dir(image_folder: Path) -> Path:
-    """``IMAGES/../.gags_cache/undistorted/IMAGES_NAME`` when writable, else a per-user cache folder."""
+    """Per-user cache folder for the undistorted copies of ``image_folder``'s images.
+
+    ``$XDG_CACHE_HOME/gags/undistorted/NAME-HASH`` (``~/.cache`` without XDG_CACHE_HOME), HASH naming the folder's
+    absolute path. The dataset folder itself is never written to.
+    """
     image_folder = Path(image_folder).resolve()
-    beside = image_folder.parent / CACHE_FOLDER / "undistorted" / image_folder.name
-    probe = beside
-    while not probe.exists():
-        probe = probe.parent
-    if os.access(probe, os.W_OK):
-        return beside
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(image_folder).encode()).hexdigest()[:16]
     return base / "gags" / "undistorted" / f"{image_folder.name}-{digest}"

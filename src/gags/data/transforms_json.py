@@ -135,18 +135,17 @@ def _frame_views(json_path: Path, images_dir: str | None) -> tuple[list[tuple[st
 
 
 def _unique_names(views: list[SourceView], base: Path) -> list[SourceView]:
-    """Rename views whose file names repeat to their path relative to ``base``."""
-    counts = Counter(v.name for v in views)
+    """When file names repeat, name every view by its path relative to ``base`` (e.g. ``train/r_0.png``)."""
+    if len({v.name for v in views}) == len(views):
+        return views
     out = []
     for v in views:
-        if counts[v.name] > 1:
-            try:
-                name = v.path.relative_to(base).as_posix()
-            except ValueError:
-                name = v.path.as_posix()
-            v = SourceView(name=name, path=v.path, K=v.K, coeffs=v.coeffs, world_to_cam=v.world_to_cam,
-                           width=v.width, height=v.height)
-        out.append(v)
+        try:
+            name = v.path.relative_to(base).as_posix()
+        except ValueError:
+            name = v.path.as_posix()
+        out.append(SourceView(name=name, path=v.path, K=v.K, coeffs=v.coeffs, world_to_cam=v.world_to_cam,
+                              width=v.width, height=v.height))
     return out
 
 
