@@ -81,6 +81,34 @@ class SegmentConfig:
     """Images processed in parallel."""
     seed: int = 42
     """Seed of prompt sampling (official release: 42)."""
+    visibility_rel_tol: float = 0.25
+    """A Gaussian centre is visible in a view when |D - z| <= 0.25 D (release depth_SAM.py: visibility_threshold)."""
+    patch_grid: int = 8
+    """Prompt patches per side (release preprocess.py: n_per_side=8)."""
+    points_per_ratio: int = 4
+    """Points per side per unit depth ratio r (release: nsample_min_distance=4)."""
+    max_points_per_side: int = 20
+    """Upper clip of points per side in a patch (release SAM_utils.py)."""
+    sub_patch_grid: int = 10
+    """Sub-patches per side for the weighted draw inside a patch (release SAM_utils.py: crop_num=10)."""
+    uniform_points_per_side: int = 32
+    """Grid of --prompts uniform (LangSplat: points_per_side=32)."""
+    pred_iou_thresh: float = 0.7
+    """Keep masks with predicted IoU > this (release: pred_iou_thresh=0.7)."""
+    stability_thresh: float = 0.85
+    """Keep masks with stability >= this (release: stability_score_thresh=0.85)."""
+    box_nms_thresh: float = 0.7
+    """Box NMS IoU (release: box_nms_thresh=0.7)."""
+    min_region_area: int = 100
+    """Fill holes and remove islands smaller than this, in pixels at full resolution (release: min_mask_region_area)."""
+    mask_nms_iou: float = 0.8
+    """LangSplat mask NMS: IoU threshold (masks_update iou_thr=0.8)."""
+    mask_nms_score: float = 0.7
+    """LangSplat mask NMS: score (stability x predicted IoU) threshold (score_thr=0.7)."""
+    mask_nms_inner: float = 0.5
+    """LangSplat mask NMS: inner-overlap threshold (inner_thr=0.5)."""
+    paint_order: Literal["area", "given"] = "area"
+    """Segment maps: area paints larger masks first, smaller over them; given paints in list order (LangSplat)."""
 
 
 @dataclass

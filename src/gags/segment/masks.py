@@ -1,0 +1,430 @@
+"""Step 5 of granularity-aware segmentation: from the segmenter's raw masks to three painted segment maps per image.
+
+The rules are those of the official release, which runs segment_anything's ``SamAutomaticMaskGenerator`` (the fork
+shipped with LangSplat, which keeps SAM's three outputs per point as levels s, m, l, plus a ``default`` level holding
+all three) and then LangSplat's ``masks_update``. Per level, in this order:
+
+1. quality: predicted IoU ``> 0.7`` (strict, as SAM) and stability ``>= 0.85``;
+2. box NMS at IoU 0.7 over the masks' boxes, scored by predicted IoU (``torchvision.ops.nms``, as SAM);
+3. minimum region 100 px at full resolution, as SAM's ``postprocess_small_regions``: fill holes (connected components of
+   the background, 8-connected, including those touching the image border) smaller than 100 px, then remove islands
+   smaller than 100 px (a mask whose islands are all small keeps its largest); masks changed by either step score 0,
+   unchanged ones 1, and a second box NMS at 0.7 on the new boxes prefers the unchanged;
+4. LangSplat's mask NMS (``mask_nms``, below) with ``score = stability * predicted IoU``, IoU 0.8, score 0.7, inner 0.5.
+
+The order of the masks that survive is the order step 3's NMS leaves them in (unchanged masks first, each group by
+decreasing predicted IoU); LangSplat's ``filter`` keeps that order, and it is the order of the features in ``_f``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torchvision
+
+from gags.errors import GagsError
+
+PRED_IOU_THRESH = 0.7
+"""Keep masks with predicted IoU > 0.7 (release preprocess.py: ``SamAutomaticMaskGenerator(pred_iou_thresh=0.7)``)."""
+STABILITY_THRESH = 0.85
+"""Keep masks with stability >= 0.85 (release: ``stability_score_thresh=0.85``)."""
+BOX_NMS_THRESH = 0.7
+"""Box NMS IoU (release: ``box_nms_thresh=0.7``; SAM's crop NMS default is also 0.7)."""
+MIN_REGION_AREA = 100
+"""Holes and islands below 100 px are filled / removed (release: ``min_mask_region_area=100``)."""
+MASK_NMS_IOU = 0.8
+"""LangSplat preprocess.py: ``masks_update(..., iou_thr=0.8, score_thr=0.7, inner_thr=0.5)``."""
+MASK_NMS_SCORE = 0.7
+MASK_NMS_INNER = 0.5
+INNER_SMALL_RATIO = 0.5
+"""LangSplat ``mask_nms``: a pair is "one inside the other" when the intersection is < 0.5 of one mask ..."""
+INNER_CONTAINED_RATIO = 0.85
+"""... and >= 0.85 of the other (literal constants in LangSplat's ``mask_nms``)."""
+FALLBACK_TOP_K = 3
+"""LangSplat ``mask_nms``: when a criterion rejects every mask, the 3 best-scored pass that criterion."""
+
+LEVELS = ("default", "s", "m", "l")
+"""LangSplat's level order in ``_s.npy``: default (all three granularities together), sub-part, part, whole."""
+
+_MOSAIC_PIXELS = 1 << 25
+"""Pixels per connected-components call (masks stacked into one image); bounds the int32 label image to 128 MB."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# boxes, small regions, quality + box NMS
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """[M, H, W] bool -> [M, 4] int64 boxes (x0, y0, x1, y1), inclusive max, [0, 0, 0, 0] for an empty mask (as SAM)."""
+    m, h, w = masks.shape
+    if m == 0:
+        return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [M, H], [M, W]
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
+    y0 = torch.where(rows, ar_h, h).amin(dim=1)
+    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
+    x0 = torch.where(cols, ar_w, w).amin(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    return torch.where(rows.any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
+
+
+def _components(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of B images at once: [B, H, W] uint8 -> labels [B, H, W], area [n], owner [n].
+
+    The images are stacked with one empty row between them, so no component crosses from one to the next; label 0 is the
+    background of all of them.
+    """
+    import cv2
+
+    b, h, w = blocks.shape
+    mosaic = np.zeros((b, h + 1, w), dtype=np.uint8)
+    mosaic[:, :h] = blocks
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mosaic.reshape(b * (h + 1), w), connectivity=8,
+                                                           ltype=cv2.CV_32S)
+    owner = stats[:, cv2.CC_STAT_TOP] // (h + 1)
+    return labels.reshape(b, h + 1, w)[:, :h], stats[:, cv2.CC_STAT_AREA], owner
+
+
+def remove_small_regions(masks: torch.Tensor, min_area: int = MIN_REGION_AREA) -> tuple[torch.Tensor, torch.Tensor]:
+    """segment_anything's small-region clean-up (``remove_small_regions``, holes then islands), all masks at once.
+
+    Args:
+        masks: [M, H, W] bool.
+        min_area: regions with fewer pixels are small.
+    Returns:
+        masks: [M, H, W] bool, holes < min_area filled, then islands < min_area removed (all small: keep the largest).
+        changed: [M] bool, whether either step found a small region (SAM's flag; set even when keeping the largest
+            island leaves the mask as it was).
+    """
+    m, h, w = masks.shape
+    out = masks.detach().cpu().numpy().astype(bool, copy=True)
+    changed = np.zeros(m, dtype=bool)
+    step = max(1, _MOSAIC_PIXELS // ((h + 1) * w))
+    for start in range(0, m, step):
+        block = out[start:start + step]
+        nb = len(block)
+        # holes: components of the background; the small ones are filled
+        labels, area, owner = _components((~block).astype(np.uint8))
+        small = area < min_area
+        small[0] = False
+        changed[start:start + nb] |= np.bincount(owner[small], minlength=nb)[:nb] > 0
+        block |= small[labels]
+        # islands: components of the mask; the small ones are removed, unless all are small (keep the largest)
+        labels, area, owner = _components(block.astype(np.uint8))
+        small = area < min_area
+        small[0] = False
+        owner_fg, area_fg = owner[1:], area[1:]
+        n_comp = np.bincount(owner_fg, minlength=nb)[:nb]
+        n_small = np.bincount(owner_fg[small[1:]], minlength=nb)[:nb]
+        changed[start:start + nb] |= n_small > 0
+        keep = ~small
+        keep[0] = False
+        all_small = (n_comp > 0) & (n_small == n_comp)
+        if all_small.any():
+            best = np.zeros(nb, dtype=area.dtype)
+            np.maximum.at(best, owner_fg, area_fg)
+            first = np.full(nb, len(area), dtype=np.int64)
+            label_ids = np.arange(1, len(area))
+            is_best = area_fg == best[owner_fg]
+            np.minimum.at(first, owner_fg[is_best], label_ids[is_best])  # first label of maximal area, as np.argmax
+            keep[first[all_small]] = True
+        block[:] = keep[labels]
+    return torch.from_numpy(out).to(masks.device), torch.from_numpy(changed).to(masks.device)
+
+
+@dataclass
+class FilteredMasks:
+    """Masks that pass quality, box NMS and the small-region clean-up, in SAM's output order.
+
+    index: [K] int64 rows of the input; masks: [K, H, W] bool (cleaned); boxes: [K, 4] int64 (x0, y0, x1, y1).
+    """
+
+    index: torch.Tensor
+    masks: torch.Tensor
+    boxes: torch.Tensor
+
+
+def quality_box_nms(
+    masks: torch.Tensor,
+    predicted_iou: torch.Tensor,
+    stability: torch.Tensor,
+    pred_iou_thresh: float = PRED_IOU_THRESH,
+    stability_thresh: float = STABILITY_THRESH,
+    box_nms_thresh: float = BOX_NMS_THRESH,
+) -> torch.Tensor:
+    """Steps 1-2: [K] int64 rows of ``masks`` [M, H, W] passing the quality filter and box NMS, by decreasing IoU."""
+    keep = torch.nonzero((predicted_iou > pred_iou_thresh) & (stability >= stability_thresh), as_tuple=True)[0]
+    if len(keep) == 0:
+        return keep
+    boxes = masks_to_boxes(masks[keep]).float()
+    return keep[torchvision.ops.nms(boxes, predicted_iou[keep].float(), box_nms_thresh)]
+
+
+def small_region_nms(
+    masks: torch.Tensor, changed: torch.Tensor, box_nms_thresh: float = BOX_NMS_THRESH
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 3's second NMS: masks [K, H, W] (cleaned), changed [K] -> (kept rows [J], their boxes [J, 4])."""
+    boxes = masks_to_boxes(masks)
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=masks.device), boxes
+    keep = torchvision.ops.nms(boxes.float(), (~changed).float(), box_nms_thresh)
+    return keep, boxes[keep]
+
+
+def filter_masks(
+    masks: torch.Tensor,
+    predicted_iou: torch.Tensor,
+    stability: torch.Tensor,
+    pred_iou_thresh: float = PRED_IOU_THRESH,
+    stability_thresh: float = STABILITY_THRESH,
+    box_nms_thresh: float = BOX_NMS_THRESH,
+    min_region_area: int = MIN_REGION_AREA,
+) -> FilteredMasks:
+    """Steps 1-3 on one level's masks: SamAutomaticMaskGenerator's filtering with the release's settings.
+
+    Args:
+        masks: [M, H, W] bool at full image resolution; predicted_iou, stability: [M].
+    """
+    index = quality_box_nms(masks, predicted_iou, stability, pred_iou_thresh, stability_thresh, box_nms_thresh)
+    kept = masks[index]
+    if min_region_area <= 0:
+        return FilteredMasks(index, kept, masks_to_boxes(kept))
+    cleaned, changed = remove_small_regions(kept, min_region_area)
+    keep, boxes = small_region_nms(cleaned, changed, box_nms_thresh)
+    return FilteredMasks(index[keep], cleaned[keep], boxes)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# LangSplat's mask NMS, vectorised
+
+
+def _run_starts(flat: np.ndarray) -> np.ndarray:
+    """flat: [M, n] bool -> [R] int64 first pixel of every maximal run of pixels on which every mask is constant."""
+    change = (flat[:, 1:] != flat[:, :-1]).any(axis=0)
+    return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
+
+
+def pairwise_intersections(masks: torch.Tensor) -> torch.Tensor:
+    """Exact pixel counts of every pairwise intersection: [M, H, W] bool -> [M, M] int64 (the diagonal = areas).
+
+    The image is first reduced without loss: consecutive pixels (in row-major order) on which every mask has the same
+    value form a run; each run becomes one column weighted by its length, and runs covered by no mask are dropped. Every
+    mask is constant on a run, so ``sum over runs of length * a * b`` equals the pixel count of ``a AND b`` exactly.
+    The matrix product is done in float32, exact because every partial sum is an integer below 2^24 (float64 when the
+    image has 2^24 pixels or more, or when float32 matrix products are allowed to lose precision).
+    """
+    m = masks.shape[0]
+    flat = masks.flatten(1)
+    n = flat.shape[1]
+    if m == 0 or n == 0:
+        return torch.zeros((m, m), dtype=torch.int64, device=masks.device)
+    flat_np = flat.detach().cpu().numpy()
+    starts = _run_starts(flat_np)
+    lengths = np.diff(np.append(starts, n))
+    signature = np.take(flat_np, starts, axis=1)  # [M, R]
+    covered = signature.any(axis=0)
+    signature, lengths = signature[:, covered], lengths[covered]
+    exact_f32 = n < (1 << 24) and torch.get_float32_matmul_precision() == "highest"
+    dtype = torch.float32 if exact_f32 else torch.float64
+    sig = torch.from_numpy(signature).to(device=masks.device, dtype=dtype)
+    weighted = sig * torch.from_numpy(lengths).to(device=masks.device, dtype=dtype)
+    return torch.round(weighted @ sig.T).long()
+
+
+def mask_nms(
+    masks: torch.Tensor,
+    scores: torch.Tensor,
+    iou_thr: float = MASK_NMS_IOU,
+    score_thr: float = MASK_NMS_SCORE,
+    inner_thr: float = MASK_NMS_INNER,
+) -> torch.Tensor:
+    """LangSplat's mask NMS (``preprocess.py: mask_nms``) with all pairs at once. Returns keep: [M] bool, input order.
+
+    The rules, on the masks sorted by decreasing score (ties keep input order), for every pair i < j (i scored higher):
+    - IoU = |i & j| / |i | j|; j is dropped when its IoU with ANY higher-scored mask exceeds ``iou_thr`` (a one-pass
+      matrix rule: the higher-scored mask counts even when it is itself dropped);
+    - with a = |i & j| / |i| and b = |i & j| / |j|: if a < 0.5 and b >= 0.85 (j lies inside the larger i), the pair puts
+      ``1 - a b`` on j; if a >= 0.85 and b < 0.5 (i lies inside the larger j), it puts ``1 - a b`` on i; a mask is
+      dropped when anything put on it exceeds ``1 - inner_thr``. (LangSplat takes the second maximum over
+      ``tril(..., diagonal=1)``, which also reads the first superdiagonal; this is reproduced, it only matters for the
+      fallback below.)
+    - a mask is dropped unless score > ``score_thr``;
+    - when one criterion (score, inner-upper, inner-lower) rejects every mask, the 3 best-scored pass it. (LangSplat's
+      code writes ``keep[index, 0] = True`` on a 1-D tensor, which raises; this implements the comment's intent.)
+    Every ratio is computed with the same float32 operations as LangSplat on exact integer counts, so the kept set is
+    identical to the per-pair loop's (see ``benchmarks/mask_nms.py``). Pass float64 scores to compare them exactly as
+    LangSplat does (its scores are products of Python floats).
+
+    Args:
+        masks: [M, H, W] bool.
+        scores: [M] (LangSplat: stability * predicted IoU).
+    """
+    m = masks.shape[0]
+    if m == 0:
+        return torch.zeros(0, dtype=torch.bool, device=masks.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    sorted_scores = scores[order]
+    inter = pairwise_intersections(masks)[order][:, order].float()
+    area = torch.diagonal(inter)
+    union = area[:, None] + area[None, :] - inter
+    iou = torch.triu(inter / union, diagonal=1)
+    ratio_i = inter / area[:, None]  # |i & j| / |i|, row i
+    ratio_j = inter / area[None, :]  # |i & j| / |j|, column j
+    value = 1 - ratio_j * ratio_i
+    j_in_i = (ratio_i < INNER_SMALL_RATIO) & (ratio_j >= INNER_CONTAINED_RATIO)
+    i_in_j = (ratio_i >= INNER_CONTAINED_RATIO) & (ratio_j < INNER_SMALL_RATIO)
+    zero = torch.zeros_like(value)
+    upper = torch.triu(torch.where(j_in_i, value, zero), diagonal=1)  # entry [i, j], i < j
+    lower = torch.tril(torch.where(i_in_j, value, zero).T, diagonal=-1)  # entry [j, i], i < j
+    inner = upper + lower
+    iou_max = iou.max(dim=0).values
+    inner_u = torch.triu(inner, diagonal=1).max(dim=0).values
+    inner_l = torch.tril(inner, diagonal=1).max(dim=0).values
+    keep = iou_max <= iou_thr
+    criteria = [sorted_scores > score_thr, inner_u <= 1 - inner_thr, inner_l <= 1 - inner_thr]
+    for criterion in criteria:
+        if not criterion.any():
+            criterion[:FALLBACK_TOP_K] = True
+        keep &= criterion
+    out = torch.zeros(m, dtype=torch.bool, device=masks.device)
+    out[order[keep]] = True
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# levels
+
+
+@dataclass
+class LevelMasks:
+    """One level's final masks, in output order (the order of their features in ``_f``).
+
+    masks: [K, H, W] bool; boxes: [K, 4] int64 (x0, y0, x1, y1), inclusive; predicted_iou, stability: [K];
+    source: [K] int64, the row of each mask among the candidates given to ``granularity_levels``.
+    """
+
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    predicted_iou: torch.Tensor
+    stability: torch.Tensor
+    source: torch.Tensor
+
+
+def granularity_levels(
+    masks: torch.Tensor,
+    predicted_iou: torch.Tensor,
+    stability: torch.Tensor,
+    granularity: torch.Tensor,
+    *,
+    pred_iou_thresh: float = PRED_IOU_THRESH,
+    stability_thresh: float = STABILITY_THRESH,
+    box_nms_thresh: float = BOX_NMS_THRESH,
+    min_region_area: int = MIN_REGION_AREA,
+    nms_iou: float = MASK_NMS_IOU,
+    nms_score: float = MASK_NMS_SCORE,
+    nms_inner: float = MASK_NMS_INNER,
+) -> dict[str, LevelMasks]:
+    """Steps 1-4 for the four levels of one image.
+
+    Args:
+        masks: [C, H, W] bool candidate masks at full resolution, in the segmenter's order (point-major, then sub-part,
+            part, whole, as SAM's ``masks.flatten(0, 1)``); candidates may already be quality-filtered.
+        predicted_iou, stability: [C].
+        granularity: [C] int64, 0 = sub-part (s), 1 = part (m), 2 = whole (l).
+    Returns:
+        {"default": all candidates, "s", "m", "l": one granularity each} -> LevelMasks.
+    The small-region clean-up of a candidate is the same in every level, so it is computed once.
+    """
+    c = masks.shape[0]
+    if not (predicted_iou.shape == stability.shape == granularity.shape == (c,)):
+        raise GagsError(f"granularity_levels: {c} masks need [C] predicted IoU, stability and granularity; got "
+                        f"{list(predicted_iou.shape)}, {list(stability.shape)}, {list(granularity.shape)}.")
+    device = masks.device
+    rows = {"default": torch.arange(c, device=device)}
+    for k, name in enumerate(LEVELS[1:]):
+        rows[name] = torch.nonzero(granularity == k, as_tuple=True)[0]
+    first = {name: r[quality_box_nms(masks[r], predicted_iou[r], stability[r], pred_iou_thresh, stability_thresh,
+                                     box_nms_thresh)] for name, r in rows.items()}
+
+    union = torch.unique(torch.cat(list(first.values())))  # sorted candidate rows
+    if min_region_area > 0 and len(union):
+        cleaned, changed = remove_small_regions(masks[union], min_region_area)
+    else:
+        cleaned, changed = masks[union], torch.zeros(len(union), dtype=torch.bool, device=device)
+    where = torch.full((c,), -1, dtype=torch.int64, device=device)
+    where[union] = torch.arange(len(union), device=device)
+
+    levels = {}
+    for name, cand in first.items():
+        pos = where[cand]
+        keep, boxes = small_region_nms(cleaned[pos], changed[pos], box_nms_thresh)
+        src, level_masks = cand[keep], cleaned[pos[keep]]
+        scores = stability[src].double() * predicted_iou[src].double()
+        final = mask_nms(level_masks, scores, nms_iou, nms_score, nms_inner)
+        levels[name] = LevelMasks(level_masks[final], boxes[final], predicted_iou[src][final], stability[src][final],
+                                  src[final])
+    return levels
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# painting
+
+
+def paint_segment_map(masks: torch.Tensor, order: Literal["area", "given"] = "area") -> torch.Tensor:
+    """[M, H, W] bool -> [H, W] int64: at each pixel the index of the mask painted last there, -1 where none.
+
+    order: ``area`` paints larger masks first and smaller ones over them (equal areas: input order); ``given`` paints in
+    input order, later over earlier, as LangSplat's ``mask2segmap`` does with its list.
+    """
+    m, h, w = masks.shape
+    best = torch.full((h * w,), -1, dtype=torch.int32, device=masks.device)
+    if m == 0:
+        return best.long().reshape(h, w)
+    if order == "area":
+        paint = torch.sort(masks.reshape(m, -1).sum(dim=1), descending=True, stable=True).indices
+    elif order == "given":
+        paint = torch.arange(m, device=masks.device)
+    else:
+        raise GagsError(f"unknown painting order {order!r}; use 'area' or 'given'.")
+    rank = torch.empty(m, dtype=torch.int32, device=masks.device)
+    rank[paint] = torch.arange(m, dtype=torch.int32, device=masks.device)
+    flat = masks.reshape(m, -1)
+    step = max(1, (1 << 24) // max(1, h * w))
+    for start in range(0, m, step):
+        chunk = flat[start:start + step]
+        candidate = torch.where(chunk, rank[start:start + step, None], -1).amax(dim=0)
+        best = torch.maximum(best, candidate)
+    out = torch.where(best >= 0, paint[best.clamp(min=0).long()], -1)
+    return out.long().reshape(h, w)
+
+
+def paint_segment_maps(
+    masks_per_level: Sequence[torch.Tensor], order: Literal["area", "given"] = "area"
+) -> torch.Tensor:
+    """Levels of [M_k, H, W] bool masks -> [L, H, W] int64 per-level mask index (-1 = none); see paint_segment_map."""
+    if not masks_per_level:
+        raise GagsError("paint_segment_maps needs at least one level.")
+    return torch.stack([paint_segment_map(m, order) for m in masks_per_level])
+
+
+def langsplat_segment_maps(
+    masks_per_level: Sequence[torch.Tensor], order: Literal["area", "given"] = "area"
+) -> torch.Tensor:
+    """LangSplat's ``_s`` layout: 4 levels (default, s, m, l) -> [4, H, W] int64 indices into the concatenated ``_f``.
+
+    ``_f`` stacks the features of the default level's masks, then s, then m, then l; so level k's indices are offset by
+    the number of masks of the levels before it (the default level is not offset). -1 = no mask (a level without masks
+    is all -1; LangSplat's own code does not handle that case).
+    """
+    if len(masks_per_level) != len(LEVELS):
+        raise GagsError(f"the _s layout has {len(LEVELS)} levels {LEVELS}; got {len(masks_per_level)}.")
+    maps = paint_segment_maps(masks_per_level, order)
+    counts = torch.tensor([m.shape[0] for m in masks_per_level], device=maps.device)
+    offsets = torch.cumsum(counts, 0) - counts
+    return torch.where(maps >= 0, maps + offsets[:, None, None], maps)
