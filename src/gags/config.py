@@ -28,6 +28,12 @@ class SynthConfig:
     """Image width and height in pixels (<= 512)."""
     views: int = 40
     """Number of training views; held-out views are added on top (one for every 8 training views)."""
+    supersample: int = 2
+    """Anti-aliasing samples per pixel side (1..4)."""
+    label_every: int = 5
+    """Besides every held-out view, every N-th training view gets LERF-OVS labels."""
+    points: int = 20_000
+    """Surface samples (with colour) in points3d.ply, the initial point cloud."""
 
 
 @dataclass
