@@ -87,3 +87,44 @@ def test_default_images_dir_and_missing_folder(kitchen, tmp_path):
     assert scene.cameras[0].width == 390
     with pytest.raises(GagsError, match="images_3.*images_4"):
         load_scene(kitchen, images_dir="images_3")
+
+
+def _with_camera(kitchen: Path, root: Path, model: str, params: list[float]) -> Path:
+    """A copy of the kitchen scene whose camera is re-expressed in another COLMAP camera model."""
+    rec = pycolmap.Reconstruction(str(kitchen / "sparse" / "0"))
+    cam = rec.cameras[1]
+    new = pycolmap.Camera.create_from_model_name(1, model, 1.0, cam.width, cam.height)
+    new.params = params
+    rec.cameras[1] = new
+    (root / "sparse" / "0").mkdir(parents=True)
+    rec.write_binary(str(root / "sparse" / "0"))
+    (root / "images_8").symlink_to(kitchen / "images_8")
+    return root
+
+
+def test_camera_models(kitchen, tmp_path):
+    f, cx, cy, k = pycolmap.Reconstruction(str(kitchen / "sparse" / "0")).cameras[1].params
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = load_scene(kitchen, images_dir="images_8", cache_dir=tmp_path / "cache")
+        equivalent = {  # the same lens in richer models: identical undistorted cameras
+            "RADIAL": [f, cx, cy, k, 0.0],
+            "OPENCV": [f, f, cx, cy, k, 0.0, 0.0, 0.0],
+            "FULL_OPENCV": [f, f, cx, cy, k, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        }
+        for model, params in equivalent.items():
+            scene = load_scene(_with_camera(kitchen, tmp_path / model, model, params), images_dir="images_8",
+                               cache_dir=tmp_path / "cache")
+            for a, b in zip(scene.cameras, ref.cameras, strict=True):
+                torch.testing.assert_close(a.K, b.K, atol=1e-4, rtol=0)
+            np.testing.assert_array_equal(scene.load_image(2), ref.load_image(2))
+        # dropping the small radial term: pinhole cameras, no undistortion, still within a pixel
+        for model, params in {"PINHOLE": [f, f, cx, cy], "SIMPLE_PINHOLE": [f, cx, cy]}.items():
+            root = _with_camera(kitchen, tmp_path / model, model, params)
+            scene = load_scene(root, images_dir="images_8", cache_dir=tmp_path / "cache")
+            assert all(d is None for d in scene.distortions)
+            assert scene.cameras[0].K[0, 0].item() == pytest.approx(f * 195 / 1558, rel=1e-6)
+            assert _reprojection_error(scene, kitchen / "sparse" / "0") < MAX_MEAN_REPROJECTION_PX
+        root = _with_camera(kitchen, tmp_path / "fisheye", "OPENCV_FISHEYE", [f, f, cx, cy, 0.0, 0.0, 0.0, 0.0])
+        with pytest.raises(GagsError, match=f"{root / 'sparse' / '0'}.*OPENCV_FISHEYE.*image_undistorter"):
+            load_scene(root, images_dir="images_8")

@@ -93,7 +93,8 @@ def test_empty_model(tmp_path):
 def test_unknown_format(tmp_path):
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.jpg")
-    with pytest.raises(GagsError, match=f"{tmp_path / 'photos'}: unknown scene format.*COLMAP.*transforms.json.*--images"):
+    pattern = f"{tmp_path / 'photos'}: unknown scene format.*COLMAP.*transforms.json.*--images"
+    with pytest.raises(GagsError, match=pattern):
         load_scene(tmp_path / "photos")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(GagsError, match="notes.txt: unknown scene format"):

@@ -1,4 +1,5 @@
-"""Scene inputs and file formats: COLMAP, nerfstudio / instant-ngp / Blender transforms, 3DGS PLY, images, scene.json."""
+"""Scene inputs and file formats: COLMAP, nerfstudio / instant-ngp / Blender transforms, 3DGS PLY, images,
+scene.json."""
 
 from gags.data.ply import read_ply, read_point_ply, write_ply, write_point_ply
 from gags.data.scene import Scene, load_scene, load_scene_json, save_scene_json, split_ids

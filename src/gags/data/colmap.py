@@ -32,7 +32,10 @@ def is_model_dir(path: Path) -> bool:
 
 
 def find_model_dir(path: Path) -> Path | None:
-    """The COLMAP model folder at ``path``, ``path/sparse/0``, ``path/sparse`` or ``path/0`` (given sparse/), or None."""
+    """The COLMAP model folder at ``path``, ``path/sparse/0``, ``path/sparse`` or ``path/0`` (``path`` = sparse/).
+
+    None when there is none.
+    """
     path = Path(path)
     for candidate in (path, path / "sparse" / "0", path / "sparse", path / "0"):
         if is_model_dir(candidate):

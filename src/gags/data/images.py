@@ -4,8 +4,8 @@ Conventions:
 - Every image is returned as ``uint8 [H, W, 3]`` RGB. Alpha is composited on black (``rgb * alpha``), the official
   3DGS default background; grey images are repeated to 3 channels; 16-bit images are scaled to 8 bits.
 - EXIF orientation is not applied (COLMAP and nerfstudio calibrate the stored pixel grid).
-- Pixel centres are at +0.5 (COLMAP, nerfstudio and gsplat); OpenCV puts them at integer coordinates, so principal points
-  are shifted by 0.5 when talking to OpenCV.
+- Pixel centres are at +0.5 (COLMAP, nerfstudio and gsplat); OpenCV puts them at integer coordinates, so principal
+  points are shifted by 0.5 when talking to OpenCV.
 - Undistortion keeps the image size and chooses new intrinsics with ``cv2.getOptimalNewCameraMatrix(alpha=0)``: every
   output pixel sees real image content (no black borders for the reconstruction to learn), a few border pixels are
   cropped away. Resampling is bilinear.

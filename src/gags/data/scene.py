@@ -51,6 +51,8 @@ SCENE_JSON_VERSION = 1
 DEFAULT_TEST_EVERY = 8
 # 3DGS getNerfppNorm: the scene extent is the largest camera distance from the camera centroid times 1.1.
 EXTENT_MARGIN = 1.1
+# Part of every undistortion cache key: bump it when the undistortion itself changes (new intrinsics, resampling).
+UNDISTORT_CACHE_VERSION = 1
 
 
 @dataclass
@@ -145,7 +147,8 @@ class Scene:
             st = path.stat()
         except OSError:
             return None
-        digest = hashlib.sha1(dist.key() + f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        stamp = f"v{UNDISTORT_CACHE_VERSION}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        digest = hashlib.sha1(dist.key() + stamp.encode()).hexdigest()
         return Path(self.cache_dir) / f"{path.stem}.{digest[:16]}.png"
 
     def _cached(self, path: Path, dist: Distortion) -> np.ndarray | None:
@@ -246,9 +249,9 @@ def _unknown_format(path: Path) -> GagsError:
             if has_images else "")
     return GagsError(
         f"{path}: unknown scene format. Accepted: a COLMAP model (cameras/images/points3D .bin or .txt in the folder, "
-        "its sparse/0 or its sparse/, with an images folder beside), a nerfstudio / instant-ngp transforms.json (the file "
-        "or its folder), a Blender folder with transforms_train.json and transforms_test.json, or an output folder "
-        f"with scene.json.{hint}")
+        "its sparse/0 or its sparse/, with an images folder beside), a nerfstudio / instant-ngp transforms.json (the "
+        "file or its folder), a Blender folder with transforms_train.json and transforms_test.json, or an output "
+        f"folder with scene.json.{hint}")
 
 
 def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = DEFAULT_TEST_EVERY,
@@ -301,11 +304,12 @@ def save_scene_json(scene: Scene, out_dir: Path) -> Path:
         write_point_ply(out_dir / POINTS_PLY, scene.points, colors)
         points_file = POINTS_PLY
     images = []
+    train, test = set(scene.train_ids), set(scene.test_ids)
     for i, (cam, path, dist) in enumerate(zip(scene.cameras, scene.image_paths, scene.distortions, strict=True)):
         images.append({
             "name": cam.name,
             "path": str(Path(path).resolve()),
-            "split": "test" if i in set(scene.test_ids) else ("train" if i in set(scene.train_ids) else "none"),
+            "split": "test" if i in test else ("train" if i in train else "none"),
             "width": cam.width,
             "height": cam.height,
             "K": cam.K.double().tolist(),

@@ -1,8 +1,8 @@
 """nerfstudio / instant-ngp ``transforms.json`` and the Blender (NeRF synthetic) ``transforms_{train,test}.json``.
 
-- Intrinsics: ``fl_x fl_y cx cy w h`` globally or per frame (per frame wins); or only ``camera_angle_x`` (and optionally
-  ``camera_angle_y``): ``f = w / 2 / tan(angle / 2)``; missing ``cx, cy`` are the image centre; missing ``w, h`` come from
-  the image file. Pixel centres are at +0.5, as in nerfstudio.
+- Intrinsics: ``fl_x fl_y cx cy w h`` globally or per frame (per frame wins); or only ``camera_angle_x`` (and
+  optionally ``camera_angle_y``): ``f = w / 2 / tan(angle / 2)``; missing ``cx, cy`` are the image centre; missing
+  ``w, h`` come from the image file. Pixel centres are at +0.5, as in nerfstudio.
 - Distortion ``k1 k2 (k3 k4) p1 p2`` (nerfstudio's OPENCV model) -> OpenCV coefficients; images are undistorted later.
 - Poses: ``transform_matrix`` is an OpenGL camera-to-world (x right, y up, looking down -z); it is converted to an
   OpenCV world-to-camera.
@@ -27,8 +27,8 @@ from gags.io import read_json
 
 TRANSFORMS_FILE = "transforms.json"
 BLENDER_FILES = ("transforms_train.json", "transforms_test.json")
-_UNSUPPORTED_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE624", "VR180_L", "VR180_R", "OMNIDIRECTIONALSTEREO_L",
-                       "OMNIDIRECTIONALSTEREO_R")
+_UNSUPPORTED_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE624", "VR180_L", "VR180_R",
+                       "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R")
 
 
 def find_transforms(path: Path) -> list[Path] | None:
@@ -96,7 +96,8 @@ def _frame_views(json_path: Path, images_dir: str | None) -> tuple[list[tuple[st
         file_path = str(frame["file_path"])
         model = str(frame.get("camera_model", meta.get("camera_model", "OPENCV")))
         if model in _UNSUPPORTED_MODELS:
-            raise GagsError(f"{json_path}: camera_model {model} is not supported (pinhole with OPENCV distortion only).")
+            raise GagsError(f"{json_path}: camera_model {model} is not supported (pinhole with OPENCV distortion "
+                            "only).")
         path = _resolve_image(json_dir, file_path, images_dir)
         real = image_size(path)  # raises for missing or corrupt files
         w = _number(frame, meta, "w", json_path)
