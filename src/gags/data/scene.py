@@ -296,8 +296,14 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
 
 # --- OUT/scene.json -----------------------------------------------------------------------------------------------
 def save_scene_json(scene: Scene, out_dir: Path) -> Path:
-    """Write OUT/scene.json (and OUT/points3D.ply when the scene has points), atomically. Returns the JSON path."""
-    out_dir = ensure_dir(Path(out_dir))
+    """Write OUT/scene.json (and OUT/points3D.ply when the scene has points), atomically. Returns the JSON path.
+
+    ``out_dir`` is OUT (a path ending in ``scene.json`` is taken as the file itself).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.name == SCENE_JSON:
+        out_dir = out_dir.parent
+    out_dir = ensure_dir(out_dir)
     points_file = None
     if scene.points is not None and len(scene.points):
         colors = scene.point_colors if scene.point_colors is not None else np.full_like(scene.points, 128, np.uint8)
@@ -336,8 +342,10 @@ def save_scene_json(scene: Scene, out_dir: Path) -> Path:
 
 
 def load_scene_json(out_dir: Path) -> Scene:
-    """Read OUT/scene.json written by :func:`save_scene_json`."""
+    """Read OUT/scene.json written by :func:`save_scene_json` (``out_dir`` is OUT or the scene.json file)."""
     out_dir = Path(out_dir)
+    if out_dir.name == SCENE_JSON and out_dir.is_file():
+        out_dir = out_dir.parent
     path = out_dir / SCENE_JSON
     data = read_json(path)
     if not isinstance(data, dict) or "images" not in data or "source_format" not in data:
