@@ -222,6 +222,23 @@ def test_compositing_early_stop_and_clamp_match_reference():
     assert float((alpha - ref_alpha).abs().max()) <= 1e-9
 
 
+@pytest.mark.parametrize("zero_fill", [0.0, 1.0])
+def test_refused_pairs_compacted_or_zero_filled_match_reference(monkeypatch, zero_fill):
+    # Pairs behind the stop point are either dropped (compaction) or kept with alpha = 0: same image, same gradients.
+    import gags.splat.torch_backend as tb
+
+    monkeypatch.setattr(tb, "_MAX_ZERO_FILL", zero_fill)
+    means, quats, scales, opacities, colors = make_scene(60, seed=7, scale=(0.2, 0.6), opacity=(0.7, 1.0))
+    render, alpha, meta, (ref_render, ref_alpha, stopped, _) = _render_and_reference(
+        (means, quats, scales, opacities, colors), 24, 18
+    )
+    assert stopped > 50
+    stats = meta["pair_stats"]
+    assert (stats["stored_pairs"] - stats["pairs"] >= stopped) == (zero_fill == 1.0)
+    assert float((render - ref_render).abs().max()) <= 1e-9
+    assert float((alpha - ref_alpha).abs().max()) <= 1e-9
+
+
 def test_chunked_build_equals_single_pass():
     scene = make_scene(80, seed=11, scale=(0.1, 0.5), opacity=(0.5, 1.0))
     render1, alpha1, meta1, (ref_render, ref_alpha, stopped, _) = _render_and_reference(scene, 24, 20)
@@ -326,7 +343,7 @@ def test_gradcheck_compositing_with_stops_and_clamps():
     scales[0] = 3.0
     proj = project_gaussians(means, quats, scales, opacities, viewmat, K, W, H)
     pairs = build_pairs(proj.means2d, proj.conics, opacities, proj.depths, proj.radii, W, H)
-    assert bool(pairs.clamped.any())
+    assert bool((pairs.alpha >= 0.999).any())
     assert float(pairs.log_t_final.min()) < math.log(1e-3)
     bg = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)
     inputs = [

@@ -45,8 +45,8 @@ MAX_EXTEND = 3.33
 FOV_MARGIN = 0.3
 # gsplat RasterizeToPixels3DGSFwd.cu: ``px = (float)j + 0.5f``.
 PIXEL_CENTER = 0.5
-# Candidate (Gaussian, pixel) pairs built at once; about 60 bytes each while building -> ~130 MB per chunk.
-DEFAULT_MAX_CHUNK_PAIRS = 1 << 21
+# Pixel-box pairs per building chunk (an upper bound of the candidate pairs; ~70 bytes each while building).
+DEFAULT_MAX_CHUNK_PAIRS = 1 << 22
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -177,27 +177,40 @@ def project_gaussians(
 
 @dataclass
 class PairList:
-    """The composited (Gaussian, pixel) pairs of one image, sorted by (pixel, depth).
+    """The composited (Gaussian, pixel) pairs of one image, sorted by (pixel, depth), and the per-pixel results.
 
-    pix: [P] int64 flat pixel index y * W + x.   gid: [P] int64 Gaussian index.
-    alpha: [P] min(0.999, o exp(-sigma)).        trans: [P] transmittance before the pair (exclusive).
-    dx, dy: [P] mean2d - pixel centre.           clamped: [P] bool, alpha hit the 0.999 clamp (no gradient).
-    log_t_final: [H*W] float64 log transmittance after the last composited pair of each pixel.
-    starts: [H*W] int64 first pair of each pixel; counts: [H*W] number of pairs per pixel.
-    stats: counters (candidate pairs, chunks, skipped Gaussians).
+    pix: [P] int32 flat pixel index y * W + x.      gid: [P] int32 Gaussian index.
+    alpha: [P] min(0.999, o exp(-sigma)).           trans: [P] transmittance in front of the pair.
+    weight: [P] alpha * trans.                      dx, dy: [P] mean2d - pixel centre.
+    log_t_final: [H*W] float64 log transmittance behind the last composited pair of each pixel.
+    counts: [H*W] int64 composited pairs per pixel (the pairs of pixel p are a contiguous run).
+    stats: counters (candidate pairs, chunks, skipped Gaussians, pairs).
     """
 
     pix: Tensor
     gid: Tensor
     alpha: Tensor
     trans: Tensor
+    weight: Tensor
     dx: Tensor
     dy: Tensor
-    clamped: Tensor
     log_t_final: Tensor
-    starts: Tensor
     counts: Tensor
     stats: dict
+
+    def pixel_matrix(self, n_gaussians: int) -> Tensor:
+        """Sparse CSR [H*W, N] of the compositing weights: render = W @ colors."""
+        crow = _offsets(self.counts, self.pix.dtype)
+        return torch.sparse_csr_tensor(
+            crow, self.gid, self.weight, (self.counts.numel(), n_gaussians), check_invariants=False
+        )
+
+
+def _offsets(counts: Tensor, dtype: torch.dtype) -> Tensor:
+    """[0, cumsum(counts)] as CSR row pointers."""
+    out = torch.zeros(counts.numel() + 1, dtype=dtype, device=counts.device)
+    torch.cumsum(counts, 0, out=out[1:])
+    return out
 
 
 def _pixel_boxes(means2d: Tensor, radii: Tensor, width: int, height: int) -> tuple[Tensor, ...]:
@@ -219,10 +232,9 @@ def _chunk_bounds(counts: Tensor, max_pairs: int) -> list[tuple[int, int]]:
     n = counts.numel()
     if n == 0:
         return []
-    total = int(counts.sum())
-    if total <= max_pairs:
-        return [(0, n)]
     cum = torch.cumsum(counts, 0)
+    if int(cum[-1]) <= max_pairs:
+        return [(0, n)]
     bounds = []
     start = 0
     while start < n:
@@ -232,6 +244,22 @@ def _chunk_bounds(counts: Tensor, max_pairs: int) -> list[tuple[int, int]]:
         bounds.append((start, end))
         start = end
     return bounds
+
+
+# Pixels within this distance (in pixels) outside the analytic alpha >= 1/255 span of a row are still evaluated, so
+# that rounding in the span never drops a pixel that the exact test keeps.
+_SPAN_MARGIN = 1e-3
+
+
+@dataclass
+class _Boxes:
+    """Visible Gaussians front to back with their pixel boxes (all [V])."""
+
+    order: Tensor  # Gaussian ids
+    x0: Tensor
+    y0: Tensor
+    nx: Tensor
+    ny: Tensor
 
 
 def build_pairs(
@@ -247,9 +275,10 @@ def build_pairs(
     """Find the composited (Gaussian, pixel) pairs and their alphas and transmittances, gsplat's forward rules.
 
     means2d: [N, 2], conics: [N, 3], opacities: [N], depths: [N], radii: [N, 2] (0 = culled).
-    Computation is in the dtype of means2d except the transmittance product (float64).
+    Computation is in the dtype of means2d except the transmittance product and the row spans (float64).
     """
     with torch.no_grad():
+        means2d, conics, opacities = means2d.detach(), conics.detach(), opacities.detach()
         device = means2d.device
         dtype = means2d.dtype
         n_pix = width * height
@@ -258,16 +287,16 @@ def build_pairs(
         # Front to back; ties keep index order, as gsplat's stable radix sort of (tile, depth) keys.
         order = ids[torch.argsort(depths[ids], stable=True)]
         x0, y0, nx, ny = _pixel_boxes(means2d[order], radii[order], width, height)
+        boxes = _Boxes(order, x0, y0, nx, ny)
         box_counts = nx * ny
 
         carry = torch.zeros(n_pix, dtype=torch.float64, device=device)  # log T so far
         done = torch.zeros(n_pix, dtype=torch.bool, device=device)
         kept: list[tuple[Tensor, ...]] = []
-        stats = {"candidate_pairs": 0, "max_chunk_candidates": 0, "chunks": 0, "skipped_gaussians": 0}
+        stats = {"candidate_pairs": 0, "max_chunk_candidates": 0, "chunks": 0, "skipped_gaussians": 0, "pairs": 0}
         for c_start, c_end in _chunk_bounds(box_counts, max_chunk_pairs):
             sel = torch.arange(c_start, c_end, device=device)
-            cnt = box_counts[sel]
-            if kept and bool(done.any()):
+            if stats["chunks"] > 0 and bool(done.any()):
                 # Skip Gaussians whose box lies entirely on finished pixels (summed-area table of open pixels).
                 open_px = (~done).view(height, width).to(torch.int64)
                 sat = torch.zeros(height + 1, width + 1, dtype=torch.int64, device=device)
@@ -276,46 +305,35 @@ def build_pairs(
                 bx1, by1 = bx0 + nx[sel], by0 + ny[sel]
                 n_open = sat[by1, bx1] - sat[by0, bx1] - sat[by1, bx0] + sat[by0, bx0]
                 live = n_open > 0
-                stats["skipped_gaussians"] += int((~live & (cnt > 0)).sum())
-                sel, cnt = sel[live], cnt[live]
-            n_pairs = int(cnt.sum())
+                stats["skipped_gaussians"] += int((~live & (box_counts[sel] > 0)).sum())
+                sel = sel[live]
             stats["chunks"] += 1
-            stats["candidate_pairs"] += n_pairs
-            stats["max_chunk_candidates"] = max(stats["max_chunk_candidates"], n_pairs)
-            if n_pairs == 0:
+            if sel.numel() == 0:
                 continue
             pairs = _chunk_pairs(
-                sel, cnt, n_pairs, order, x0, y0, nx, means2d, conics, opacities, width, carry, done, dtype
+                sel, boxes, means2d, conics, opacities, width, carry, done, dtype, check_done=stats["chunks"] > 1,
+                stats=stats,
             )
             if pairs is not None:
                 kept.append(pairs)
 
         if kept:
-            pix, gid, alpha, trans, dx, dy, clamped = (torch.cat(parts) for parts in zip(*kept))
+            pix, gid, alpha, trans, dx, dy = (torch.cat(parts) if len(kept) > 1 else parts[0] for parts in zip(*kept))
             if len(kept) > 1:
-                perm = torch.argsort(pix, stable=True)  # chunks are front to back: stable keeps depth order
-                pix, gid, alpha, trans, dx, dy, clamped = (
-                    t[perm] for t in (pix, gid, alpha, trans, dx, dy, clamped)
-                )
+                pix, perm = torch.sort(pix, stable=True)  # chunks are front to back: stable keeps depth order
+                gid, alpha, trans, dx, dy = (t.index_select(0, perm) for t in (gid, alpha, trans, dx, dy))
         else:
             empty_f = torch.zeros(0, dtype=dtype, device=device)
-            empty_i = torch.zeros(0, dtype=torch.int64, device=device)
+            empty_i = torch.zeros(0, dtype=torch.int32, device=device)
             pix, gid, alpha, trans, dx, dy = empty_i, empty_i, empty_f, empty_f, empty_f, empty_f
-            clamped = torch.zeros(0, dtype=torch.bool, device=device)
         counts = torch.bincount(pix, minlength=n_pix)
-        starts = torch.cumsum(counts, 0) - counts
-        stats["pairs"] = int(pix.numel())
-        return PairList(pix, gid, alpha, trans, dx, dy, clamped, carry, starts, counts, stats)
+        stats["stored_pairs"] = int(pix.numel())
+        return PairList(pix, gid, alpha, trans, alpha * trans, dx, dy, carry, counts, stats)
 
 
 def _chunk_pairs(
     sel: Tensor,
-    cnt: Tensor,
-    n_pairs: int,
-    order: Tensor,
-    x0: Tensor,
-    y0: Tensor,
-    nx: Tensor,
+    boxes: _Boxes,
     means2d: Tensor,
     conics: Tensor,
     opacities: Tensor,
@@ -323,62 +341,138 @@ def _chunk_pairs(
     carry: Tensor,
     done: Tensor,
     dtype: torch.dtype,
+    check_done: bool,
+    stats: dict,
 ) -> tuple[Tensor, ...] | None:
-    """Candidate pairs of the Gaussians ``order[sel]`` (front to back), filtered and composited against the running
-    per-pixel state ``carry`` (log T) and ``done``, which are updated in place."""
+    """Pairs of the Gaussians ``boxes.order[sel]`` (front to back), filtered and composited against the running
+    per-pixel state ``carry`` (log T) and ``done``, which are updated in place.
+
+    Gathers use ``index_select`` on 1-D tensors: on a CPU it is several times faster than advanced indexing."""
     device = sel.device
-    rank = torch.repeat_interleave(torch.arange(sel.numel(), device=device), cnt, output_size=n_pairs)
-    first = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(n_pairs, device=device) - first[rank]
-    row_len = nx[sel][rank]
-    ly = torch.div(local, row_len, rounding_mode="floor")
-    lx = local - ly * row_len
-    px = x0[sel][rank] + lx
-    py = y0[sel][rank] + ly
-    pix = py * width + px
-    gid = order[sel][rank]
-
-    m = means2d[gid]
-    con = conics[gid]
-    dx = m[:, 0] - (px.to(dtype) + PIXEL_CENTER)
-    dy = m[:, 1] - (py.to(dtype) + PIXEL_CENTER)
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    raw = opacities[gid] * torch.exp(-sigma)
-    alpha = raw.clamp_max(MAX_ALPHA)
-    ok = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & ~done[pix]
-    idx = torch.nonzero(ok).squeeze(1)
-    if idx.numel() == 0:
-        return None
-    pix, gid, alpha, dx, dy, raw = pix[idx], gid[idx], alpha[idx], dx[idx], dy[idx], raw[idx]
-
-    perm = torch.argsort(pix, stable=True)  # pairs were generated front to back
-    pix, gid, alpha, dx, dy, raw = pix[perm], gid[perm], alpha[perm], dx[perm], dy[perm], raw[perm]
-
-    log1m = torch.log1p(-alpha.to(torch.float64))
-    csum = torch.cumsum(log1m, 0)
-    excl = csum - log1m
+    f64 = torch.float64
     n_pix = carry.numel()
-    counts = torch.bincount(pix, minlength=n_pix)
-    starts = torch.cumsum(counts, 0) - counts
-    log_t = excl - excl[starts[pix]] + carry[pix]  # log T before each pair
-    t_before = torch.exp(log_t)
-    t_after = t_before * (1.0 - alpha.to(torch.float64))
-    inc = t_after > MIN_TRANSMITTANCE
-    stop = ~inc
-    if bool(stop.any()):
-        done[pix[stop]] = True
-    inc_idx = torch.nonzero(inc).squeeze(1)
-    pix = pix[inc_idx]
-    carry.index_add_(0, pix, log1m[inc_idx])
-    return (
-        pix,
-        gid[inc_idx],
-        alpha[inc_idx],
-        t_before[inc_idx].to(dtype),
-        dx[inc_idx],
-        dy[inc_idx],
-        raw[inc_idx] > MAX_ALPHA,
+    # --- one span per (Gaussian, box row): the pixels of the row where alpha >= 1/255 (float64, small) ------------
+    rows_per = boxes.ny.index_select(0, sel)
+    n_rows = int(rows_per.sum())
+    if n_rows == 0:
+        return None
+    rank = torch.repeat_interleave(torch.arange(sel.numel(), device=device), rows_per, output_size=n_rows)
+    first = torch.cumsum(rows_per, 0) - rows_per
+    gsel = sel.index_select(0, rank)
+    row = boxes.y0.index_select(0, gsel) + (torch.arange(n_rows, device=device) - first.index_select(0, rank))
+    gid = boxes.order.index_select(0, gsel)
+    m = means2d.index_select(0, gid).to(f64)
+    con = conics.index_select(0, gid).to(f64)
+    op = opacities.index_select(0, gid).to(f64)
+    a, b, c = con.unbind(-1)
+    mx = m[:, 0]
+    dy = m[:, 1] - (row.to(f64) + PIXEL_CENTER)
+    # sigma(dx) = a/2 dx^2 + b dy dx + c/2 dy^2 <= ln(255 o)  <=>  dx in [(-b dy - r) / a, (-b dy + r) / a]
+    level = torch.log(op / ALPHA_THRESHOLD)
+    disc = 2.0 * a * level - (a * c - b * b) * dy * dy
+    root = torch.sqrt(disc.clamp_min(0.0))
+    # pixel centres x + 0.5 = mean_x - dx
+    lo = mx + (b * dy - root) / a - PIXEL_CENTER
+    hi = mx + (b * dy + root) / a - PIXEL_CENTER
+    slack = _SPAN_MARGIN * (1.0 + (root / a).abs())
+    bx0 = boxes.x0.index_select(0, gsel)
+    j0 = torch.maximum(torch.ceil(lo - slack).clamp(-1, width).long(), bx0)
+    j1 = torch.minimum(torch.floor(hi + slack).clamp(-1, width).long(), bx0 + boxes.nx.index_select(0, gsel) - 1)
+    lengths = torch.where(disc >= 0, (j1 - j0 + 1).clamp_min(0), torch.zeros_like(j0))
+    live = torch.nonzero(lengths).squeeze(1)
+    n_pairs = int(lengths.sum())
+    stats["candidate_pairs"] += n_pairs
+    stats["max_chunk_candidates"] = max(stats["max_chunk_candidates"], n_pairs)
+    if n_pairs == 0:
+        return None
+    idx_dtype = torch.int32 if max(n_pairs, n_pix) < 2**31 - 1 else torch.int64
+    lengths = lengths.index_select(0, live)
+    span_start = torch.cumsum(lengths, 0) - lengths
+    j0 = j0.index_select(0, live)
+    # Per span: pix of pair k = base + k; local index = k - start; dx = ax - local; sigma = dx (ha dx + bb) + cc.
+    s_base = (row.index_select(0, live) * width + j0 - span_start).to(idx_dtype)
+    s_start = span_start.to(idx_dtype)
+    s_gid = gid.index_select(0, live).to(idx_dtype)
+    s_dy = dy.index_select(0, live)
+    s_a = a.index_select(0, live)
+    s_ax = (mx.index_select(0, live) - (j0.to(f64) + PIXEL_CENTER)).to(dtype)
+    s_ha = (0.5 * s_a).to(dtype)
+    s_bb = (b.index_select(0, live) * s_dy).to(dtype)
+    s_cc = (0.5 * c.index_select(0, live) * s_dy * s_dy).to(dtype)
+    s_logo = torch.log(op.index_select(0, live)).to(dtype)
+    s_dy = s_dy.to(dtype)
+
+    # --- pairs, generated front to back; only their pixel is needed before sorting ---------------------------------
+    span = torch.repeat_interleave(
+        torch.arange(live.numel(), device=device, dtype=idx_dtype), lengths, output_size=n_pairs
     )
+    pix = s_base.index_select(0, span).add_(torch.arange(n_pairs, device=device, dtype=idx_dtype))
+    n_ok = n_pairs
+    if check_done:
+        # pairs on pixels finished by earlier chunks get the key n_pix and land at the end of the sort
+        ok = ~done.index_select(0, pix)
+        n_ok = int(ok.sum())
+        if n_ok == 0:
+            return None
+        if n_ok < n_pairs:
+            pix = torch.where(ok, pix, torch.full((), n_pix, dtype=idx_dtype, device=device))
+    # --- sort by pixel; generation order is front to back, the stable sort keeps depth order within a pixel ---------
+    pix, perm = torch.sort(pix, stable=True)
+    pix, perm = pix[:n_ok], perm[:n_ok]
+    # --- per pair, from the (small, cache-resident) span tables -------------------------------------------------------
+    span = span.index_select(0, perm)
+    local = perm.to(idx_dtype).sub_(s_start.index_select(0, span))
+    dx = s_ax.index_select(0, span).sub_(local.to(dtype))
+    pdy = s_dy.index_select(0, span)
+    pgid = s_gid.index_select(0, span)
+    sigma = s_ha.index_select(0, span).mul_(dx).add_(s_bb.index_select(0, span)).mul_(dx)
+    sigma.add_(s_cc.index_select(0, span))
+    alpha = torch.exp(s_logo.index_select(0, span).sub_(sigma)).clamp_max_(MAX_ALPHA)
+    # gsplat skips sigma < 0 and alpha < 1/255; the spans leave only rounding cases (margin): alpha = 0 is a no-op.
+    refused = (alpha < ALPHA_THRESHOLD).logical_or_(sigma < 0)
+    alpha.masked_fill_(refused, 0.0)
+
+    # --- transmittance: segmented cumulative sum of log(1 - alpha) in float64 ---------------------------------------
+    counts = torch.bincount(pix, minlength=n_pix)
+    log1m = alpha.to(f64, copy=True).neg_().log1p_()
+    csum = torch.cumsum(log1m, 0)
+    starts = torch.cumsum(counts, 0) - counts
+    before = torch.where(starts > 0, csum.index_select(0, (starts - 1).clamp_min(0)), 0.0)
+    # log T after pair k = csum[k] - csum before the pixel's first pair + log T carried from earlier chunks
+    log_t_after = csum.add_((carry - before).index_select(0, pix))
+    inc = log_t_after > _LOG_MIN_TRANSMITTANCE
+    n_inc = int(inc.sum())
+    stats["pairs"] += n_inc - int(refused.logical_and_(inc).sum())
+    if n_inc == 0:
+        done |= counts > 0
+        return None
+    trans = torch.sub(log_t_after, log1m).exp_().to(dtype)
+    if n_inc < n_ok:
+        refused = torch.nonzero(~inc).squeeze(1)
+        refused_counts = torch.bincount(pix.index_select(0, refused), minlength=n_pix)
+        kept_counts = counts - refused_counts
+        done |= refused_counts > 0  # a pair was refused: the pixel is finished
+        if n_ok - n_inc <= _MAX_ZERO_FILL * n_ok:
+            # Few refused pairs: keep them with alpha = 0 (no weight, no gradient) instead of compacting 6 arrays.
+            alpha.index_fill_(0, refused, 0.0)
+            trans.index_fill_(0, refused, 0.0)
+        else:
+            keep = torch.nonzero(inc).squeeze(1)
+            pix, pgid, alpha, trans, dx, pdy = (t.index_select(0, keep) for t in (pix, pgid, alpha, trans, dx, pdy))
+    else:
+        kept_counts = counts
+    # The pixel's transmittance now is T after its last kept pair (kept pairs are a prefix of each pixel's run).
+    has = torch.nonzero(kept_counts).squeeze(1)
+    last = starts.index_select(0, has) + kept_counts.index_select(0, has) - 1
+    carry.index_copy_(0, has, log_t_after.index_select(0, last))
+    return pix, pgid, alpha, trans, dx, pdy
+
+
+# When at most this fraction of the candidate pairs of a chunk is refused by the transmittance stop, they are kept with
+# alpha = 0 rather than compacted away (compaction costs a pass per array; zero pairs cost little later).
+_MAX_ZERO_FILL = 0.25
+# log of gsplat's stop threshold: a pair is composited only if T after it stays > 1e-4.
+_LOG_MIN_TRANSMITTANCE = math.log(MIN_TRANSMITTANCE)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -392,14 +486,17 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, pairs: PairList, absgrad: bool):
-        n_pix = pairs.log_t_final.numel()
-        weight = pairs.alpha * pairs.trans
-        render = torch.zeros(n_pix, colors.shape[1], dtype=colors.dtype, device=colors.device)
-        render.index_add_(0, pairs.pix, colors[pairs.gid] * weight[:, None])
+        n_gauss = colors.shape[0]
+        weights = pairs.pixel_matrix(n_gauss)
+        if colors.shape[1] > 0:
+            render = weights @ colors
+        else:
+            render = colors.new_zeros(pairs.counts.numel(), 0)
         t_final = torch.exp(pairs.log_t_final).to(colors.dtype)
         if background is not None:
-            render += t_final[:, None] * background[None, :]
+            render = render + t_final[:, None] * background[None, :]
         ctx.pairs = pairs
+        ctx.weights = weights
         ctx.absgrad = absgrad
         ctx.has_background = background is not None
         ctx.save_for_backward(means2d, conics, colors, opacities, background if background is not None else colors)
@@ -411,43 +508,81 @@ class _Composite(torch.autograd.Function):
         pairs: PairList = ctx.pairs
         dtype = colors.dtype
         n_gauss = colors.shape[0]
-        pix, gid, alpha, trans = pairs.pix, pairs.gid, pairs.alpha, pairs.trans
-        t_final = torch.exp(pairs.log_t_final).to(dtype)
-        weight = alpha * trans
+        n_pairs = pairs.pix.numel()
+        grad_render = grad_render.contiguous()
+        t_final = torch.exp(pairs.log_t_final)
 
-        g_pix = grad_render[pix]  # [P, C]
-        v = (colors[gid] * g_pix).sum(1)  # colour . dL/drender per pair
-        grad_colors = torch.zeros_like(colors).index_add_(0, gid, g_pix * weight[:, None])
+        # v_k = colour_k . dL/drender at the pair's pixel: a sampled dense-dense product on the pattern of W.
+        if colors.shape[1] > 0 and n_pairs > 0:
+            v = torch.sparse.sampled_addmm(ctx.weights, grad_render, colors.T, beta=0.0).values()
+        else:
+            v = torch.zeros(n_pairs, dtype=dtype, device=colors.device)
 
-        # Sum over the later pairs of the same pixel of w_j v_j (float64: a running sum over all pairs).
-        wv = (weight * v).to(torch.float64)
-        csum = torch.cumsum(wv, 0)
-        last = (pairs.starts + pairs.counts - 1).clamp_min(0)
-        later = (csum[last[pix]] - csum).to(dtype)
-        tail = -grad_alpha
+        # dL/dalpha_k = T_k v_k - (sum_{j after k} w_j v_j + T_final dL/dT_final) / (1 - alpha_k), per pixel.
+        csum = torch.cumsum((pairs.weight * v).to(torch.float64), 0)
+        ends = torch.cumsum(pairs.counts, 0) - 1
+        tail = -grad_alpha.to(torch.float64)
         if ctx.has_background:
-            tail = tail + grad_render @ background
-        tail = t_final * tail  # dL/dT_final * T_final, per pixel
-        grad_a = trans * v - (later + tail[pix]) / (1.0 - alpha)
-        free = ~pairs.clamped
-        grad_sigma = torch.where(free, -alpha * grad_a, torch.zeros_like(grad_a))
-        grad_o = torch.where(free, grad_a * alpha / opacities[gid], torch.zeros_like(grad_a))
+            tail = tail + (grad_render @ background).to(torch.float64)
+        last = torch.where(pairs.counts > 0, csum.index_select(0, ends.clamp(0, max(n_pairs - 1, 0))), 0.0)
+        behind = (last + t_final * tail).index_select(0, pairs.pix).sub_(csum).to(dtype)
+        grad_a = (pairs.trans * v).sub_(behind.div_(1.0 - pairs.alpha))
+        # alpha = o exp(-sigma): d/dsigma = -alpha (none where the 0.999 clamp is active, as gsplat).
+        grad_sigma = torch.where(pairs.alpha < MAX_ALPHA, grad_a.mul_(pairs.alpha).neg_(), 0.0)
 
-        con = conics[gid]
+        # Per-Gaussian sums (1-D scatter-adds); conic and opacity are constant per Gaussian and come out of the sums.
+        gid = pairs.gid
         dx, dy = pairs.dx, pairs.dy
-        g_mx = grad_sigma * (con[:, 0] * dx + con[:, 1] * dy)
-        g_my = grad_sigma * (con[:, 1] * dx + con[:, 2] * dy)
-        per_pair = [g_mx, g_my, 0.5 * grad_sigma * dx * dx, grad_sigma * dx * dy, 0.5 * grad_sigma * dy * dy, grad_o]
-        if ctx.absgrad:
-            per_pair += [g_mx.abs(), g_my.abs()]
-        acc = torch.zeros(n_gauss, len(per_pair), dtype=dtype, device=colors.device)
-        acc.index_add_(0, gid, torch.stack(per_pair, dim=1))
+        gs_dx = grad_sigma * dx
+        gs_dy = grad_sigma * dy
 
-        grad_means2d = acc[:, 0:2].unsqueeze(0)
+        def per_gaussian(values: Tensor) -> Tensor:
+            return torch.zeros(n_gauss, dtype=dtype, device=colors.device).index_add_(0, gid, values)
+
+        s_sig = per_gaussian(grad_sigma)
+        s_dx, s_dy = per_gaussian(gs_dx), per_gaussian(gs_dy)
+        s_xx, s_xy, s_yy = per_gaussian(gs_dx * dx), per_gaussian(gs_dx * dy), per_gaussian(gs_dy * dy)
+        a, b, c = conics.detach().unbind(-1)
+        grad_means2d = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], dim=-1).unsqueeze(0)
+        grad_conics = torch.stack([0.5 * s_xx, s_xy, 0.5 * s_yy], dim=-1)
+        grad_opacities = -s_sig / opacities.detach().clamp_min(ALPHA_THRESHOLD)
         if ctx.absgrad:
-            means2d.absgrad = acc[:, 6:8].unsqueeze(0)
-        grad_background = (t_final[:, None] * grad_render).sum(0) if ctx.has_background else None
-        return grad_means2d, acc[:, 2:5], grad_colors, acc[:, 5], grad_background, None, None
+            pa, pb, pc = (t.index_select(0, gid) for t in (a, b, c))
+            abs_x = per_gaussian((pa * gs_dx).add_(pb * gs_dy).abs_())
+            abs_y = per_gaussian((pb * gs_dx).add_(pc * gs_dy).abs_())
+            means2d.absgrad = torch.stack([abs_x, abs_y], dim=-1).unsqueeze(0)
+
+        grad_colors = None
+        if ctx.needs_input_grad[2]:
+            grad_colors = _weights_transposed_times(pairs, grad_render, n_gauss)
+        grad_background = (t_final.to(dtype) @ grad_render) if ctx.has_background else None
+        return grad_means2d, grad_conics, grad_colors, grad_opacities, grad_background, None, None
+
+
+# Up to this many channels, W^T G is computed channel by channel with 1-D scatter-adds; above, through a CSR matrix of
+# W^T (which needs the pairs grouped by Gaussian: one sort).
+_MAX_SCATTER_CHANNELS = 6
+
+
+def _weights_transposed_times(pairs: PairList, grad_render: Tensor, n_gauss: int) -> Tensor:
+    """W^T @ grad_render: [N, C] gradient of the colours, W the [H*W, N] compositing weights."""
+    n_ch = grad_render.shape[1]
+    out_dtype = grad_render.dtype
+    if n_ch == 0 or pairs.pix.numel() == 0:
+        return torch.zeros(n_gauss, n_ch, dtype=out_dtype, device=grad_render.device)
+    if n_ch <= _MAX_SCATTER_CHANNELS:
+        columns = grad_render.T.contiguous()
+        out = torch.zeros(n_ch, n_gauss, dtype=out_dtype, device=grad_render.device)
+        for ch in range(n_ch):
+            out[ch].index_add_(0, pairs.gid, columns[ch].index_select(0, pairs.pix).mul_(pairs.weight))
+        return out.T
+    by_gauss = torch.argsort(pairs.gid).to(pairs.gid.dtype)
+    crow = _offsets(torch.bincount(pairs.gid, minlength=n_gauss), pairs.pix.dtype)
+    transposed = torch.sparse_csr_tensor(
+        crow, pairs.pix.index_select(0, by_gauss), pairs.weight.index_select(0, by_gauss),
+        (n_gauss, pairs.counts.numel()), check_invariants=False,
+    )
+    return transposed @ grad_render
 
 
 def composite(
