@@ -65,17 +65,31 @@ def test_masks_to_boxes_matches_segment_anything():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_remove_small_regions_matches_segment_anything(seed):
+@pytest.mark.parametrize("min_area", [30, 45])  # 45 > min(H, W): every window is the whole image
+def test_remove_small_regions_matches_segment_anything(seed, min_area):
     amg = pytest.importorskip("segment_anything.utils.amg")
     masks = random_blobs(seed)
-    ours, changed = remove_small_regions(masks, 30)
+    ours, changed = remove_small_regions(masks, min_area)
     for k in range(len(masks)):
-        mask, ch_holes = amg.remove_small_regions(masks[k].numpy(), 30, mode="holes")
-        mask, ch_islands = amg.remove_small_regions(mask, 30, mode="islands")
+        mask, ch_holes = amg.remove_small_regions(masks[k].numpy(), min_area, mode="holes")
+        mask, ch_islands = amg.remove_small_regions(mask, min_area, mode="islands")
         assert np.array_equal(ours[k].numpy(), mask), k
         assert changed[k].item() == (ch_holes or ch_islands), k
     assert changed[1] and changed[2] and not changed[0]
     assert ours[2].all()  # the border hole is filled
+
+
+def test_remove_small_regions_on_sam_like_masks(bench):
+    amg = pytest.importorskip("segment_anything.utils.amg")
+    masks, _ = bench.sam_like_masks(96, 120, 30, 0)
+    g = torch.Generator().manual_seed(0)
+    masks = masks ^ (torch.rand(masks.shape, generator=g) < 0.002)  # pepper: small holes and islands everywhere
+    ours, changed = remove_small_regions(masks, 20)
+    for k in range(len(masks)):
+        mask, ch_holes = amg.remove_small_regions(masks[k].numpy(), 20, mode="holes")
+        mask, ch_islands = amg.remove_small_regions(mask, 20, mode="islands")
+        assert np.array_equal(ours[k].numpy(), mask), k
+        assert changed[k].item() == (ch_holes or ch_islands), k
 
 
 def test_remove_small_regions_in_several_mosaic_calls(monkeypatch):
@@ -157,7 +171,7 @@ def test_mask_nms_hand_cases():
 
 @pytest.mark.parametrize("seed", range(25))
 def test_mask_nms_equals_the_literal_loop(bench, seed):
-    masks, scores = bench.sam_like_masks(40, 52, 4, seed)
+    masks, scores = bench.sam_like_masks(40, 52, 8, seed)
     if seed % 5 == 0:
         scores = scores * 0.7  # every score fails: the fallback path
     if seed % 5 == 1:

@@ -50,8 +50,10 @@ FALLBACK_TOP_K = 3
 LEVELS = ("default", "s", "m", "l")
 """LangSplat's level order in ``_s.npy``: default (all three granularities together), sub-part, part, whole."""
 
-_MOSAIC_PIXELS = 1 << 25
-"""Pixels per connected-components call (masks stacked into one image); bounds the int32 label image to 128 MB."""
+_BOX_CHUNK = 256
+"""Candidate masks per box computation (bounds the temporaries on a large candidate set)."""
+_MOSAIC_PIXELS = 1 << 23
+"""Pixels per connected-components call (mask windows stacked into one image): bounds its temporaries to ~300 MB."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -63,7 +65,8 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     m, h, w = masks.shape
     if m == 0:
         return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [M, H], [M, W]
+    as_bytes = masks.view(torch.uint8) if masks.dtype == torch.bool else (masks != 0).view(torch.uint8)
+    rows, cols = as_bytes.amax(dim=2) > 0, as_bytes.amax(dim=1) > 0  # [M, H], [M, W] (amax: faster than any)
     ar_h = torch.arange(h, device=masks.device)
     ar_w = torch.arange(w, device=masks.device)
     y1 = torch.where(rows, ar_h, -1).amax(dim=1)
@@ -74,21 +77,31 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=1)[:, None], boxes, torch.zeros_like(boxes))
 
 
-def _components(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of B images at once: [B, H, W] uint8 -> labels [B, H, W], area [n], owner [n].
+def _labels(mosaic: np.ndarray, row_owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of a mosaic: [R, C] bool -> labels [R, C] int32, area [n], owner [n] (label 0: background).
 
-    The images are stacked with one empty row between them, so no component crosses from one to the next; label 0 is the
-    background of all of them.
+    row_owner: [R] the window each mosaic row belongs to (windows are separated by empty rows and columns).
     """
     import cv2
 
-    b, h, w = blocks.shape
-    mosaic = np.zeros((b, h + 1, w), dtype=np.uint8)
-    mosaic[:, :h] = blocks
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mosaic.reshape(b * (h + 1), w), connectivity=8,
-                                                           ltype=cv2.CV_32S)
-    owner = stats[:, cv2.CC_STAT_TOP] // (h + 1)
-    return labels.reshape(b, h + 1, w)[:, :h], stats[:, cv2.CC_STAT_AREA], owner
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mosaic.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return labels, stats[:, cv2.CC_STAT_AREA], row_owner[stats[:, cv2.CC_STAT_TOP]]
+
+
+def _mosaic_index(ids: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray, h: int, w: int):
+    """Lay windows [y0, y1) x [x0, x1) of masks ``ids`` out one under the other, one empty row after each.
+
+    Returns flat: [R, C] int64 index into the [M * H * W] masks (-1 on padding), and row_owner: [R] window index.
+    """
+    heights, widths = y1 - y0, x1 - x0
+    offsets = np.concatenate([[0], np.cumsum(heights + 1)])
+    rows = np.arange(offsets[-1])
+    owner = np.searchsorted(offsets, rows, side="right") - 1
+    local = rows - offsets[owner]
+    cols = np.arange(widths.max())
+    valid = (local < heights[owner])[:, None] & (cols[None, :] < widths[owner][:, None])
+    flat = ((ids[owner] * h + y0[owner] + local) * w + x0[owner])[:, None] + cols[None, :]
+    return np.where(valid, flat, -1), owner
 
 
 def remove_small_regions(masks: torch.Tensor, min_area: int = MIN_REGION_AREA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,41 +114,89 @@ def remove_small_regions(masks: torch.Tensor, min_area: int = MIN_REGION_AREA) -
         masks: [M, H, W] bool, holes < min_area filled, then islands < min_area removed (all small: keep the largest).
         changed: [M] bool, whether either step found a small region (SAM's flag; set even when keeping the largest
             island leaves the mask as it was).
+
+    Each mask is labelled inside its box grown by one pixel (clipped to the image), and all windows go through one
+    connected-components call per chunk, stacked with empty rows between them. This is exact: islands lie inside the
+    box; a background component inside the window that does not reach the one-pixel ring around the box is entirely
+    inside the box, so its size is exact; one that reaches the ring joins a component of the outside of the box, which
+    always contains a full image row or column, so it is not small when ``min(H, W) >= min_area`` (otherwise every
+    window is the whole image). Holes touching the image border count, as in SAM.
     """
-    m, h, w = masks.shape
     out = masks.detach().cpu().numpy().astype(bool, copy=True)
+    changed = _remove_small_regions_(out, min_area)
+    return torch.from_numpy(out).to(masks.device), torch.from_numpy(changed).to(masks.device)
+
+
+def _remove_small_regions_(out: np.ndarray, min_area: int) -> np.ndarray:
+    """``remove_small_regions`` in place on out: [M, H, W] bool (C-contiguous); returns changed: [M] bool."""
+    m, h, w = out.shape
     changed = np.zeros(m, dtype=bool)
-    step = max(1, _MOSAIC_PIXELS // ((h + 1) * w))
-    for start in range(0, m, step):
-        block = out[start:start + step]
-        nb = len(block)
-        # holes: components of the background; the small ones are filled
-        labels, area, owner = _components((~block).astype(np.uint8))
+    if m == 0 or min_area <= 0:
+        return changed
+    boxes = masks_to_boxes(torch.from_numpy(out)).numpy()
+    nonempty = out.reshape(m, -1).max(axis=1)
+    if min(h, w) >= min_area:
+        ids = np.flatnonzero(nonempty)  # an empty mask has one background component of >= min_area pixels
+        bx0, by0, bx1, by1 = boxes[ids].T
+        y0, y1 = np.maximum(by0 - 1, 0), np.minimum(by1 + 2, h)
+        x0, x1 = np.maximum(bx0 - 1, 0), np.minimum(bx1 + 2, w)
+    else:
+        ids = np.arange(m)
+        bx0 = by0 = y0 = x0 = np.zeros(m, dtype=np.int64)
+        bx1, by1 = np.full(m, w - 1), np.full(m, h - 1)
+        y1, x1 = np.full(m, h), np.full(m, w)
+    if len(ids) == 0:
+        return changed
+
+    # chunks of windows of similar width (powers of two), each of at most about _MOSAIC_PIXELS pixels
+    widths = x1 - x0
+    by_width = np.argsort(widths, kind="stable")
+    size = np.cumsum((y1 - y0 + 1)[by_width] * widths[by_width])
+    key = np.floor(np.log2(widths[by_width])).astype(np.int64) * (1 << 40) + size // _MOSAIC_PIXELS
+    chunks = np.split(by_width, np.flatnonzero(np.diff(key)) + 1)
+
+    flat_out = out.reshape(-1)
+    for chunk in chunks:
+        n = len(chunk)
+        flat, owner = _mosaic_index(ids[chunk], y0[chunk], y1[chunk], x0[chunk], x1[chunk], h, w)
+        valid = flat >= 0
+        values = np.zeros(flat.shape, dtype=bool)
+        values[valid] = flat_out[flat[valid]]
+        ys = (flat // w) % h
+        xs = flat % w
+        in_box = (ys >= by0[chunk][owner][:, None]) & (ys <= by1[chunk][owner][:, None])
+        in_box &= (xs >= bx0[chunk][owner][:, None]) & (xs <= bx1[chunk][owner][:, None])
+        ring = valid & ~in_box
+
+        # holes: components of the background inside the window; small ones not reaching the ring are filled
+        labels, area, comp_owner = _labels(valid & ~values, owner)
         small = area < min_area
         small[0] = False
-        changed[start:start + nb] |= np.bincount(owner[small], minlength=nb)[:nb] > 0
-        block |= small[labels]
+        small[np.unique(labels[ring])] = False
+        changed[ids[chunk]] |= np.bincount(comp_owner[small], minlength=n) > 0
+        values |= small[labels]
+
         # islands: components of the mask; the small ones are removed, unless all are small (keep the largest)
-        labels, area, owner = _components(block.astype(np.uint8))
+        labels, area, comp_owner = _labels(values, owner)
         small = area < min_area
         small[0] = False
-        owner_fg, area_fg = owner[1:], area[1:]
-        n_comp = np.bincount(owner_fg, minlength=nb)[:nb]
-        n_small = np.bincount(owner_fg[small[1:]], minlength=nb)[:nb]
-        changed[start:start + nb] |= n_small > 0
+        owner_fg, area_fg = comp_owner[1:], area[1:]
+        n_comp = np.bincount(owner_fg, minlength=n)
+        n_small = np.bincount(owner_fg[small[1:]], minlength=n)
+        changed[ids[chunk]] |= n_small > 0
         keep = ~small
         keep[0] = False
         all_small = (n_comp > 0) & (n_small == n_comp)
         if all_small.any():
-            best = np.zeros(nb, dtype=area.dtype)
+            best = np.zeros(n, dtype=area.dtype)
             np.maximum.at(best, owner_fg, area_fg)
-            first = np.full(nb, len(area), dtype=np.int64)
+            first = np.full(n, len(area), dtype=np.int64)
             label_ids = np.arange(1, len(area))
             is_best = area_fg == best[owner_fg]
             np.minimum.at(first, owner_fg[is_best], label_ids[is_best])  # first label of maximal area, as np.argmax
             keep[first[all_small]] = True
-        block[:] = keep[labels]
-    return torch.from_numpy(out).to(masks.device), torch.from_numpy(changed).to(masks.device)
+        flat_out[flat[valid]] = keep[labels[valid]]
+    return changed
 
 
 @dataclass
@@ -206,7 +267,12 @@ def filter_masks(
 
 def _run_starts(flat: np.ndarray) -> np.ndarray:
     """flat: [M, n] bool -> [R] int64 first pixel of every maximal run of pixels on which every mask is constant."""
-    change = (flat[:, 1:] != flat[:, :-1]).any(axis=0)
+    m, n = flat.shape
+    change = np.zeros(max(n - 1, 0), dtype=bool)
+    step = max(1, _MOSAIC_PIXELS // max(n, 1))  # masks compared at a time: bounds the temporary to ~32 MB
+    for start in range(0, m, step):
+        block = flat[start:start + step]
+        change |= (block[:, 1:] != block[:, :-1]).any(axis=0)
     return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
 
 
@@ -346,29 +412,36 @@ def granularity_levels(
         raise GagsError(f"granularity_levels: {c} masks need [C] predicted IoU, stability and granularity; got "
                         f"{list(predicted_iou.shape)}, {list(stability.shape)}, {list(granularity.shape)}.")
     device = masks.device
-    rows = {"default": torch.arange(c, device=device)}
+    passing = torch.nonzero((predicted_iou > pred_iou_thresh) & (stability >= stability_thresh), as_tuple=True)[0]
+    cand_iou = predicted_iou[passing].float()
+    chunks = [masks_to_boxes(masks[i:i + _BOX_CHUNK]) for i in range(0, c, _BOX_CHUNK)]  # views: no copy
+    boxes = torch.cat(chunks or [torch.zeros((0, 4), dtype=torch.int64, device=device)])[passing].float()
+    rows = {"default": torch.arange(len(passing), device=device)}
     for k, name in enumerate(LEVELS[1:]):
-        rows[name] = torch.nonzero(granularity == k, as_tuple=True)[0]
-    first = {name: r[quality_box_nms(masks[r], predicted_iou[r], stability[r], pred_iou_thresh, stability_thresh,
-                                     box_nms_thresh)] for name, r in rows.items()}
+        rows[name] = torch.nonzero(granularity[passing] == k, as_tuple=True)[0]
+    first = {}
+    for name, r in rows.items():  # step 2 per level; r indexes the passing candidates
+        first[name] = r[torchvision.ops.nms(boxes[r], cand_iou[r], box_nms_thresh)] if len(r) else r
 
-    union = torch.unique(torch.cat(list(first.values())))  # sorted candidate rows
-    if min_region_area > 0 and len(union):
-        cleaned, changed = remove_small_regions(masks[union], min_region_area)
-    else:
-        cleaned, changed = masks[union], torch.zeros(len(union), dtype=torch.bool, device=device)
-    where = torch.full((c,), -1, dtype=torch.int64, device=device)
+    # step 3: every candidate that survived step 2 in some level is cleaned once
+    union = torch.unique(torch.cat(list(first.values())))  # sorted rows of the passing candidates
+    cleaned_np = np.ascontiguousarray(masks[passing[union]].detach().cpu().numpy())
+    changed = torch.from_numpy(_remove_small_regions_(cleaned_np, min_region_area)).to(device)
+    cleaned = torch.from_numpy(cleaned_np).to(device)
+    cleaned_boxes = masks_to_boxes(cleaned)
+    where = torch.full((len(passing),), -1, dtype=torch.int64, device=device)
     where[union] = torch.arange(len(union), device=device)
 
     levels = {}
     for name, cand in first.items():
         pos = where[cand]
-        keep, boxes = small_region_nms(cleaned[pos], changed[pos], box_nms_thresh)
-        src, level_masks = cand[keep], cleaned[pos[keep]]
+        if len(pos):
+            pos = pos[torchvision.ops.nms(cleaned_boxes[pos].float(), (~changed[pos]).float(), box_nms_thresh)]
+        src = passing[union[pos]]
         scores = stability[src].double() * predicted_iou[src].double()
-        final = mask_nms(level_masks, scores, nms_iou, nms_score, nms_inner)
-        levels[name] = LevelMasks(level_masks[final], boxes[final], predicted_iou[src][final], stability[src][final],
-                                  src[final])
+        final = pos[mask_nms(cleaned[pos], scores, nms_iou, nms_score, nms_inner)]
+        src = passing[union[final]]
+        levels[name] = LevelMasks(cleaned[final], cleaned_boxes[final], predicted_iou[src], stability[src], src)
     return levels
 
 
@@ -383,25 +456,20 @@ def paint_segment_map(masks: torch.Tensor, order: Literal["area", "given"] = "ar
     input order, later over earlier, as LangSplat's ``mask2segmap`` does with its list.
     """
     m, h, w = masks.shape
-    best = torch.full((h * w,), -1, dtype=torch.int32, device=masks.device)
-    if m == 0:
-        return best.long().reshape(h, w)
-    if order == "area":
-        paint = torch.sort(masks.reshape(m, -1).sum(dim=1), descending=True, stable=True).indices
-    elif order == "given":
-        paint = torch.arange(m, device=masks.device)
-    else:
+    if order not in ("area", "given"):
         raise GagsError(f"unknown painting order {order!r}; use 'area' or 'given'.")
-    rank = torch.empty(m, dtype=torch.int32, device=masks.device)
-    rank[paint] = torch.arange(m, dtype=torch.int32, device=masks.device)
-    flat = masks.reshape(m, -1)
-    step = max(1, (1 << 24) // max(1, h * w))
-    for start in range(0, m, step):
-        chunk = flat[start:start + step]
-        candidate = torch.where(chunk, rank[start:start + step, None], -1).amax(dim=0)
-        best = torch.maximum(best, candidate)
-    out = torch.where(best >= 0, paint[best.clamp(min=0).long()], -1)
-    return out.long().reshape(h, w)
+    mask_id, pixel = torch.nonzero(masks.flatten(1), as_tuple=True)
+    if order == "area":
+        area = torch.bincount(mask_id, minlength=m)
+        paint = torch.sort(area, descending=True, stable=True).indices
+    else:
+        paint = torch.arange(m, device=masks.device)
+    rank = torch.empty(m, dtype=torch.int64, device=masks.device)
+    rank[paint] = torch.arange(m, device=masks.device)
+    best = torch.full((h * w,), -1, dtype=torch.int64, device=masks.device)
+    best.scatter_reduce_(0, pixel, rank[mask_id], reduce="amax", include_self=True)
+    out = torch.where(best >= 0, paint[best.clamp(min=0)], -1) if m else best
+    return out.reshape(h, w)
 
 
 def paint_segment_maps(

@@ -25,7 +25,7 @@ from gags.cameras import Camera
 from gags.errors import GagsError
 
 VISIBILITY_REL_TOL = 0.25
-"""Visibility test ``|D - z| <= 0.25 D`` (release depth_SAM.py: ``PointCloudToImageMapper(visibility_threshold=0.25)``)."""
+"""Visibility test ``|D - z| <= 0.25 D`` (release depth_SAM.py: ``PointCloudToImageMapper(visibility_threshold)``)."""
 
 CHUNK = 1 << 20
 """Gaussians projected at a time: bounds the temporaries to a few tens of MB per chunk."""
@@ -69,8 +69,8 @@ def visibility_min_depth(
         min_depth: [N] float32, minimum over visible views of the rendered depth at the Gaussian's pixel; ``inf`` where
             the Gaussian is visible in no view.
         visible: [V, N] bool.
-        pixels: [V, N, 2] int32 pixel (x, y) of the Gaussian in each view where it is visible, -1 elsewhere (int32 rather
-            than int64: at 300 views x 1M Gaussians this array alone is 2.4 GB).
+        pixels: [V, N, 2] int32 pixel (x, y) of the Gaussian in each view where it is visible, -1 elsewhere (int32
+            rather than int64: at 300 views x 1M Gaussians this array alone is 2.4 GB).
     """
     if len(cameras) != len(depths):
         raise GagsError(f"visibility_min_depth got {len(cameras)} cameras but {len(depths)} depth maps; pass one "

@@ -1,32 +1,31 @@
 """Steps 3-4 of granularity-aware segmentation: where to prompt the segmenter.
 
 ``gags`` (the official release's rule, ``utils/SAM_utils.py: build_mindepth_point_grid``): the image is cut into an
-8x8 grid of patches. In each patch ``r = mean(rendered depth) / mean(non-zero min-depth samples)`` says how much farther
-this view is from what the patch shows than the nearest view that sees it; the patch gets ``n x n`` points with
-``n = clip(int(4 r), 1, 20)``, and ``n = 1`` when ``r < 1`` or ``r`` is undefined (no samples). A far view, where a patch
-covers more surface, gets denser prompts; the nearest view of a surface gets 4 x 4 per patch. Each point picks one of
-the patch's 10x10 sub-patches with probability proportional to its number of pixels holding a min-depth sample (uniform
-over the sub-patches when the patch has none), then a uniform pixel inside it.
+8x8 grid of patches. In each patch ``r = mean(rendered depth) / mean(non-zero min-depth samples)`` says how much
+farther this view is from what the patch shows than the nearest view that sees it; the patch gets ``n x n`` points
+with ``n = clip(int(4 r), 1, 20)``, and ``n = 1`` when ``r < 1`` or ``r`` is undefined (no samples). A far view, where
+a patch covers more surface, gets denser prompts; the nearest view of a surface gets 4 x 4 per patch. Each point
+picks one of the patch's 10x10 sub-patches with probability proportional to its number of pixels holding a min-depth
+sample (uniform over the sub-patches when the patch has none), then a uniform pixel inside it.
 
-``paper``: the paper's Eq. 1 is written with the inverse ratio ``r' = 1 / r``. The equivalent rule keeps everything else:
-``n = clip(int(4 r'), 1, 20)``, with the same guard (``n = 1`` where ``r < 1``, i.e. ``r' > 1``, or undefined). Both rules
-give 4 x 4 points at the nearest view (``r = r' = 1``) and part with distance: ``gags`` grows to 20 x 20, ``paper``
-shrinks to 1 (``n = 3`` for ``r`` in (1, 4/3], 2 up to 2, then 1), so the far views get the sparsest prompts.
+``paper``: the paper's Eq. 1 is written with the inverse ratio ``r' = 1 / r``. The equivalent rule keeps everything
+else: ``n = clip(int(4 r'), 1, 20)``, with the same guard (``n = 1`` where ``r < 1``, i.e. ``r' > 1``, or undefined).
+Both rules give 4 x 4 points at the nearest view (``r = r' = 1``) and part with distance: ``gags`` grows to 20 x 20,
+``paper`` shrinks to 1 (``n = 3`` for ``r`` in (1, 4/3], 2 up to 2, then 1): the far views get the sparsest prompts.
 
-``uniform``: LangSplat's 32x32 grid over the whole image, at segment_anything's ``build_point_grid`` positions. (LangSplat
-also runs a second crop layer of 2x2 crops with ``crop_n_layers=1``; that is not a prompt layout and is not done here.)
+``uniform``: LangSplat's 32x32 grid over the whole image, at segment_anything's ``build_point_grid`` positions.
+(LangSplat also runs a second crop layer of 2x2 crops, ``crop_n_layers=1``; that is not a prompt layout, not done here.)
 
 Patches and sub-patches: an axis of length L cut into k parts has boundaries ``floor(i L / k)``, i = 0..k, so the parts
 tile the image exactly and differ in length by at most one pixel. (The release starts patches at
-``int(linspace(0, L-1, k+1))`` with a fixed length ``int(L / k)``, which overlaps or skips a pixel or a few at the seams,
-and samples sub-patch ends inclusively.) A part shorter than k pixels has empty sub-parts; they are never chosen.
+``int(linspace(0, L-1, k+1))`` with a fixed length ``int(L / k)``, which overlaps or skips a pixel or a few at the
+seams, and samples sub-patch ends inclusively.) A part shorter than k pixels has empty sub-parts; they are never chosen.
 
 Points are continuous pixel coordinates (x, y) in the project's convention (pixel (i, j) covers [j, j+1) x [i, i+1)):
-a chosen pixel is returned as its centre (j + 0.5, i + 0.5). segment_anything adds 0.5 to the coordinates it is given, so
-an adapter feeding SAM should pass ``xy - 0.5`` to reproduce the releases' prompts exactly. Patches are visited in
-row-major order; the draw is seeded (``torch.Generator``), vectorised over all points.
+a chosen pixel is returned as its centre (j + 0.5, i + 0.5). segment_anything adds 0.5 to the coordinates it is given,
+so an adapter feeding SAM should pass ``xy - 0.5`` to reproduce the releases' prompts exactly. Patches are visited in
+row-major order; the draw is seeded (``torch.Generator``) and vectorised over all points.
 """
-
 from __future__ import annotations
 
 from typing import Literal
@@ -178,13 +177,17 @@ def depth_prompts(
     srow = _part_index(ys[:, None], row_sub[prow])[:, 0]
     scol = _part_index(xs[:, None], col_sub[pcol])[:, 0]
     cell = ((prow[:, None] * grid + pcol[None, :]) * sub_grid + srow[:, None]) * sub_grid + scol[None, :]
-    weight = (samples.detach().cpu() != 0).double() if sample_weights is None else sample_weights.detach().cpu().double()
+    if sample_weights is None:
+        weight = (samples.detach().cpu() != 0).double()
+    else:
+        weight = sample_weights.detach().cpu().double()
     if tuple(weight.shape) != (height, width) or not torch.isfinite(weight).all() or (weight < 0).any():
         raise GagsError("sample_weights must be a finite, non-negative [H, W] map of the view's size.")
     n_cells = grid * grid * sub_grid * sub_grid
     weights = torch.bincount(cell.reshape(-1), weights=weight.reshape(-1), minlength=n_cells)
     weights = weights.reshape(grid * grid, sub_grid * sub_grid)
-    sizes = ((row_sub[:, 1:] - row_sub[:, :-1])[:, None, :, None] * (col_sub[:, 1:] - col_sub[:, :-1])[None, :, None, :])
+    row_h, col_w = row_sub[:, 1:] - row_sub[:, :-1], col_sub[:, 1:] - col_sub[:, :-1]
+    sizes = row_h[:, None, :, None] * col_w[None, :, None, :]
     sizes = sizes.reshape(grid * grid, sub_grid * sub_grid).double()
     empty = weights.sum(dim=1) == 0
     weights[empty] = (sizes[empty] > 0).double()  # uniform over the non-empty sub-patches
