@@ -69,6 +69,10 @@ class ReconstructConfig:
     """Continue from OUT/reconstruct/checkpoint if there is one."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """Rasterizer backend: gsplat when CUDA is available, else the pure PyTorch one."""
+    random_init_points: int = 20_000
+    """Gaussians placed at random in the camera frustums when the scene has no points (gsplat: 100,000)."""
+    eval_at: tuple[int, ...] = ()
+    """Also evaluate the held-out views after these iteration counts (metrics.json "history")."""
 
 
 @dataclass
@@ -129,6 +133,38 @@ class DistillConfig:
     downscale: float | None = None
     """Image downscale for training; default 2 (half resolution)."""
     seed: int = 42
+    feature_dim: int = 16
+    """Per-Gaussian feature size (GAGS: 512 / 32 = 16)."""
+    feature_lr: float = 1e-3
+    """Adam learning rate of the per-Gaussian features (GAGS)."""
+    decoder_lr: float = 1e-4
+    """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
+    target: Literal["mix", "weighted-l2"] = "mix"
+    """mix: L1 to sum_k g_k f_k (official release); weighted-l2: the paper's sum_k g_k ||f - f_k||^2."""
+    region_aware: bool = True
+    """Average the loss per region, then over regions (GAGS Scale_balance_loss); off: mean over pixels."""
+    entropy: bool = True
+    """Entropy regulariser on the granularity weights."""
+    consistency: bool = True
+    """Feature-consistency regulariser (per-region variance of the rendered feature) in the late phase."""
+    entropy_weight: float = 0.001
+    """Entropy weight before the late phase (GAGS train.py)."""
+    entropy_weight_late: float = 0.002
+    """Entropy weight in the late phase (GAGS train.py)."""
+    consistency_weight_late: float = 0.1
+    """Feature-consistency weight in the late phase (GAGS train.py)."""
+    late_start: float = 0.5
+    """Fraction of the iterations after which the late phase starts (GAGS: iteration 15,001 of 30,000)."""
+    smoothing_kernel: int = 5
+    """Box filter size on the granularity map before its argmax picks the regions (GAGS get_trained_seg: 5)."""
+    ae_epochs: int | None = None
+    """LangSplat autoencoder epochs; default 100 (LangSplat), fewer on a CPU for large scenes."""
+    ae_batch_size: int = 64
+    """LangSplat autoencoder mini-batch (LangSplat autoencoder/train.py)."""
+    ae_lr: float = 1e-4
+    """LangSplat autoencoder Adam learning rate (LangSplat autoencoder/train.py)."""
+    ae_cos_weight: float = 0.001
+    """Weight of the cosine term next to the MSE in the autoencoder loss (LangSplat autoencoder/train.py)."""
 
 
 @dataclass
@@ -191,9 +227,25 @@ class TrainEncoderConfig:
     """Train the embedded tiny CLIP on renders of the procedural world (or evaluate the shipped weights)."""
 
     out: Path = Path("tinyclip_out")
+    """Working folder: cached training crops, checkpoint, and the trained model in OUT/tinyclip (open_clip local-dir)."""
     seed: int = 0
+    """Seed of the training worlds, views, augmentation and initialisation (0..998)."""
     eval_only: bool = False
-    """Print the zero-shot accuracy table of the shipped weights and exit."""
+    """Print the zero-shot accuracy table of the shipped weights (or of --weights) and exit."""
+    weights: Path | None = None
+    """With --eval-only: an open_clip local-dir folder to evaluate instead of the shipped weights."""
+    worlds: int = 16
+    """Training worlds per preset (ramen, teatime, figurines, kitchen, random)."""
+    views: int = 6
+    """Rendered views per training world."""
+    epochs: int = 6
+    batch_size: int = 256
+    lr: float = 2e-3
+    """Peak learning rate (AdamW; linear warm-up, cosine decay)."""
+    workers: int = 2
+    """Processes rendering the training crops."""
+    eval_worlds: int = 3
+    """Held-out worlds per preset for the accuracy table (seeds never used for training)."""
 
 
 STAGES: dict[str, tuple[type, str]] = {
