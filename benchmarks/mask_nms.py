@@ -4,7 +4,7 @@ Both run on the same synthetic but SAM-like masks: objects (ellipses and rectang
 background bands, with nested parts and sub-parts and near-duplicates (shifted by a few pixels), random scores. The
 script checks that the kept sets are identical and writes the times and the speed ratio as JSON.
 
-    python benchmarks/mask_nms.py [--out mask_nms.json] [--objects 400] [--seeds 1] [--sizes 256x256 730x988]
+    python benchmarks/mask_nms.py [--out bench_out/mask_nms.json] [--objects 400] [--seeds 1] [--sizes 256x256 730x988]
                                   [--threads N]
 """
 
@@ -178,7 +178,7 @@ def run(sizes: list[tuple[int, int]], n_objects: int, seeds: int, repeats: int) 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("mask_nms.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench_out/mask_nms.json"))
     parser.add_argument("--objects", type=int, default=400, help="objects per image (most are partly hidden)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="runs of the vectorised version (the best is kept)")

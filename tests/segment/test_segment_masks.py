@@ -270,3 +270,23 @@ def test_config_defaults_are_the_module_constants():
     assert cfg["mask_nms_iou"] == M.MASK_NMS_IOU
     assert cfg["mask_nms_score"] == M.MASK_NMS_SCORE
     assert cfg["mask_nms_inner"] == M.MASK_NMS_INNER
+
+
+@pytest.mark.parametrize("min_area", [0, 20])
+def test_granularity_levels_equal_filter_then_nms_per_level(bench, min_area):
+    base, _ = bench.sam_like_masks(64, 80, 12, 1)
+    g = torch.Generator().manual_seed(2)
+    pick = torch.randint(0, len(base), (90,), generator=g)
+    masks = base[pick] ^ (torch.rand(90, 64, 80, generator=g) < 0.001)  # repeats, with pepper to clean up
+    iou = 0.6 + 0.4 * torch.rand(90, generator=g)
+    stability = 0.8 + 0.2 * torch.rand(90, generator=g)
+    granularity = torch.arange(90) % 3
+    levels = granularity_levels(masks, iou, stability, granularity, min_region_area=min_area)
+    for k, name in enumerate(M.LEVELS):
+        rows = torch.arange(90) if name == "default" else torch.nonzero(granularity == k - 1)[:, 0]
+        fm = filter_masks(masks[rows], iou[rows], stability[rows], min_region_area=min_area)
+        keep = mask_nms(fm.masks, stability[rows][fm.index].double() * iou[rows][fm.index].double())
+        assert torch.equal(levels[name].source, rows[fm.index[keep]]), name
+        assert torch.equal(levels[name].masks, fm.masks[keep]), name
+        assert torch.equal(levels[name].boxes, fm.boxes[keep]), name
+    assert len(levels["default"].source) > 3

@@ -435,7 +435,7 @@ def granularity_levels(
     levels = {}
     for name, cand in first.items():
         pos = where[cand]
-        if len(pos):
+        if len(pos) and min_region_area > 0:  # SAM runs the second NMS only with the clean-up
             pos = pos[torchvision.ops.nms(cleaned_boxes[pos].float(), (~changed[pos]).float(), box_nms_thresh)]
         src = passing[union[pos]]
         scores = stability[src].double() * predicted_iou[src].double()
