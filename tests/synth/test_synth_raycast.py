@@ -9,7 +9,19 @@ import torch
 
 from gags.cameras import Camera, intrinsics, look_at
 from gags.synth import raycast
-from gags.synth.library import align_z, box, capsule, cone, cylinder, ellipsoid, plane, rot_y, rounded_box, sphere, torus
+from gags.synth.library import (
+    align_z,
+    box,
+    capsule,
+    cone,
+    cylinder,
+    ellipsoid,
+    plane,
+    rot_y,
+    rounded_box,
+    sphere,
+    torus,
+)
 from gags.synth.raycast import AMBIENT, DIFFUSE, cast_rays, compile_world, render
 from gags.synth.world import Material, WholeSpec, assemble, part
 
@@ -139,7 +151,7 @@ def test_hits_lie_on_the_surface_and_are_the_first_crossing(prim):
     hit = torch.isfinite(t)
     assert hit.sum() > 200, "too few rays hit: the test would prove little"
     R = prim.rotation
-    to_local = lambda x: (x - prim.translation) @ R  # noqa: E731
+    to_local = lambda x: (x - prim.translation) @ R
     p = to_local(o[hit].double().numpy() + t[hit].double().numpy()[:, None] * d[hit].double().numpy())
     assert np.abs(_sdf(prim.kind, p, prim.params)).max() < 5e-5
     # no crossing before the hit: samples along the ray up to just before it are all outside
@@ -181,7 +193,7 @@ def test_lambert_and_hard_shadow():
     world = world_of(plane(2.0, 2.0, (0, 0, 0)), sphere(0.1, (0.25, 0.0, 0.3)), color="white")
     out = render(world, cam, supersample=1)
     white = np.array(Material("white").rgb)
-    x_lit, z_lit = cam.project(torch.tensor([[-0.25, 0.0, 0.0]], dtype=torch.float32))
+    x_lit, _ = cam.project(torch.tensor([[-0.25, 0.0, 0.0]], dtype=torch.float32))
     x_sh, _ = cam.project(torch.tensor([[0.25, 0.0, 0.0]], dtype=torch.float32))
     u, v = (int(x) for x in x_lit[0])
     lit = np.clip(white * (AMBIENT + DIFFUSE), 0, 1) * 255

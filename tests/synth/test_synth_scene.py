@@ -51,8 +51,8 @@ def test_transforms_are_opengl_camera_to_world(scene):
     world = build_world("ramen", 0)
     cams, _ = plan_cameras(world, len(meta["frames"]), RES, 0)
     for f, cam in zip(meta["frames"], cams, strict=True):
-        c2w_cv = torch.tensor(f["transform_matrix"], dtype=torch.float64) @ OPENGL_TO_OPENCV
-        torch.testing.assert_close(torch.linalg.inv(c2w_cv).float(), cam.world_to_cam, atol=1e-5, rtol=0)
+        c2w_cv = (torch.tensor(f["transform_matrix"], dtype=torch.float64) @ OPENGL_TO_OPENCV).numpy()
+        np.testing.assert_allclose(c2w_cv, cam.cam_to_world.double().numpy(), atol=1e-5)
 
 
 def test_scene_loads_with_gags_data(scene):
@@ -100,7 +100,7 @@ def test_ground_truth_is_consistent_across_views():
     """A surface point of an entity, back-projected from one view with the rendered depth, falls on the same entity
     (all three levels) in every other view where the depth says it is visible."""
     world = build_world("ramen", 2)
-    cams, plans = plan_cameras(world, 12, 80, 2)
+    cams, _ = plan_cameras(world, 8, 64, 2)
     renders = [render(world, c, 2) for c in cams]
 
     def interior(ids):  # pixels whose 3x3 neighbourhood is one sub-part
@@ -121,7 +121,7 @@ def test_ground_truth_is_consistent_across_views():
                 continue
             uv, z = cams[b].project(pts)
             px = torch.floor(uv).long()
-            inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < 80) & (px[:, 1] >= 0) & (px[:, 1] < 80)
+            inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < 64) & (px[:, 1] >= 0) & (px[:, 1] < 64)
             sel = torch.nonzero(inside & torch.as_tensor(ok_a)).flatten()
             u, v = px[sel, 0].numpy(), px[sel, 1].numpy()
             d_b = renders[b].depth[v, u]
@@ -130,7 +130,7 @@ def test_ground_truth_is_consistent_across_views():
             dst = renders[b].ids[:, v[visible], u[visible]]
             checked += visible.sum()
             agree += (src == dst).all(0).sum()
-    assert checked > 5000
+    assert checked > 2000
     assert agree / checked > 0.995
 
 
@@ -156,3 +156,14 @@ def test_camera_type_is_the_shared_one():
     assert all(isinstance(c, Camera) and (c.width, c.height) == (48, 32) for c in cams)
     out = render(world, cams[0], 1)
     assert out.rgb.shape == (32, 48, 3) and out.depth.shape == (32, 48) and out.ids.shape == (3, 32, 48)
+
+
+@pytest.mark.parametrize("preset", ["teatime", "figurines", "kitchen", "random"])
+def test_every_preset_has_queries_at_three_levels(tmp_path, preset):
+    out = run(SynthConfig(out=tmp_path / preset, preset=preset, seed=1, resolution=64, views=10, label_every=2,
+                          points=100))
+    queries = json.loads((out / "queries.json").read_text())["queries"]
+    assert {q["level"] for q in queries} == {"whole", "part", "subpart"}
+    assert len(queries) >= 12
+    labelled = set(json.loads((out / "queries.json").read_text())["label_frames"]["test"])
+    assert labelled and all(len(q["frames"]) >= 2 for q in queries)

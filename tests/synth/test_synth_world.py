@@ -9,7 +9,7 @@ import torch
 from gags.errors import GagsError
 from gags.synth.library import KINDS, PRESETS
 from gags.synth.rig import plan_cameras, ring_distances, sample_cameras, split_views
-from gags.synth.world import COLORS, LEVELS, TEXTURES, World, build_world
+from gags.synth.world import COLORS, TEXTURES, World, build_world
 
 
 def test_vocabulary_has_every_level_and_no_name_on_two_levels():

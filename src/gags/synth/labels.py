@@ -39,7 +39,7 @@ def mask_to_polygons(mask: np.ndarray) -> list[tuple[np.ndarray, int, tuple[int,
         per component of at least ``MIN_COMPONENT_PIXELS`` pixels, largest first.
     """
     m = np.ascontiguousarray(mask.astype(np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     out = []
     for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
         area = int(stats[k, cv2.CC_STAT_AREA])

@@ -21,8 +21,8 @@ from gags.synth.world import (
     PartSpec,
     Prim,
     SubSpec,
-    World,
     WholeSpec,
+    World,
     assemble,
     part,
     part_of,
@@ -659,7 +659,7 @@ def table(rng: np.random.Generator, hx: float, hy: float) -> WholeSpec:
         top = Material(str(rng.choice(("red", "blue", "green", "white", "beige"))), "checkered", 0.04)
     else:
         top = Material(str(rng.choice(("brown", "beige", "gray", "white"))), str(rng.choice(("striped", "speckled"))),
-                       0.03 if rng.random() < 0.5 else 0.012, axis=0, seed=int(rng.integers(0, 2**16)))
+                       u(rng, 0.025, 0.04), axis=0, seed=int(rng.integers(0, 2**16)))
     legs = [part("table leg", Material(top.color if top.texture != "checkered" else "brown"),
                  cylinder(0.025, (-FLOOR_Z - 0.04) / 2, (sx * (hx - 0.06), sy * (hy - 0.06), (FLOOR_Z - 0.04) / 2)))
             for sx in (-1, 1) for sy in (-1, 1)]
@@ -704,7 +704,30 @@ PRESETS: dict[str, dict] = {
 
 TABLE_MARGIN = 0.015
 """Gap between objects' footprints and to the table edge (metres)."""
-PLACEMENT_TRIES = 400
+PLACEMENT_TRIES = 300
+"""Random positions tried per object before the table is declared full."""
+PLACEMENT_ROUNDS = 6
+"""Times the table grows by 10% when the objects do not fit."""
+
+
+def _place_all(rng: np.random.Generator, footprints: list[float], hx: float,
+               hy: float) -> list[tuple[float, float] | None]:
+    """Non-overlapping disc centres on a table of half size hx x hy (None for a disc that found no room); the first
+    disc goes near the middle."""
+    discs: list[tuple[float, float, float]] = []
+    out: list[tuple[float, float] | None] = []
+    for i, f in enumerate(footprints):
+        spread = 0.3 if i == 0 else 1.0
+        for _ in range(PLACEMENT_TRIES):
+            x = u(rng, -1, 1) * max(hx * spread - f - TABLE_MARGIN, 0.0)
+            y = u(rng, -1, 1) * max(hy * spread - f - TABLE_MARGIN, 0.0)
+            if all(math.hypot(x - a, y - b) > f + r + TABLE_MARGIN for a, b, r in discs):
+                discs.append((x, y, f))
+                out.append((x, y))
+                break
+        else:
+            out.append(None)
+    return out
 
 
 def compose(preset: str, seed: int) -> World:
@@ -717,25 +740,25 @@ def compose(preset: str, seed: int) -> World:
     pool = [k for k in cfg["clutter"] if preset != "random" or k != "table lamp" or rng.random() < 0.3]
     kinds += [str(k) for k in rng.choice(pool, size=n_extra, replace=preset != "random" or n_extra > len(pool))]
     specs = [KINDS[k](rng) for k in kinds]
-    # Table just large enough for the objects (area ~ 2.6 x their footprints), 0.8-1.4 m wide.
+    # Table just large enough for the objects (area ~ 2.6 x their footprints); grown by 10% per round until every
+    # object fits (the main object first near the middle, then the others from the largest down).
     area = sum(math.pi * (s.footprint() + TABLE_MARGIN) ** 2 for s in specs)
     hx = float(np.clip(math.sqrt(2.6 * area * 1.4) / 2, 0.4, 0.7))
     hy = float(np.clip(hx / 1.4, 0.3, 0.5))
+    order = [0, *sorted(range(1, len(specs)), key=lambda i: -specs[i].footprint())]
+    for _ in range(PLACEMENT_ROUNDS):
+        poses = _place_all(rng, [specs[i].footprint() for i in order], hx, hy)
+        if all(p is not None for p in poses):
+            break
+        hx, hy = hx * 1.1, hy * 1.1
+    where = dict(zip(order, poses, strict=True))
     placed: list[tuple[WholeSpec, np.ndarray, np.ndarray, float]] = []
     discs: list[tuple[float, float, float]] = []
     for i, spec in enumerate(specs):
-        f = spec.footprint()
-        # first objects near the middle; later ones anywhere on the table
-        spread = 0.35 if i < 2 else 1.0
-        for _ in range(PLACEMENT_TRIES):
-            x = u(rng, -1, 1) * max(hx * spread - f - TABLE_MARGIN, 0.0)
-            y = u(rng, -1, 1) * max(hy * spread - f - TABLE_MARGIN, 0.0)
-            if all(math.hypot(x - a, y - b) > f + r + TABLE_MARGIN for a, b, r in discs):
-                break
-            spread = min(1.0, spread + 0.02)
-        else:
-            continue  # the table is full: leave this object out
-        discs.append((x, y, f))
+        if where[i] is None:
+            continue  # still no room after the last round: leave this object out
+        x, y = where[i]
+        discs.append((x, y, spec.footprint()))
         placed.append((spec, rot_z(u(rng, 0, 2 * math.pi)), np.array([x, y, 0.0]), 1.0))
     xs = np.array([[a, b] for a, b, _ in discs])
     rs = np.array([r for _, _, r in discs])

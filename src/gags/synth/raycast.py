@@ -374,17 +374,19 @@ def _hash01(cell: torch.Tensor, seed: int) -> torch.Tensor:
     return (h & 0xFFFF).double() / 65536.0
 
 
+CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
+"""[8, 3] the corners of a unit lattice cell."""
+
+
 def _value_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
     """[N] smooth value noise in [0, 1] at points x: [N, 3] (lattice period 1, smoothstep-interpolated)."""
     base = torch.floor(x)
     f = x - base
     f = f * f * (3 - 2 * f)
-    out = torch.zeros(x.shape[0], dtype=x.dtype)
-    for corner in range(8):
-        off = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1], dtype=x.dtype)
-        w = torch.where(off.bool(), f, 1 - f).prod(1)
-        out += w * _hash01(base + off, seed).to(x)
-    return out
+    corners = CORNERS.to(x)
+    w = torch.where(corners.bool()[None], f[:, None, :], 1 - f[:, None, :]).prod(2)  # [N, 8]
+    values = _hash01((base[:, None, :] + corners[None]).reshape(-1, 3), seed).to(x).reshape(-1, 8)
+    return (w * values).sum(1)
 
 
 def albedo(material, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -421,10 +423,15 @@ def _local_rays(comp: Compiled, i: int, o: torch.Tensor, d: torch.Tensor):
     """Rays [N, 3] in primitive i's frame, their origins first moved along the ray to the point nearest the
     primitive's centre (for precision); returns the local origin, direction and that shift t0: [N]."""
     c = comp.translation[i].to(o)
-    t0 = ((c - o) * d).sum(1)
     R = comp.rotation[i].to(o)
-    o_local = (o + t0[:, None] * d - c) @ R
-    return o_local, d @ R, t0
+    d_local = d @ R
+    if o.stride(0) == 0:  # one origin for all rays (a camera): fewer full-size ops
+        oc_local = (c - o[0]) @ R
+        t0 = d_local @ oc_local
+        return t0[:, None] * d_local - oc_local, d_local, t0
+    t0 = ((c - o) * d).sum(1)
+    o_local = (o - c) @ R + t0[:, None] * d_local
+    return o_local, d_local, t0
 
 
 def hit_primitive(comp: Compiled, i: int, o: torch.Tensor, d: torch.Tensor, tmin: float | torch.Tensor) -> torch.Tensor:
@@ -513,20 +520,19 @@ def _shadowed(comp: Compiled, points: torch.Tensor) -> torch.Tensor:
     starts[1:] = torch.cumsum(torch.bincount(key, minlength=g * g), 0)
     along = points @ light
     centers = comp.translation.to(points)
+    radii = comp.radii.to(points)
     centers_uv = torch.stack([centers @ e1, centers @ e2], 1)
-    centers_along = centers @ light
-    for i in torch.nonzero(comp.casts_shadow).flatten().tolist():
-        r = float(comp.radii[i])
-        c0 = ((centers_uv[i] - r - lo) / cell).floor().long()
-        c1 = ((centers_uv[i] + r - lo) / cell).floor().long()
-        if (c1 < 0).any() or (c0 > g - 1).any():
-            continue
-        c0, c1 = c0.clamp(0, g - 1), c1.clamp(0, g - 1)
-        rows = torch.arange(int(c0[1]), int(c1[1]) + 1)
-        seg_start = starts[rows * g + int(c0[0])]
-        seg_end = starts[rows * g + int(c1[0]) + 1]
-        idx = order[_ranges_to_index(seg_start, seg_end - seg_start)]
-        idx = idx[(along[idx] < centers_along[i] + r) & ~blocked[idx]]
+    max_along = (centers @ light + radii).tolist()
+    c0 = ((centers_uv - radii[:, None] - lo) / cell).floor().long()
+    c1 = ((centers_uv + radii[:, None] - lo) / cell).floor().long()
+    outside = (c1 < 0).any(1) | (c0 > g - 1).any(1)
+    c0, c1 = c0.clamp(0, g - 1).tolist(), c1.clamp(0, g - 1).tolist()
+    for i in torch.nonzero(comp.casts_shadow & ~outside).flatten().tolist():
+        (x0, y0), (x1, y1) = c0[i], c1[i]
+        rows = torch.arange(y0, y1 + 1) * g
+        seg_start = starts[rows + x0]
+        idx = order[_ranges_to_index(seg_start, starts[rows + x1 + 1] - seg_start)]
+        idx = idx[(along[idx] < max_along[i]) & ~blocked[idx]]
         if idx.numel() == 0:
             continue
         p = points[idx]
@@ -681,18 +687,32 @@ def unit_pixel_rays(camera: Camera) -> torch.Tensor:
     return (d / d.norm(dim=-1, keepdim=True)) @ R
 
 
-def backproject(camera: Camera, depth: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[H, W, 3] world points of pixel centres at z-depth ``depth`` [H, W] (float64)."""
+def backproject(camera: Camera, depth: np.ndarray | torch.Tensor, xs: np.ndarray | None = None,
+                ys: np.ndarray | None = None) -> torch.Tensor:
+    """World points (float64) of pixel centres at z-depth ``depth``: [H, W, 3] for the whole image, or [N, 3] for the
+    pixels (xs[k], ys[k]) only (``depth`` still [H, W])."""
     K = camera.K.double()
     c2w = camera.cam_to_world.double()
     z = torch.as_tensor(np.asarray(depth), dtype=torch.float64)
-    ys, xs = torch.meshgrid(torch.arange(camera.height, dtype=torch.float64) + 0.5,
-                            torch.arange(camera.width, dtype=torch.float64) + 0.5, indexing="ij")
-    y_cam = (ys - K[1, 2]) / K[1, 1]
-    x_cam = (xs - K[0, 2] - K[0, 1] * y_cam) / K[0, 0]
+    if xs is None or ys is None:
+        ys_t, xs_t = torch.meshgrid(torch.arange(camera.height, dtype=torch.float64),
+                                    torch.arange(camera.width, dtype=torch.float64), indexing="ij")
+    else:
+        xs_t, ys_t = torch.as_tensor(xs, dtype=torch.float64), torch.as_tensor(ys, dtype=torch.float64)
+        z = z[torch.as_tensor(ys, dtype=torch.long), torch.as_tensor(xs, dtype=torch.long)]
+    y_cam = (ys_t + 0.5 - K[1, 2]) / K[1, 1]
+    x_cam = (xs_t + 0.5 - K[0, 2] - K[0, 1] * y_cam) / K[0, 0]
     cam = torch.stack([x_cam * z, y_cam * z, z], -1)
     return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
 
-__all__ = ["Render", "render", "compile_world", "cast_rays", "intersect_local", "backproject", "unit_pixel_rays",
-           "albedo"]
+__all__ = [
+    "Render",
+    "albedo",
+    "backproject",
+    "cast_rays",
+    "compile_world",
+    "intersect_local",
+    "render",
+    "unit_pixel_rays",
+]

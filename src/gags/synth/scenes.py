@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
@@ -177,7 +176,7 @@ def surface_points(cams: list[Camera], renders: list[Render], n: int, seed: int)
             continue
         pick = rng.choice(len(ys), size=min(per_view, len(ys)), replace=False)
         ys, xs = ys[pick], xs[pick]
-        pts = backproject(cam, r.depth)[torch.as_tensor(ys), torch.as_tensor(xs)].numpy()
+        pts = backproject(cam, r.depth, xs, ys).numpy()
         xyz.append(pts.astype(np.float32))
         rgb.append(r.rgb[ys, xs])
     if not xyz:
@@ -317,4 +316,4 @@ def run(config: SynthConfig) -> Path:
     return out
 
 
-__all__ = ["run", "validate", "surface_points", "choose_queries", "frame_labels", "write_transforms"]
+__all__ = ["choose_queries", "frame_labels", "run", "surface_points", "validate", "write_transforms"]
