@@ -241,13 +241,25 @@ def test_refused_pairs_compacted_or_zero_filled_match_reference(monkeypatch, zer
 
 def test_chunked_build_equals_single_pass():
     scene = make_scene(80, seed=11, scale=(0.1, 0.5), opacity=(0.5, 1.0))
-    render1, alpha1, meta1, (ref_render, ref_alpha, stopped, _) = _render_and_reference(scene, 24, 20)
-    render2, alpha2, meta2, _ = _render_and_reference(scene, 24, 20, max_chunk_pairs=300)
+    W, H = 24, 20
+    render1, alpha1, meta1, (ref_render, ref_alpha, stopped, _) = _render_and_reference(scene, W, H)
+    render2, alpha2, meta2, _ = _render_and_reference(scene, W, H, max_chunk_pairs=300)
     assert meta1["pair_stats"]["chunks"] == 1 and meta2["pair_stats"]["chunks"] > 5
     assert stopped > 0
     assert float((render2 - ref_render).abs().max()) <= 1e-9
     assert float((alpha2 - ref_alpha).abs().max()) <= 1e-9
     assert meta2["n_pairs"] == meta1["n_pairs"]
+    # Same gradients through the chunked pair lists.
+    viewmat, K = make_camera(W, H)
+    weights = torch.rand(H, W, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grads = []
+    for chunk in (1 << 21, 300):
+        inputs = [t.clone().requires_grad_(True) for t in scene]
+        render, alpha, _ = rasterize(*inputs, viewmat, K, W, H, max_chunk_pairs=chunk)
+        ((render * weights).sum() + alpha.sum()).backward()
+        grads.append([t.grad for t in inputs])
+    for g1, g2 in zip(*grads):
+        torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-9)
 
 
 def test_render_modes_and_backgrounds():

@@ -179,12 +179,14 @@ def project_gaussians(
 class PairList:
     """The composited (Gaussian, pixel) pairs of one image, sorted by (pixel, depth), and the per-pixel results.
 
+    Pairs come from spans, one per (Gaussian, pixel row): pair = (span, local), pixel x = span's first x + local.
     pix: [P] int32 flat pixel index y * W + x.      gid: [P] int32 Gaussian index.
-    alpha: [P] min(0.999, o exp(-sigma)).           trans: [P] transmittance in front of the pair.
-    weight: [P] alpha * trans.                      dx, dy: [P] mean2d - pixel centre.
+    alpha: [P] min(0.999, o exp(-sigma)) (0 for the few stored pairs that are not composited).
+    trans: [P] transmittance in front of the pair.  weight: [P] alpha * trans.
+    span, local: [P] int32.                         span_ax, span_dy: [S] mean2d - centre of the span's first pixel.
     log_t_final: [H*W] float64 log transmittance behind the last composited pair of each pixel.
-    counts: [H*W] int64 composited pairs per pixel (the pairs of pixel p are a contiguous run).
-    stats: counters (candidate pairs, chunks, skipped Gaussians, pairs).
+    counts: [H*W] int64 stored pairs per pixel (the pairs of pixel p are a contiguous run).
+    stats: counters (candidate pairs, composited pairs, stored pairs, chunks, skipped Gaussians).
     """
 
     pix: Tensor
@@ -192,11 +194,23 @@ class PairList:
     alpha: Tensor
     trans: Tensor
     weight: Tensor
-    dx: Tensor
-    dy: Tensor
+    span: Tensor
+    local: Tensor
+    span_ax: Tensor
+    span_dy: Tensor
     log_t_final: Tensor
     counts: Tensor
     stats: dict
+
+    @property
+    def dx(self) -> Tensor:
+        """[P] mean2d.x - pixel centre x."""
+        return self.span_ax.index_select(0, self.span).sub_(self.local.to(self.span_ax.dtype))
+
+    @property
+    def dy(self) -> Tensor:
+        """[P] mean2d.y - pixel centre y."""
+        return self.span_dy.index_select(0, self.span)
 
     def pixel_matrix(self, n_gaussians: int) -> Tensor:
         """Sparse CSR [H*W, N] of the compositing weights: render = W @ colors."""
@@ -317,18 +331,26 @@ def build_pairs(
             if pairs is not None:
                 kept.append(pairs)
 
-        if kept:
-            pix, gid, alpha, trans, dx, dy = (torch.cat(parts) if len(kept) > 1 else parts[0] for parts in zip(*kept))
-            if len(kept) > 1:
-                pix, perm = torch.sort(pix, stable=True)  # chunks are front to back: stable keeps depth order
-                gid, alpha, trans, dx, dy = (t.index_select(0, perm) for t in (gid, alpha, trans, dx, dy))
+        if len(kept) > 1:
+            # Span ids are per chunk: shift them into the concatenated span tables.
+            span_shift = 0
+            for i, part in enumerate(kept):
+                kept[i] = part[:4] + (part[4] + span_shift,) + part[5:]
+                span_shift += part[6].numel()
+            pix, gid, alpha, trans, span, local, span_ax, span_dy = (torch.cat(parts) for parts in zip(*kept))
+            pix, perm = torch.sort(pix, stable=True)  # chunks are front to back: stable keeps depth order
+            gid, alpha, trans, span, local = (t.index_select(0, perm) for t in (gid, alpha, trans, span, local))
+        elif kept:
+            pix, gid, alpha, trans, span, local, span_ax, span_dy = kept[0]
         else:
             empty_f = torch.zeros(0, dtype=dtype, device=device)
             empty_i = torch.zeros(0, dtype=torch.int32, device=device)
-            pix, gid, alpha, trans, dx, dy = empty_i, empty_i, empty_f, empty_f, empty_f, empty_f
+            pix, gid, alpha, trans, span, local, span_ax, span_dy = (empty_i,) * 2 + (empty_f,) * 2 + (
+                empty_i,
+            ) * 2 + (empty_f,) * 2
         counts = torch.bincount(pix, minlength=n_pix)
         stats["stored_pairs"] = int(pix.numel())
-        return PairList(pix, gid, alpha, trans, alpha * trans, dx, dy, carry, counts, stats)
+        return PairList(pix, gid, alpha, trans, alpha * trans, span, local, span_ax, span_dy, carry, counts, stats)
 
 
 def _chunk_pairs(
@@ -389,18 +411,20 @@ def _chunk_pairs(
     lengths = lengths.index_select(0, live)
     span_start = torch.cumsum(lengths, 0) - lengths
     j0 = j0.index_select(0, live)
-    # Per span: pix of pair k = base + k; local index = k - start; dx = ax - local; sigma = dx (ha dx + bb) + cc.
+    # Per span: pixel of pair k = base + k; local index l = k - start; dx = ax - l; and, with
+    # sigma = a/2 dx^2 + b dy dx + c/2 dy^2 written as a quadratic in l, alpha = exp(-(q0 + l (q1 + l q2))), where
+    # q0 = sigma(l = 0) - ln(o) folds in the opacity.
     s_base = (row.index_select(0, live) * width + j0 - span_start).to(idx_dtype)
     s_start = span_start.to(idx_dtype)
     s_gid = gid.index_select(0, live).to(idx_dtype)
     s_dy = dy.index_select(0, live)
-    s_a = a.index_select(0, live)
-    s_ax = (mx.index_select(0, live) - (j0.to(f64) + PIXEL_CENTER)).to(dtype)
-    s_ha = (0.5 * s_a).to(dtype)
-    s_bb = (b.index_select(0, live) * s_dy).to(dtype)
-    s_cc = (0.5 * c.index_select(0, live) * s_dy * s_dy).to(dtype)
-    s_logo = torch.log(op.index_select(0, live)).to(dtype)
-    s_dy = s_dy.to(dtype)
+    s_a, s_b, s_c = a.index_select(0, live), b.index_select(0, live), c.index_select(0, live)
+    s_ax = mx.index_select(0, live) - (j0.to(f64) + PIXEL_CENTER)
+    sigma0 = 0.5 * s_a * s_ax * s_ax + s_b * s_dy * s_ax + 0.5 * s_c * s_dy * s_dy
+    s_q0 = (sigma0 - torch.log(op.index_select(0, live))).to(dtype)
+    s_q1 = (-(s_a * s_ax + s_b * s_dy)).to(dtype)
+    s_q2 = (0.5 * s_a).to(dtype)
+    s_ax, s_dy = s_ax.to(dtype), s_dy.to(dtype)
 
     # --- pairs, generated front to back; only their pixel is needed before sorting ---------------------------------
     span = torch.repeat_interleave(
@@ -419,17 +443,17 @@ def _chunk_pairs(
     # --- sort by pixel; generation order is front to back, the stable sort keeps depth order within a pixel ---------
     pix, perm = torch.sort(pix, stable=True)
     pix, perm = pix[:n_ok], perm[:n_ok]
-    # --- per pair, from the (small, cache-resident) span tables -------------------------------------------------------
+    # --- per pair, from the (small) span tables ----------------------------------------------------------------------
     span = span.index_select(0, perm)
     local = perm.to(idx_dtype).sub_(s_start.index_select(0, span))
-    dx = s_ax.index_select(0, span).sub_(local.to(dtype))
-    pdy = s_dy.index_select(0, span)
     pgid = s_gid.index_select(0, span)
-    sigma = s_ha.index_select(0, span).mul_(dx).add_(s_bb.index_select(0, span)).mul_(dx)
-    sigma.add_(s_cc.index_select(0, span))
-    alpha = torch.exp(s_logo.index_select(0, span).sub_(sigma)).clamp_max_(MAX_ALPHA)
-    # gsplat skips sigma < 0 and alpha < 1/255; the spans leave only rounding cases (margin): alpha = 0 is a no-op.
-    refused = (alpha < ALPHA_THRESHOLD).logical_or_(sigma < 0)
+    lf = local.to(dtype)
+    expo = s_q2.index_select(0, span).mul_(lf).add_(s_q1.index_select(0, span)).mul_(lf)
+    expo.add_(s_q0.index_select(0, span))
+    alpha = torch.exp(expo.neg_()).clamp_max_(MAX_ALPHA)
+    # gsplat skips alpha < 1/255 (and sigma < 0, impossible with a positive definite conic); the spans leave only
+    # rounding cases at their ends (the margin): those get alpha = 0, a no-op.
+    refused = alpha < ALPHA_THRESHOLD
     alpha.masked_fill_(refused, 0.0)
 
     # --- transmittance: segmented cumulative sum of log(1 - alpha) in float64 ---------------------------------------
@@ -458,14 +482,16 @@ def _chunk_pairs(
             trans.index_fill_(0, refused, 0.0)
         else:
             keep = torch.nonzero(inc).squeeze(1)
-            pix, pgid, alpha, trans, dx, pdy = (t.index_select(0, keep) for t in (pix, pgid, alpha, trans, dx, pdy))
+            pix, pgid, alpha, trans, span, local = (
+                t.index_select(0, keep) for t in (pix, pgid, alpha, trans, span, local)
+            )
     else:
         kept_counts = counts
     # The pixel's transmittance now is T after its last kept pair (kept pairs are a prefix of each pixel's run).
     has = torch.nonzero(kept_counts).squeeze(1)
     last = starts.index_select(0, has) + kept_counts.index_select(0, has) - 1
     carry.index_copy_(0, has, log_t_after.index_select(0, last))
-    return pix, pgid, alpha, trans, dx, pdy
+    return pix, pgid, alpha, trans, span, local, s_ax, s_dy
 
 
 # When at most this fraction of the candidate pairs of a chunk is refused by the transmittance stop, they are kept with
