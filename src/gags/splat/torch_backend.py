@@ -435,7 +435,7 @@ def _chunk_pairs(
     if check_done:
         # pairs on pixels finished by earlier chunks get the key n_pix and land at the end of the sort
         ok = ~done.index_select(0, pix)
-        n_ok = int(ok.sum())
+        n_ok = int(torch.count_nonzero(ok))
         if n_ok == 0:
             return None
         if n_ok < n_pairs:
@@ -465,8 +465,8 @@ def _chunk_pairs(
     # log T after pair k = csum[k] - csum before the pixel's first pair + log T carried from earlier chunks
     log_t_after = csum.add_((carry - before).index_select(0, pix))
     inc = log_t_after > _LOG_MIN_TRANSMITTANCE
-    n_inc = int(inc.sum())
-    stats["pairs"] += n_inc - int(refused.logical_and_(inc).sum())
+    n_inc = int(torch.count_nonzero(inc))
+    stats["pairs"] += n_inc - int(torch.count_nonzero(refused.logical_and_(inc)))
     if n_inc == 0:
         done |= counts > 0
         return None
