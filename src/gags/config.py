@@ -158,7 +158,9 @@ class DistillConfig:
     smoothing_kernel: int = 5
     """Box filter size on the granularity map before its argmax picks the regions (GAGS get_trained_seg: 5)."""
     ae_epochs: int | None = None
-    """LangSplat autoencoder epochs; default 100 (LangSplat), fewer on a CPU for large scenes."""
+    """LangSplat autoencoder epochs; default 100 (LangSplat), on a CPU capped by ae_cpu_max_steps."""
+    ae_cpu_max_steps: int = 20_000
+    """On a CPU, at most this many autoencoder steps by default (a few ms each at batch 64: a few minutes)."""
     ae_batch_size: int = 64
     """LangSplat autoencoder mini-batch (LangSplat autoencoder/train.py)."""
     ae_lr: float = 1e-4
