@@ -470,21 +470,23 @@ def _chunk_pairs(
     if n_inc == 0:
         done |= counts > 0
         return None
-    trans = torch.sub(log_t_after, log1m).exp_().to(dtype)
+    # T in front of the pair = T after it / (1 - alpha); alpha <= 0.999 so the division is safe.
+    trans = torch.exp(log_t_after.to(dtype)).div_(1.0 - alpha)
     if n_inc < n_ok:
-        refused = torch.nonzero(~inc).squeeze(1)
-        refused_counts = torch.bincount(pix.index_select(0, refused), minlength=n_pix)
-        kept_counts = counts - refused_counts
-        done |= refused_counts > 0  # a pair was refused: the pixel is finished
         if n_ok - n_inc <= _MAX_ZERO_FILL * n_ok:
             # Few refused pairs: keep them with alpha = 0 (no weight, no gradient) instead of compacting 6 arrays.
+            refused = torch.nonzero(~inc).squeeze(1)
+            refused_counts = torch.bincount(pix.index_select(0, refused), minlength=n_pix)
             alpha.index_fill_(0, refused, 0.0)
             trans.index_fill_(0, refused, 0.0)
+            kept_counts = counts - refused_counts
         else:
             keep = torch.nonzero(inc).squeeze(1)
             pix, pgid, alpha, trans, span, local = (
                 t.index_select(0, keep) for t in (pix, pgid, alpha, trans, span, local)
             )
+            kept_counts = torch.bincount(pix, minlength=n_pix)
+        done |= kept_counts < counts  # a pair was refused: the pixel is finished
     else:
         kept_counts = counts
     # The pixel's transmittance now is T after its last kept pair (kept pairs are a prefix of each pixel's run).
