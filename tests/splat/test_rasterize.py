@@ -441,6 +441,59 @@ def test_absgrad_is_attached_to_meta_means2d():
     assert float(absgrad.sum()) > float(grad.abs().sum())  # per-pixel terms of both signs do not cancel
 
 
+def test_empty_and_fully_culled_scenes_show_the_background():
+    viewmat, K = make_camera(16, 12, torch.float32)
+    bg = torch.tensor([1.0, 0.0, 0.5])
+    for n in (0, 4):
+        means = torch.zeros(n, 3)
+        means[:, 2] = -10.0  # behind the camera
+        render, alpha, meta = rasterize(
+            means, torch.randn(n, 4), torch.rand(n, 3), torch.rand(n), torch.rand(n, 3), viewmat, K, 16, 12,
+            backgrounds=bg, render_mode="RGB+ED",
+        )
+        assert render.shape == (12, 16, 4) and alpha.shape == (12, 16, 1)
+        assert float(alpha.abs().max()) == 0.0
+        assert torch.equal(render[..., :3], bg.expand(12, 16, 3)) and float(render[..., 3].abs().max()) == 0.0
+        assert meta["n_pairs"] == 0 and int(meta["radii"].abs().sum()) == 0
+
+
+def test_camera_dtype_follows_the_gaussians():
+    means, quats, scales, opacities, colors = (t.float() for t in make_scene(20, seed=1))
+    viewmat, K = make_camera(16, 12, torch.float64)
+    render, alpha, _ = rasterize(means, quats, scales, opacities, colors, viewmat, K, 16, 12)
+    assert render.dtype == torch.float32 and float(alpha.max()) > 0.1
+
+
+def test_gsplat_backend_is_called_with_one_camera_unpacked(monkeypatch):
+    # No CUDA here: check the dispatch and the argument/shape conventions against a stand-in for gsplat.rasterization.
+    import importlib
+
+    import gsplat
+
+    rz = importlib.import_module("gags.splat.rasterize")  # the module (gags.splat.rasterize is also the function)
+
+    seen = {}
+
+    def fake_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kw):
+        seen.update(kw, viewmats=viewmats.shape, Ks=Ks.shape)
+        n = means.shape[0]
+        meta = {"means2d": torch.zeros(1, n, 2), "radii": torch.ones(1, n, 2, dtype=torch.int32), "n_cameras": 1}
+        return torch.zeros(1, height, width, 4), torch.zeros(1, height, width, 1), meta
+
+    monkeypatch.setattr(gsplat, "rasterization", fake_rasterization)
+    monkeypatch.setattr(rz, "_pick_backend", lambda backend, means: "gsplat")
+    means, quats, scales, opacities, colors = (t.float() for t in make_scene(6, seed=0))
+    viewmat, K = make_camera(8, 6, torch.float32)
+    render, alpha, meta = rasterize(
+        means, quats, scales, opacities, colors, viewmat, K, 8, 6, render_mode="RGB+ED", backgrounds=torch.ones(3),
+        absgrad=True,
+    )
+    assert render.shape == (6, 8, 4) and alpha.shape == (6, 8, 1) and meta["means2d"].shape == (1, 6, 2)
+    assert seen["viewmats"] == (1, 4, 4) and seen["Ks"] == (1, 3, 3)
+    assert seen["packed"] is False and seen["absgrad"] is True and seen["render_mode"] == "RGB+ED"
+    assert tuple(seen["backgrounds"].shape) == (1, 3)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------------------------------------------------

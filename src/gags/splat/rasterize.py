@@ -108,6 +108,11 @@ def rasterize(
     "depths" [1, N], "conics" [1, N, 3], "opacities" [1, N], "width", "height", "n_cameras" (1), "gaussian_ids" (None).
     """
     _check_shapes(means, quats, scales, opacities, colors, viewmat, K, sh_degree, render_mode, backend, backgrounds)
+    # Cameras often come as float64 (numpy) while Gaussians are float32: follow the Gaussians.
+    viewmat = viewmat.to(dtype=means.dtype, device=means.device)
+    K = K.to(dtype=means.dtype, device=means.device)
+    if backgrounds is not None:
+        backgrounds = backgrounds.to(dtype=colors.dtype, device=colors.device)
     chosen = _pick_backend(backend, means)
     if chosen == "gsplat":
         return _rasterize_gsplat(
