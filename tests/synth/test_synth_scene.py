@@ -56,7 +56,8 @@ def test_transforms_are_opengl_camera_to_world(scene):
 
 
 def test_scene_loads_with_gags_data(scene):
-    load_scene = pytest.importorskip("gags.data.scene").load_scene
+    from gags.data.scene import load_scene
+
     s = load_scene(scene)
     meta = json.loads((scene / "transforms.json").read_text())
     assert len(s.cameras) == len(meta["frames"])
@@ -148,6 +149,13 @@ def test_user_errors_and_determinism(tmp_path):
         run(SynthConfig(out=a, preset="figurines", seed=5, resolution=32, views=2))
     run(SynthConfig(out=a, preset="figurines", seed=4, resolution=32, views=2, points=100))
     assert (a / "images/frame_00001.png").read_bytes() == (b / "images/frame_00001.png").read_bytes()
+    # other label settings on resume: the label folder holds exactly the new evaluation frames
+    for every, n_labelled in ((1, 3), (5, 2)):
+        run(SynthConfig(out=a, preset="figurines", seed=4, resolution=32, views=2, points=100, label_every=every))
+        frames = json.loads((a / "queries.json").read_text())["label_frames"]
+        assert len(frames["train"] + frames["test"]) == n_labelled
+        assert sorted(p.stem for p in (a / "label").glob("*.json")) == sorted(frames["train"] + frames["test"])
+        assert sorted(p.name for p in (a / "label").iterdir() if p.is_dir()) == sorted(frames["train"] + frames["test"])
 
 
 def test_camera_type_is_the_shared_one():
@@ -167,3 +175,19 @@ def test_every_preset_has_queries_at_three_levels(tmp_path, preset):
     assert len(queries) >= 12
     labelled = set(json.loads((out / "queries.json").read_text())["label_frames"]["test"])
     assert labelled and all(len(q["frames"]) >= 2 for q in queries)
+
+
+def test_labels_read_with_gags_data(scene):
+    from gags.data.labels import load_labels
+
+    labels = load_labels(scene / "label")
+    queries = json.loads((scene / "queries.json").read_text())
+    frames = queries["label_frames"]["train"] + queries["label_frames"]["test"]
+    assert sorted(labels) == sorted(frames)
+    for frame, lab in labels.items():
+        expected = {q["text"] for q in queries["queries"] if frame in q["frames"]}
+        assert set(lab.categories) == expected
+        for category, mask in lab.masks.items():
+            exact = cv2.imread(str(scene / "label" / frame / f"{slug(category)}.png"), cv2.IMREAD_GRAYSCALE) > 0
+            if exact.sum() >= 100:
+                assert mask_iou(mask, exact) >= 0.95

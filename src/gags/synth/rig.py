@@ -24,6 +24,8 @@ FAR_FRAMING = 2.3
 """The far ring's distance in units of the objects' extent (radius): the whole arrangement fits the frame."""
 FAR_MIN = 1.25
 """The far ring is at least this far (metres); with NEAR_DISTANCE this keeps far / near >= 3.29."""
+FAR_MAX = 2.4
+"""...and at most this far, so that it stays inside the room (walls 3 m from the centre, ``library.ROOM_HALF``)."""
 RING_SHARES = (0.3, 0.35, 0.35)
 """Share of the views in the far, middle and near rings."""
 ELEVATION_DEG = ((28.0, 50.0), (22.0, 55.0), (22.0, 60.0))
@@ -52,7 +54,7 @@ def _resolution(resolution: int | tuple[int, int]) -> tuple[int, int]:
 
 def ring_distances(world: World) -> tuple[float, float, float]:
     """Nominal camera-to-target distances of the far, middle and near rings (metres)."""
-    far = max(FAR_MIN, FAR_FRAMING * world.extent)
+    far = min(FAR_MAX, max(FAR_MIN, FAR_FRAMING * world.extent))
     return far, math.sqrt(far * NEAR_DISTANCE), NEAR_DISTANCE
 
 

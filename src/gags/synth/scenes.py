@@ -23,6 +23,7 @@ Re-running the same command resumes: frames already written are read back instea
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -261,10 +262,20 @@ def frame_labels(world: World, name: str, r: Render, queries: list[dict]) -> tup
 
 
 def write_labels(out: Path, world: World, renders: dict[str, Render], queries: list[dict]) -> None:
+    """label/NAME.json and label/NAME/CATEGORY.png for every frame of ``renders``; labels of other frames or
+    categories left by an earlier run with other settings are removed, so the folder holds exactly this split."""
+    root = ensure_dir(out / "label")
+    for stale in root.glob("frame_*"):
+        if stale.name.removesuffix(".json") not in renders:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     for name, r in renders.items():
         label, masks = frame_labels(world, name, r, queries)
-        write_json(out / "label" / f"{name}.json", label)
-        folder = ensure_dir(out / "label" / name)
+        write_json(root / f"{name}.json", label)
+        folder = ensure_dir(root / name)
+        keep = {f"{slug(category)}.png" for category in masks}
+        for stale in folder.glob("*.png"):
+            if stale.name not in keep:
+                stale.unlink()
         for category, mask in masks.items():
             with atomic_path(folder / f"{slug(category)}.png") as tmp:
                 cv2.imwrite(str(tmp), mask.astype(np.uint8) * 255)
