@@ -73,6 +73,8 @@ class ReconstructConfig:
     """Gaussians placed at random in the camera frustums when the scene has no points (gsplat: 100,000)."""
     eval_at: tuple[int, ...] = ()
     """Also evaluate the held-out views after these iteration counts (metrics.json "history")."""
+    max_gaussians: int | None = None
+    """Ceiling on the number of Gaussians densification may reach (time per iteration grows with it on a CPU)."""
 
 
 @dataclass

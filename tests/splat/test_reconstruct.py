@@ -151,3 +151,26 @@ def test_photometric_loss_is_zero_on_identical_images():
     img = torch.rand(20, 20, 3)
     loss, l1, s = photometric_loss(img, img, 0.2)
     assert float(loss) == pytest.approx(0.0, abs=1e-6) and float(s) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_budget_strategy_caps_growth():
+    def grown(max_gaussians):
+        n = 100
+        splats = _ground_truth(n=n)
+        with torch.no_grad():
+            splats["scales"].fill_(math.log(1e-3))  # all small: every selected Gaussian is duplicated
+        opts = make_optimizers(splats, 1.0)
+        strategy = densification_strategy(30_000, max_gaussians=max_gaussians)
+        state = strategy.initialize_state(scene_scale=1.0)
+        state["grad2d"] = torch.linspace(1e-3, 2e-3, n)  # all above the 2e-4 threshold
+        state["count"] = torch.ones(n)
+        n_dupli, n_split = strategy._grow_gs(splats, opts, state, step=600)
+        assert strategy.grow_grad2d == 2e-4  # restored after the refinement
+        return splats["means"].shape[0], state
+
+    assert grown(None)[0] == 200
+    n, state = grown(130)
+    assert n == 130
+    # the duplicated ones are those with the largest gradients
+    assert torch.equal(state["grad2d"][100:].sort().values, torch.linspace(1e-3, 2e-3, 100)[70:])
+    assert grown(90)[0] == 100  # over budget already: no growth

@@ -86,6 +86,8 @@ class TrainResult:
     seconds: float
     """Training wall time in total (over all resumed sessions), evaluations excluded."""
     resumed_from: int | None
+    cpu_seconds: float
+    """Process CPU time of training in total (all threads; under CPU contention a better measure of the work)."""
     timing: dict[str, float]
     """Seconds spent in this session per phase: data, render, loss, backward, optimizer, densify, checkpoint."""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -98,7 +100,37 @@ def default_rasterize() -> RenderFn:
     return rasterize
 
 
-def densification_strategy(iterations: int) -> DefaultStrategy:
+@dataclass
+class BudgetStrategy(DefaultStrategy):
+    """``DefaultStrategy`` with an optional ceiling on the number of Gaussians (for CPUs, where time grows with it).
+
+    When growing would exceed ``max_gaussians``, only the Gaussians with the largest mean screen-space gradients are
+    duplicated or split (each adds one Gaussian): the gradient threshold is raised to the budget's quantile for that
+    refinement. Without a ceiling it is ``DefaultStrategy`` exactly.
+    """
+
+    max_gaussians: int | None = None
+
+    def _grow_gs(self, params, optimizers, state, step):  # noqa: ANN001, ANN202 (gsplat's signature)
+        if self.max_gaussians is None:
+            return super()._grow_gs(params, optimizers, state, step)
+        grads = state["grad2d"] / state["count"].clamp_min(1)
+        budget = self.max_gaussians - params["means"].shape[0]
+        base = self.grow_grad2d
+        if budget <= 0:
+            threshold = math.inf
+        elif int((grads > base).sum()) > budget:
+            threshold = float(torch.topk(grads, budget + 1).values[-1])  # > threshold: at most ``budget`` of them
+        else:
+            threshold = base
+        self.grow_grad2d = max(base, threshold)
+        try:
+            return super()._grow_gs(params, optimizers, state, step)
+        finally:
+            self.grow_grad2d = base
+
+
+def densification_strategy(iterations: int, max_gaussians: int | None = None) -> BudgetStrategy:
     """``DefaultStrategy`` with its 30,000-iteration schedule scaled to a run of ``iterations``.
 
     Rule: with f = min(1, iterations / 30,000), refinement starts at 500 f, stops at 15,000 f (the first half of the
@@ -109,7 +141,8 @@ def densification_strategy(iterations: int) -> DefaultStrategy:
     """
     f = min(1.0, iterations / PAPER_ITERATIONS)
     defaults = DefaultStrategy()
-    return DefaultStrategy(
+    return BudgetStrategy(
+        max_gaussians=max_gaussians,
         refine_start_iter=round(defaults.refine_start_iter * f),
         refine_stop_iter=round(defaults.refine_stop_iter * f),
         refine_every=max(min(MIN_REFINE_EVERY, defaults.refine_every), round(defaults.refine_every * f)),
@@ -185,7 +218,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
           rasterize: RenderFn | None = None, checkpoint_path: Path | None = None, checkpoint_every: int = 1000,
           resume: Checkpoint | None = None, checkpoint_info: dict[str, Any] | None = None,
           eval_views: Views | None = None, eval_at: Sequence[int] = (), until: int | None = None,
-          progress: bool = True) -> TrainResult:
+          max_gaussians: int | None = None, progress: bool = True) -> TrainResult:
     """Optimise ``splats`` in place (the ParameterDict's entries are replaced as densification grows and prunes them).
 
     Args:
@@ -196,21 +229,23 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         resume: a checkpoint to continue from.
         checkpoint_path: where to write a checkpoint every ``checkpoint_every`` iterations and at the end.
         eval_views, eval_at: evaluate these views after these iteration counts (recorded in ``history``).
+        max_gaussians: ceiling on the number of Gaussians densification may reach (None: none, as 3DGS).
         until: stop this session after this iteration count (checkpoint written), as if interrupted there; the
             schedules stay those of ``iterations``.
     """
     if len(views) == 0:
         raise GagsError("there are no training views. Check the scene's images and the train/test split.")
     rasterize = rasterize or default_rasterize()
-    strategy = densification_strategy(iterations)
+    strategy = densification_strategy(iterations, max_gaussians)
     start = 0
-    seconds_before = 0.0
+    seconds_before = cpu_before = 0.0
     history: list[dict[str, Any]] = []
     if resume is not None:
         for key in SPLAT_KEYS:
             splats[key] = torch.nn.Parameter(resume.splats[key].clone())
         start = resume.step
         seconds_before = float(resume.info.get("train_seconds", 0.0))
+        cpu_before = float(resume.info.get("cpu_seconds", 0.0))
         history = list(resume.info.get("history", []))
     optimizers = make_optimizers(splats, scene_scale)
     strategy.check_sanity(splats, optimizers)
@@ -223,17 +258,21 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
     timing = dict.fromkeys(("data", "render", "loss", "backward", "optimizer", "densify", "checkpoint"), 0.0)
     info = dict(checkpoint_info or {})
     session_start = time.perf_counter()
-    eval_seconds = 0.0
+    cpu_start = time.process_time()
+    eval_seconds = eval_cpu = 0.0
 
     def train_seconds() -> float:
         return seconds_before + time.perf_counter() - session_start - eval_seconds
+
+    def cpu_seconds() -> float:
+        return cpu_before + time.process_time() - cpu_start - eval_cpu
 
     def write(step: int) -> None:
         t = time.perf_counter()
         save_checkpoint(checkpoint_path, Checkpoint(
             step=step, splats={k: v.detach() for k, v in splats.items()},
             optimizer_states=optimizer_states(optimizers), strategy_state=state, rng_state=torch.get_rng_state(),
-            info={**info, "train_seconds": train_seconds(), "history": history}))
+            info={**info, "train_seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "history": history}))
         timing["checkpoint"] += time.perf_counter() - t
 
     with torch.random.fork_rng(devices=[]):  # densification draws from the global generator; leave the caller's alone
@@ -279,11 +318,12 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
                 bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=splats["means"].shape[0], refresh=False)
             done = step + 1
             if eval_views is not None and done in eval_at:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 metrics = evaluate(splats, eval_views, degree, rasterize, backend)
                 eval_seconds += time.perf_counter() - t
+                eval_cpu += time.process_time() - c
                 history.append({"iterations": done, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
-                                "seconds": train_seconds(), "num_gaussians": int(splats["means"].shape[0])})
+                                "seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "num_gaussians": int(splats["means"].shape[0])})
             if checkpoint_path is not None and checkpoint_every > 0 and done % checkpoint_every == 0 \
                     and done < stop:
                 write(done)
@@ -291,7 +331,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         if checkpoint_path is not None:
             write(max(start, stop))
     return TrainResult(step=max(start, stop), seconds=train_seconds(),
-                       resumed_from=resume.step if resume is not None else None, timing=timing, history=history)
+                       resumed_from=resume.step if resume is not None else None, cpu_seconds=cpu_seconds(), timing=timing, history=history)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -386,9 +426,11 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
                    ssim_lambda=config.ssim_lambda, backend=config.backend, rasterize=rasterize,
                    checkpoint_path=ckpt_path, checkpoint_every=config.checkpoint_every, resume=resume,
                    checkpoint_info={"settings": settings, "init": init}, eval_views=test_views,
-                   eval_at=tuple(config.eval_at))
+                   eval_at=tuple(config.eval_at), max_gaussians=config.max_gaussians)
     write_ply(out / "gaussians.ply", {k: v.detach() for k, v in splats.items()})
-    final_degree = min(max(0, result.step - 1) // max(1, config.sh_degree_interval), config.sh_degree)
+    # the degree of the last iteration (all bands when nothing was trained, e.g. a PLY taken as it is)
+    last = result.step - 1
+    final_degree = config.sh_degree if last < 0 else min(last // max(1, config.sh_degree_interval), config.sh_degree)
     t = time.perf_counter()
     metrics = evaluate(splats, test_views, final_degree, rasterize, config.backend, renders_dir=stage_dir / "renders")
     eval_seconds = time.perf_counter() - t
@@ -398,6 +440,7 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
         "ssim": metrics["ssim"],
         "iterations": result.step,
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
         "num_gaussians": int(splats["means"].shape[0]),
         "eval_split": eval_split,
         "views": metrics["views"],
