@@ -1,8 +1,14 @@
-"""Speed of the embedded HierarchySegmenter: set_image + predict on 256 x 256 images, as JSON.
+"""The embedded HierarchySegmenter: speed on 256 x 256 images, and mask quality on renders of the procedural world.
 
-    python benchmarks/hierarchy_segmenter.py [--points 64 400] [--repeats 5] [--out bench_out/hierarchy.json]
+    python benchmarks/hierarchy_segmenter.py speed   [--points 64 400] [--repeats 5] [--out speed.json]
+    python benchmarks/hierarchy_segmenter.py quality [--seeds 2] [--views 3] [--points 150] [--out quality.json]
+        [--set thresholds=10,25,60 --set superpixel_area=100 ...]   (any HierarchySegmenter argument)
 
-Images: the shared kitchen photos (images_4, resized to 256 x 256), or random smooth images when they are absent.
+speed: set_image + predict on the shared kitchen photos (images_4, resized to 256 x 256).
+quality: prompt points on the objects (not the table, floor or walls) of rendered views of every preset; for each
+point and level, the IoU between the predicted mask and the exact mask of the entity under the point at that level
+("iou"), and the best IoU of any of the three predicted masks with it ("best"); also the share of masks that pass
+the segment stage's filters (score >= 0.7, stability >= 0.85). Renders use depth, as the segment stage passes it.
 """
 
 from __future__ import annotations
@@ -21,31 +27,22 @@ from gags.models import HierarchySegmenter
 KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "mipnerf360_kitchen_small" / "images_4"
 if not KITCHEN.is_dir():
     KITCHEN = Path("/work/shared/data/mipnerf360_kitchen_small/images_4")
+PRESETS = ("ramen", "teatime", "figurines", "kitchen")
+PRED_IOU_MIN, STABILITY_MIN = 0.7, 0.85
+"""The segment stage's mask filters (SAM automatic mask generator: pred_iou_thresh, stability_score_thresh)."""
 
 
-def images(n: int, size: int) -> list[np.ndarray]:
-    paths = sorted(KITCHEN.glob("*.png"))[:n]
-    if paths:
-        return [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in paths]
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
-    return [np.asarray(Image.fromarray(s).resize((size, size), Image.BICUBIC)) for s in small]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, nargs="+", default=[64, 400])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    seg = HierarchySegmenter()
+def speed(args: argparse.Namespace, seg: HierarchySegmenter) -> list[dict]:
+    paths = sorted(KITCHEN.glob("*.png"))[: args.repeats]
+    if not paths:
+        raise SystemExit(f"no photos in {KITCHEN}")
+    images = [np.asarray(Image.open(p).convert("RGB").resize((256, 256), Image.BILINEAR)) for p in paths]
     rng = np.random.default_rng(0)
     results = []
     for n_points in args.points:
         set_times, predict_times = [], []
-        for image in images(args.repeats, args.size):
-            points = rng.uniform(0, args.size, size=(n_points, 2)).astype(np.float32)
+        for image in images:
+            points = rng.uniform(0, 256, size=(n_points, 2)).astype(np.float32)
             t0 = time.perf_counter()
             seg.set_image(image)
             t1 = time.perf_counter()
@@ -55,13 +52,76 @@ def main() -> None:
             predict_times.append(t2 - t1)
         total = np.add(set_times, predict_times)
         results.append({
-            "points": n_points, "size": args.size, "images": len(total),
+            "points": n_points, "size": 256, "images": len(total),
             "set_image_s_median": float(np.median(set_times)), "predict_s_median": float(np.median(predict_times)),
             "total_s_median": float(np.median(total)), "total_s_max": float(np.max(total)),
         })
-    print(json.dumps(results, indent=2))
+    return results
+
+
+def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
+    from gags.synth.raycast import compile_world, render
+    from gags.synth.rig import sample_cameras
+    from gags.synth.world import build_world
+
+    rng = np.random.default_rng(0)
+    ious, bests, passed = [], [], []
+    for preset in PRESETS:
+        for seed in range(args.seeds):
+            world = build_world(preset, 100 + seed)
+            compiled = compile_world(world)
+            for camera in sample_cameras(world, args.views, 256, seed=100 + seed):
+                r = render(world, camera, supersample=2, compiled=compiled)
+                objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
+                ys, xs = np.nonzero(objects)
+                if len(ys) == 0:
+                    continue
+                pick = rng.integers(0, len(ys), args.points)
+                points = np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5
+                seg.set_image(r.rgb, r.depth)
+                masks, scores, stability = seg.predict(points)
+                masks = masks.numpy()
+                gt = np.stack([r.ids[k][None] == r.ids[k][ys[pick], xs[pick]][:, None, None] for k in range(3)], 1)
+                inter = (masks[:, :, None] & gt[:, None]).sum((-1, -2))  # [P, predicted level, true level]
+                union = (masks[:, :, None] | gt[:, None]).sum((-1, -2))
+                iou = inter / np.maximum(union, 1)
+                ious.append(np.stack([iou[:, k, k] for k in range(3)], 1))
+                bests.append(iou.max(1))
+                passed.append(((scores >= PRED_IOU_MIN) & (stability >= STABILITY_MIN)).numpy())
+    ious, bests, passed = np.concatenate(ious), np.concatenate(bests), np.concatenate(passed)
+    return {
+        "points": int(len(ious)), "levels": ["subpart", "part", "whole"],
+        "iou": ious.mean(0).round(4).tolist(), "best": bests.mean(0).round(4).tolist(),
+        "best_mean": round(float(bests.mean()), 4), "pass_filters": passed.mean(0).round(4).tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("speed", "quality"))
+    parser.add_argument("--points", type=int, nargs="+", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="name=value HierarchySegmenter argument")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    kwargs = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        kwargs[key] = tuple(float(v) for v in value.split(",")) if "," in value else float(value)
+        if key == "superpixel_area":
+            kwargs[key] = int(kwargs[key])
+    seg = HierarchySegmenter(**kwargs)
+    if args.what == "speed":
+        args.points = args.points or [64, 400]
+        result = {"speed": speed(args, seg)}
+    else:
+        args.points = (args.points or [150])[0]
+        result = {"quality": quality(args, seg), "params": {k: v for k, v in kwargs.items()}}
+    print(json.dumps(result, indent=2))
     if args.out is not None:
-        write_json(args.out, results)
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -258,6 +258,8 @@ STAGES: dict[str, tuple[type, str]] = {
     "reconstruct": (ReconstructConfig, "gags.splat.reconstruct:run"),
     "segment": (SegmentConfig, "gags.segment.extract:run"),
     "distill": (DistillConfig, "gags.distill.train:run"),
+    threads: int = 0
+    """PyTorch threads for training (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
     "query": (QueryConfig, "gags.query.answer:run"),
     "eval": (EvalConfig, "gags.query.evaluate:run"),
     "demo": (DemoConfig, "gags.demo:run"),

@@ -8,7 +8,9 @@ import torch
 from torchvision.ops import roi_align
 
 MAX_CHUNK_BYTES = 64 << 20
-"""Bound on the masked float copies of the image held at once (sets how many masks are cropped per batch)."""
+"""Bound on the masked float windows held at once (sets how many masks are cropped per batch)."""
+MIN_WINDOW_LOG2 = 4
+"""Smallest window side is 16 pixels (2^4)."""
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -51,16 +53,29 @@ def crop_masks(rgb: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor,
     boxes = mask_boxes(masks_t)
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    # +1: the masked images below carry one black pixel of border, so samples beyond the image read black
-    squares = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=1) + 1.0
+    squares = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=1)  # [M, 4]
+    # Each mask is cut out of a window around its square (one pixel of margin, zero outside the image), so the
+    # cost follows the masks' sizes, not M full images. Windows share a side per size class (powers of two).
+    origin = torch.floor(squares[:, :2]).long() - 1  # [M, 2] window corner (x, y)
+    need = torch.ceil(squares[:, 2:]).long() + 1 - origin  # [M, 2] window extent that holds every sample corner
+    bucket = torch.clamp(torch.ceil(torch.log2(need.max(dim=1).values.float().clamp(min=1))), min=MIN_WINDOW_LOG2)
     image_f = image.permute(2, 0, 1).float()  # [3, H, W]
-    chunk = max(1, MAX_CHUNK_BYTES // (3 * (height + 2) * (width + 2) * 4))
-    for start in range(0, m, chunk):
-        sel = masks_t[start : start + chunk]  # [C, H, W]
-        masked = torch.nn.functional.pad(image_f[None] * sel[:, None], (1, 1, 1, 1))  # [C, 3, H+2, W+2]
-        index = torch.arange(len(sel), dtype=torch.float32, device=masks_t.device)[:, None]
-        rois = torch.cat([index, squares[start : start + chunk]], dim=1)  # [C, 5]
-        crops = roi_align(masked, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        out[start : start + chunk] = crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    out[side <= 0] = 0
+    for log2 in torch.unique(bucket).tolist():
+        window = 1 << int(log2)
+        members = torch.nonzero((bucket == log2) & (side > 0)).flatten()
+        chunk = max(1, MAX_CHUNK_BYTES // (4 * 4 * window * window))
+        for start in range(0, len(members), chunk):
+            sel = members[start : start + chunk]  # [C]
+            steps = torch.arange(window, device=masks_t.device)
+            rows = origin[sel, 1, None] + steps  # [C, L]
+            cols = origin[sel, 0, None] + steps  # [C, L]
+            inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+            r, c = rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
+            keep = masks_t[sel[:, None, None], r, c] & inside  # [C, L, L]
+            windows = image_f[:, r, c].permute(1, 0, 2, 3) * keep[:, None]  # [C, 3, L, L]
+            index = torch.arange(len(sel), dtype=torch.float32, device=masks_t.device)[:, None]
+            rois = torch.cat([index, squares[sel] - origin[sel].repeat(1, 2).float()], dim=1)  # [C, 5]
+            crops = roi_align(windows, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1,
+                              aligned=True)
+            out[sel] = crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return out
