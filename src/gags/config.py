@@ -90,9 +90,19 @@ class SegmentConfig:
     prompts: Literal["gags", "paper", "uniform"] = "gags"
     """gags: the official release's depth ratio; paper: Eq. 1's inverse ratio; uniform: LangSplat's 32x32 grid."""
     workers: int = 1
-    """Images processed in parallel."""
+    """Images processed in parallel (each worker holds its own segmenter and encoder)."""
+    parallel: Literal["process", "thread"] = "process"
+    """With --workers > 1: worker processes (torch threads split among them) or threads sharing this process."""
+    threads: int = 0
+    """PyTorch threads per worker (0: CPU cores / workers); 1 is much faster on a busy machine."""
     seed: int = 42
-    """Seed of prompt sampling (official release: 42)."""
+    """Seed of prompt sampling (official release: 42); view k draws with seed + k."""
+    max_height: int = 1080
+    """Images taller than this are segmented resized to this height (LangSplat/GAGS preprocess.py: 1080); 0 = never."""
+    overwrite: bool = False
+    """Delete this stage's outputs (language_features/, prompts/, segment/) and start over."""
+    features: Path | None = None
+    """An existing LangSplat language_features/ folder: validated, copied into OUT and used instead of segmenting."""
     visibility_rel_tol: float = 0.25
     """A Gaussian centre is visible in a view when |D - z| <= 0.25 D (release depth_SAM.py: visibility_threshold)."""
     patch_grid: int = 8
@@ -112,7 +122,7 @@ class SegmentConfig:
     box_nms_thresh: float = 0.7
     """Box NMS IoU (release: box_nms_thresh=0.7)."""
     min_region_area: int = 100
-    """Fill holes and remove islands smaller than this, in pixels at full resolution (release: min_mask_region_area)."""
+    """Fill holes and remove islands below this many pixels of the segmented image (release: min_mask_region_area)."""
     mask_nms_iou: float = 0.8
     """LangSplat mask NMS: IoU threshold (masks_update iou_thr=0.8)."""
     mask_nms_score: float = 0.7
@@ -248,6 +258,8 @@ class TrainEncoderConfig:
     """Peak learning rate (AdamW; linear warm-up, cosine decay)."""
     workers: int = 2
     """Processes rendering the training crops."""
+    threads: int = 0
+    """PyTorch threads for training (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
     eval_worlds: int = 3
     """Held-out worlds per preset for the accuracy table (seeds never used for training)."""
 
@@ -258,8 +270,6 @@ STAGES: dict[str, tuple[type, str]] = {
     "reconstruct": (ReconstructConfig, "gags.splat.reconstruct:run"),
     "segment": (SegmentConfig, "gags.segment.extract:run"),
     "distill": (DistillConfig, "gags.distill.train:run"),
-    threads: int = 0
-    """PyTorch threads for training (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
     "query": (QueryConfig, "gags.query.answer:run"),
     "eval": (EvalConfig, "gags.query.evaluate:run"),
     "demo": (DemoConfig, "gags.demo:run"),
