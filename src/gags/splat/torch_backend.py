@@ -45,7 +45,7 @@ MAX_EXTEND = 3.33
 FOV_MARGIN = 0.3
 # gsplat RasterizeToPixels3DGSFwd.cu: ``px = (float)j + 0.5f``.
 PIXEL_CENTER = 0.5
-# Pixel-box pairs per building chunk (an upper bound of the candidate pairs; ~70 bytes each while building).
+# Expected candidate (Gaussian, pixel) pairs per building chunk; ~60 bytes each while building -> ~250 MB at most.
 DEFAULT_MAX_CHUNK_PAIRS = 1 << 22
 
 
@@ -266,14 +266,45 @@ _SPAN_MARGIN = 1e-3
 
 
 @dataclass
-class _Boxes:
-    """Visible Gaussians front to back with their pixel boxes (all [V])."""
+class _Visible:
+    """Visible Gaussians front to back, with what the row spans need (all [V]; float64 except ids and boxes)."""
 
-    order: Tensor  # Gaussian ids
-    x0: Tensor
+    gid: Tensor  # Gaussian ids
+    mx: Tensor
+    my: Tensor
+    a: Tensor  # conic
+    b: Tensor
+    c: Tensor
+    det: Tensor  # a c - b^2
+    two_a_level: Tensor  # 2 a ln(255 o): the row span's discriminant at dy = 0
+    inv_a: Tensor
+    log_o: Tensor
+    x0: Tensor  # pixel box (int64), clipped to the image
+    x1: Tensor
     y0: Tensor
-    nx: Tensor
     ny: Tensor
+    estimate: Tensor  # expected candidate pairs (ellipse area + perimeter, at most the box)
+
+
+def _visible_gaussians(means2d, conics, opacities, depths, radii, width, height) -> _Visible:
+    f64 = torch.float64
+    ids = torch.nonzero((radii > 0).all(dim=-1)).squeeze(1)
+    # Front to back; ties keep index order, as gsplat's stable radix sort of (tile, depth) keys.
+    order = ids.index_select(0, torch.argsort(depths.index_select(0, ids), stable=True))
+    x0, y0, nx, ny = _pixel_boxes(means2d.index_select(0, order), radii.index_select(0, order), width, height)
+    m = means2d.index_select(0, order).to(f64)
+    a, b, c = conics.index_select(0, order).to(f64).unbind(-1)
+    op = opacities.index_select(0, order).to(f64)
+    level = torch.log(op / ALPHA_THRESHOLD)
+    det = a * c - b * b
+    # pixels with alpha >= 1/255: ellipse sigma <= level of area 2 pi level / sqrt(det), plus a perimeter allowance
+    area = 2.0 * math.pi * level / det.sqrt()
+    estimate = torch.minimum(nx * ny, (area + 2.0 * (nx + ny)).ceil().long())
+    return _Visible(
+        gid=order, mx=m[:, 0].contiguous(), my=m[:, 1].contiguous(), a=a.contiguous(), b=b.contiguous(),
+        c=c.contiguous(), det=det, two_a_level=2.0 * a * level, inv_a=1.0 / a, log_o=torch.log(op),
+        x0=x0, x1=x0 + nx - 1, y0=y0, ny=ny, estimate=estimate,
+    )
 
 
 def build_pairs(
@@ -296,37 +327,30 @@ def build_pairs(
         device = means2d.device
         dtype = means2d.dtype
         n_pix = width * height
-        visible = (radii > 0).all(dim=-1)
-        ids = torch.nonzero(visible).squeeze(1)
-        # Front to back; ties keep index order, as gsplat's stable radix sort of (tile, depth) keys.
-        order = ids[torch.argsort(depths[ids], stable=True)]
-        x0, y0, nx, ny = _pixel_boxes(means2d[order], radii[order], width, height)
-        boxes = _Boxes(order, x0, y0, nx, ny)
-        box_counts = nx * ny
+        vis = _visible_gaussians(means2d, conics, opacities, depths, radii, width, height)
 
         carry = torch.zeros(n_pix, dtype=torch.float64, device=device)  # log T so far
         done = torch.zeros(n_pix, dtype=torch.bool, device=device)
         kept: list[tuple[Tensor, ...]] = []
         stats = {"candidate_pairs": 0, "max_chunk_candidates": 0, "chunks": 0, "skipped_gaussians": 0, "pairs": 0}
-        for c_start, c_end in _chunk_bounds(box_counts, max_chunk_pairs):
+        for c_start, c_end in _chunk_bounds(vis.estimate, max_chunk_pairs):
             sel = torch.arange(c_start, c_end, device=device)
             if stats["chunks"] > 0 and bool(done.any()):
                 # Skip Gaussians whose box lies entirely on finished pixels (summed-area table of open pixels).
                 open_px = (~done).view(height, width).to(torch.int64)
                 sat = torch.zeros(height + 1, width + 1, dtype=torch.int64, device=device)
                 sat[1:, 1:] = open_px.cumsum(0).cumsum(1)
-                bx0, by0 = x0[sel], y0[sel]
-                bx1, by1 = bx0 + nx[sel], by0 + ny[sel]
+                bx0, by0 = vis.x0.index_select(0, sel), vis.y0.index_select(0, sel)
+                bx1, by1 = vis.x1.index_select(0, sel) + 1, by0 + vis.ny.index_select(0, sel)
                 n_open = sat[by1, bx1] - sat[by0, bx1] - sat[by1, bx0] + sat[by0, bx0]
-                live = n_open > 0
-                stats["skipped_gaussians"] += int((~live & (box_counts[sel] > 0)).sum())
+                live = (n_open > 0) & (bx1 > bx0)
+                stats["skipped_gaussians"] += int(torch.count_nonzero(~live))
                 sel = sel[live]
             stats["chunks"] += 1
             if sel.numel() == 0:
                 continue
             pairs = _chunk_pairs(
-                sel, boxes, means2d, conics, opacities, width, carry, done, dtype, check_done=stats["chunks"] > 1,
-                stats=stats,
+                sel, vis, width, carry, done, dtype, check_done=stats["chunks"] > 1, stats=stats,
             )
             if pairs is not None:
                 kept.append(pairs)
@@ -355,10 +379,7 @@ def build_pairs(
 
 def _chunk_pairs(
     sel: Tensor,
-    boxes: _Boxes,
-    means2d: Tensor,
-    conics: Tensor,
-    opacities: Tensor,
+    vis: _Visible,
     width: int,
     carry: Tensor,
     done: Tensor,
@@ -366,41 +387,32 @@ def _chunk_pairs(
     check_done: bool,
     stats: dict,
 ) -> tuple[Tensor, ...] | None:
-    """Pairs of the Gaussians ``boxes.order[sel]`` (front to back), filtered and composited against the running
-    per-pixel state ``carry`` (log T) and ``done``, which are updated in place.
+    """Pairs of the visible Gaussians ``sel`` (positions in ``vis``, front to back), filtered and composited against
+    the running per-pixel state ``carry`` (log T) and ``done``, which are updated in place.
 
     Gathers use ``index_select`` on 1-D tensors: on a CPU it is several times faster than advanced indexing."""
     device = sel.device
     f64 = torch.float64
     n_pix = carry.numel()
-    # --- one span per (Gaussian, box row): the pixels of the row where alpha >= 1/255 (float64, small) ------------
-    rows_per = boxes.ny.index_select(0, sel)
+    # --- one span per (Gaussian, box row): the pixels of the row where alpha >= 1/255 (float64) ---------------------
+    rows_per = vis.ny.index_select(0, sel)
     n_rows = int(rows_per.sum())
     if n_rows == 0:
         return None
-    rank = torch.repeat_interleave(torch.arange(sel.numel(), device=device), rows_per, output_size=n_rows)
-    first = torch.cumsum(rows_per, 0) - rows_per
-    gsel = sel.index_select(0, rank)
-    row = boxes.y0.index_select(0, gsel) + (torch.arange(n_rows, device=device) - first.index_select(0, rank))
-    gid = boxes.order.index_select(0, gsel)
-    m = means2d.index_select(0, gid).to(f64)
-    con = conics.index_select(0, gid).to(f64)
-    op = opacities.index_select(0, gid).to(f64)
-    a, b, c = con.unbind(-1)
-    mx = m[:, 0]
-    dy = m[:, 1] - (row.to(f64) + PIXEL_CENTER)
-    # sigma(dx) = a/2 dx^2 + b dy dx + c/2 dy^2 <= ln(255 o)  <=>  dx in [(-b dy - r) / a, (-b dy + r) / a]
-    level = torch.log(op / ALPHA_THRESHOLD)
-    disc = 2.0 * a * level - (a * c - b * b) * dy * dy
-    root = torch.sqrt(disc.clamp_min(0.0))
-    # pixel centres x + 0.5 = mean_x - dx
-    lo = mx + (b * dy - root) / a - PIXEL_CENTER
-    hi = mx + (b * dy + root) / a - PIXEL_CENTER
-    slack = _SPAN_MARGIN * (1.0 + (root / a).abs())
-    bx0 = boxes.x0.index_select(0, gsel)
-    j0 = torch.maximum(torch.ceil(lo - slack).clamp(-1, width).long(), bx0)
-    j1 = torch.minimum(torch.floor(hi + slack).clamp(-1, width).long(), bx0 + boxes.nx.index_select(0, gsel) - 1)
-    lengths = torch.where(disc >= 0, (j1 - j0 + 1).clamp_min(0), torch.zeros_like(j0))
+    g = torch.repeat_interleave(sel, rows_per, output_size=n_rows)  # position in vis of each row's Gaussian
+    first_row = vis.y0.index_select(0, sel) - (torch.cumsum(rows_per, 0) - rows_per)
+    row = torch.repeat_interleave(first_row, rows_per, output_size=n_rows).add_(torch.arange(n_rows, device=device))
+    dy = vis.my.index_select(0, g).sub_(row.to(torch.float64)).sub_(PIXEL_CENTER)
+    # sigma(dx) = a/2 dx^2 + b dy dx + c/2 dy^2 <= ln(255 o)  <=>  dx = (-b dy +- sqrt(disc)) / a,
+    # disc = 2 a ln(255 o) - (a c - b^2) dy^2; pixel centre x + 0.5 = mean_x - dx.
+    disc = vis.two_a_level.index_select(0, g) - vis.det.index_select(0, g) * dy * dy
+    inv_a = vis.inv_a.index_select(0, g)
+    half = disc.clamp_min(0.0).sqrt_().mul_(inv_a)
+    centre = vis.b.index_select(0, g).mul_(dy).mul_(inv_a).add_(vis.mx.index_select(0, g)).sub_(PIXEL_CENTER)
+    slack = half * _SPAN_MARGIN + _SPAN_MARGIN
+    j0 = torch.maximum(torch.ceil(centre - half - slack), vis.x0.index_select(0, g).to(torch.float64))
+    j1 = torch.minimum(torch.floor(centre + half + slack), vis.x1.index_select(0, g).to(torch.float64))
+    lengths = torch.where(disc >= 0, (j1 - j0 + 1.0).clamp_min(0.0), 0.0).long()
     live = torch.nonzero(lengths).squeeze(1)
     n_pairs = int(lengths.sum())
     stats["candidate_pairs"] += n_pairs
@@ -410,19 +422,21 @@ def _chunk_pairs(
     idx_dtype = torch.int32 if max(n_pairs, n_pix) < 2**31 - 1 else torch.int64
     lengths = lengths.index_select(0, live)
     span_start = torch.cumsum(lengths, 0) - lengths
+    g = g.index_select(0, live)
     j0 = j0.index_select(0, live)
+    s_dy = dy.index_select(0, live)
     # Per span: pixel of pair k = base + k; local index l = k - start; dx = ax - l; and, with
     # sigma = a/2 dx^2 + b dy dx + c/2 dy^2 written as a quadratic in l, alpha = exp(-(q0 + l (q1 + l q2))), where
     # q0 = sigma(l = 0) - ln(o) folds in the opacity.
-    s_base = (row.index_select(0, live) * width + j0 - span_start).to(idx_dtype)
+    s_base = (row.index_select(0, live) * width + j0.long() - span_start).to(idx_dtype)
     s_start = span_start.to(idx_dtype)
-    s_gid = gid.index_select(0, live).to(idx_dtype)
-    s_dy = dy.index_select(0, live)
-    s_a, s_b, s_c = a.index_select(0, live), b.index_select(0, live), c.index_select(0, live)
-    s_ax = mx.index_select(0, live) - (j0.to(f64) + PIXEL_CENTER)
-    sigma0 = 0.5 * s_a * s_ax * s_ax + s_b * s_dy * s_ax + 0.5 * s_c * s_dy * s_dy
-    s_q0 = (sigma0 - torch.log(op.index_select(0, live))).to(dtype)
-    s_q1 = (-(s_a * s_ax + s_b * s_dy)).to(dtype)
+    s_gid = vis.gid.index_select(0, g).to(idx_dtype)
+    s_a, s_b = vis.a.index_select(0, g), vis.b.index_select(0, g)
+    s_ax = vis.mx.index_select(0, g).sub_(j0).sub_(PIXEL_CENTER)
+    b_dy = s_b * s_dy
+    sigma0 = (0.5 * s_a * s_ax + b_dy) * s_ax + 0.5 * vis.c.index_select(0, g) * s_dy * s_dy
+    s_q0 = sigma0.sub_(vis.log_o.index_select(0, g)).to(dtype)
+    s_q1 = (s_a * s_ax).add_(b_dy).neg_().to(dtype)
     s_q2 = (0.5 * s_a).to(dtype)
     s_ax, s_dy = s_ax.to(dtype), s_dy.to(dtype)
 
