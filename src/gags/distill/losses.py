@@ -50,9 +50,14 @@ def level_feature_maps(features: Tensor, seg: Tensor, levels: tuple[int, ...] = 
     """
     ids = seg[list(levels)].long()  # [K, h, w]
     covered = ids >= 0
-    table = torch.cat([features.float(), features.new_zeros(1, features.shape[1]).float()])  # row M = zero
-    gathered = table[torch.where(covered, ids, features.shape[0])]  # [K, h, w, C]
-    return gathered.permute(0, 3, 1, 2).contiguous(), covered
+    m, c = features.shape
+    h, w = ids.shape[-2:]
+    # channel-first table [C, M + 1] whose last column is the zero vector of uncovered pixels; gathering columns
+    # writes the channel-first maps directly (twice as fast as gathering rows and permuting)
+    table = torch.cat([features.float(), features.new_zeros(1, c, dtype=torch.float32)]).T.contiguous()
+    idx = torch.where(covered, ids, m)
+    maps = torch.stack([table.index_select(1, idx[k].reshape(-1)).view(c, h, w) for k in range(len(levels))])
+    return maps, covered
 
 
 def mix_target(level_maps: Tensor, g: Tensor) -> Tensor:
