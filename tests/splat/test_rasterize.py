@@ -361,8 +361,10 @@ def _stops_and_clamps_scene():
 
 def _autograd_composite(means2d, conics, colors, opacities, background, pairs, W, H):
     """The same compositing written with differentiable torch ops on the fixed pair list (per-pixel padded cumprod)."""
-    use = pairs.alpha > 0
-    pix, gid = pairs.pix[use].long(), pairs.gid[use].long()
+    use = pairs.cat("alpha") > 0
+    pix, gid = pairs.cat("pix")[use].long(), pairs.cat("gid")[use].long()
+    pix, order = torch.sort(pix, stable=True)  # chunks are front to back: by pixel, then depth
+    gid = gid[order]
     px = (pix % W).double() + 0.5
     py = torch.div(pix, W, rounding_mode="floor").double() + 0.5
     dx = means2d[0, gid, 0] - px
@@ -387,7 +389,7 @@ def test_compositing_backward_matches_autograd_with_stops_and_clamps():
     # Scene where pixels stop early and alphas clamp; the hand-written backward against autograd on the same pairs.
     proj, opacities, colors, W, H = _stops_and_clamps_scene()
     pairs = build_pairs(proj.means2d, proj.conics, opacities, proj.depths, proj.radii, W, H)
-    assert bool((pairs.alpha >= 0.999).any())
+    assert bool((pairs.cat("alpha") >= 0.999).any())
     assert float(pairs.log_t_final.min()) < math.log(1e-3)
     bg = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)
     g = torch.Generator().manual_seed(0)

@@ -176,17 +176,15 @@ def project_gaussians(
 
 
 @dataclass
-class PairList:
-    """The composited (Gaussian, pixel) pairs of one image, sorted by (pixel, depth), and the per-pixel results.
+class PairChunk:
+    """The composited (Gaussian, pixel) pairs of one chunk of Gaussians, sorted by (pixel, depth).
 
     Pairs come from spans, one per (Gaussian, pixel row): pair = (span, local), pixel x = span's first x + local.
     pix: [P] int32 flat pixel index y * W + x.      gid: [P] int32 Gaussian index.
     alpha: [P] min(0.999, o exp(-sigma)) (0 for the few stored pairs that are not composited).
-    trans: [P] transmittance in front of the pair.  weight: [P] alpha * trans.
+    trans: [P] transmittance in front of the pair (including the chunks in front).   weight: [P] alpha * trans.
     span, local: [P] int32.                         span_ax, span_dy: [S] mean2d - centre of the span's first pixel.
-    log_t_final: [H*W] float64 log transmittance behind the last composited pair of each pixel.
     counts: [H*W] int64 stored pairs per pixel (the pairs of pixel p are a contiguous run).
-    stats: counters (candidate pairs, composited pairs, stored pairs, chunks, skipped Gaussians).
     """
 
     pix: Tensor
@@ -198,9 +196,7 @@ class PairList:
     local: Tensor
     span_ax: Tensor
     span_dy: Tensor
-    log_t_final: Tensor
     counts: Tensor
-    stats: dict
 
     @property
     def dx(self) -> Tensor:
@@ -218,6 +214,21 @@ class PairList:
         return torch.sparse_csr_tensor(
             crow, self.gid, self.weight, (self.counts.numel(), n_gaussians), check_invariants=False
         )
+
+
+@dataclass
+class PairList:
+    """The composited pairs of one image: one PairChunk per chunk of Gaussians (front to back), and per pixel
+    log_t_final: [H*W] float64 log transmittance behind its last composited pair.
+    stats: counters (candidate pairs, composited pairs, stored pairs, chunks, skipped Gaussians)."""
+
+    chunks: list[PairChunk]
+    log_t_final: Tensor
+    stats: dict
+
+    def cat(self, name: str) -> Tensor:
+        """A per-pair field of all chunks, concatenated (chunk order)."""
+        return torch.cat([getattr(chunk, name) for chunk in self.chunks])
 
 
 def _offsets(counts: Tensor, dtype: torch.dtype) -> Tensor:
@@ -355,26 +366,12 @@ def build_pairs(
             if pairs is not None:
                 kept.append(pairs)
 
-        if len(kept) > 1:
-            # Span ids are per chunk: shift them into the concatenated span tables.
-            span_shift = 0
-            for i, part in enumerate(kept):
-                kept[i] = part[:4] + (part[4] + span_shift,) + part[5:]
-                span_shift += part[6].numel()
-            pix, gid, alpha, trans, span, local, span_ax, span_dy = (torch.cat(parts) for parts in zip(*kept))
-            pix, perm = torch.sort(pix, stable=True)  # chunks are front to back: stable keeps depth order
-            gid, alpha, trans, span, local = (t.index_select(0, perm) for t in (gid, alpha, trans, span, local))
-        elif kept:
-            pix, gid, alpha, trans, span, local, span_ax, span_dy = kept[0]
-        else:
-            empty_f = torch.zeros(0, dtype=dtype, device=device)
-            empty_i = torch.zeros(0, dtype=torch.int32, device=device)
-            pix, gid, alpha, trans, span, local, span_ax, span_dy = (empty_i,) * 2 + (empty_f,) * 2 + (
-                empty_i,
-            ) * 2 + (empty_f,) * 2
-        counts = torch.bincount(pix, minlength=n_pix)
-        stats["stored_pairs"] = int(pix.numel())
-        return PairList(pix, gid, alpha, trans, alpha * trans, span, local, span_ax, span_dy, carry, counts, stats)
+        chunks = []
+        for pix, gid, alpha, trans, span, local, span_ax, span_dy in kept:
+            counts = torch.bincount(pix, minlength=n_pix)
+            chunks.append(PairChunk(pix, gid, alpha, trans, alpha * trans, span, local, span_ax, span_dy, counts))
+        stats["stored_pairs"] = sum(int(chunk.pix.numel()) for chunk in chunks)
+        return PairList(chunks, carry, stats)
 
 
 def _chunk_pairs(
@@ -529,14 +526,14 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, pairs: PairList, absgrad: bool):
         n_gauss = colors.shape[0]
-        weights = pairs.pixel_matrix(n_gauss)
+        weights = [chunk.pixel_matrix(n_gauss) for chunk in pairs.chunks]
+        render = colors.new_zeros(pairs.log_t_final.numel(), colors.shape[1])
         if colors.shape[1] > 0:
-            render = weights @ colors
-        else:
-            render = colors.new_zeros(pairs.counts.numel(), 0)
+            for w in weights:
+                render += w @ colors
         t_final = torch.exp(pairs.log_t_final).to(colors.dtype)
         if background is not None:
-            render = render + t_final[:, None] * background[None, :]
+            render += t_final[:, None] * background[None, :]
         ctx.pairs = pairs
         ctx.weights = weights
         ctx.absgrad = absgrad
@@ -549,54 +546,58 @@ class _Composite(torch.autograd.Function):
         means2d, conics, colors, opacities, background = ctx.saved_tensors
         pairs: PairList = ctx.pairs
         dtype = colors.dtype
+        device = colors.device
         n_gauss = colors.shape[0]
-        n_pairs = pairs.pix.numel()
         grad_render = grad_render.contiguous()
         t_final = torch.exp(pairs.log_t_final)
-
-        # v_k = colour_k . dL/drender at the pair's pixel: a sampled dense-dense product on the pattern of W.
-        if colors.shape[1] > 0 and n_pairs > 0:
-            v = torch.sparse.sampled_addmm(ctx.weights, grad_render, colors.T, beta=0.0).values()
-        else:
-            v = torch.zeros(n_pairs, dtype=dtype, device=colors.device)
-
-        # dL/dalpha_k = T_k v_k - (sum_{j after k} w_j v_j + T_final dL/dT_final) / (1 - alpha_k), per pixel.
-        csum = torch.cumsum((pairs.weight * v).to(torch.float64), 0)
-        ends = torch.cumsum(pairs.counts, 0) - 1
+        # dL/dT_final * T_final per pixel (T_final enters the render through the background and alpha = 1 - T)
         tail = -grad_alpha.to(torch.float64)
         if ctx.has_background:
             tail = tail + (grad_render @ background).to(torch.float64)
-        last = torch.where(pairs.counts > 0, csum.index_select(0, ends.clamp(0, max(n_pairs - 1, 0))), 0.0)
-        behind = (last + t_final * tail).index_select(0, pairs.pix).sub_(csum).to(dtype)
-        grad_a = (pairs.trans * v).sub_(behind.div_(1.0 - pairs.alpha))
-        # alpha = o exp(-sigma): d/dsigma = -alpha (none where the 0.999 clamp is active, as gsplat).
-        grad_sigma = torch.where(pairs.alpha < MAX_ALPHA, grad_a.mul_(pairs.alpha).neg_(), 0.0)
+        behind_chunk = t_final * tail  # + sum of w v over the chunks behind the current one, per pixel
 
-        # Per-Gaussian sums (1-D scatter-adds); conic and opacity are constant per Gaussian and come out of the sums.
-        gid = pairs.gid
-        dx, dy = pairs.dx, pairs.dy
-        gs_dx = grad_sigma * dx
-        gs_dy = grad_sigma * dy
-
-        def per_gaussian(values: Tensor) -> Tensor:
-            return torch.zeros(n_gauss, dtype=dtype, device=colors.device).index_add_(0, gid, values)
-
-        s_sig = per_gaussian(grad_sigma)
-        s_dx, s_dy = per_gaussian(gs_dx), per_gaussian(gs_dy)
-        s_xx, s_xy, s_yy = per_gaussian(gs_dx * dx), per_gaussian(gs_dx * dy), per_gaussian(gs_dy * dy)
+        sums = torch.zeros(8 if ctx.absgrad else 6, n_gauss, dtype=dtype, device=device)
+        grad_colors = torch.zeros_like(colors) if ctx.needs_input_grad[2] else None
         a, b, c = conics.detach().unbind(-1)
+        for chunk, weights in zip(reversed(pairs.chunks), reversed(ctx.weights)):
+            n_pairs = chunk.pix.numel()
+            # v_k = colour_k . dL/drender at the pair's pixel: a sampled dense-dense product on the pattern of W.
+            if colors.shape[1] > 0:
+                v = torch.sparse.sampled_addmm(weights, grad_render, colors.T, beta=0.0).values()
+            else:
+                v = torch.zeros(n_pairs, dtype=dtype, device=device)
+            # dL/dalpha_k = T_k v_k - (sum_{j behind k} w_j v_j + T_final dL/dT_final) / (1 - alpha_k), per pixel.
+            csum = torch.cumsum((chunk.weight * v).to(torch.float64), 0)
+            ends = torch.cumsum(chunk.counts, 0)
+            at_end = torch.where(chunk.counts > 0, csum.index_select(0, (ends - 1).clamp(0, n_pairs - 1)), 0.0)
+            behind = (at_end + behind_chunk).index_select(0, chunk.pix).sub_(csum).to(dtype)
+            if len(pairs.chunks) > 1:  # this chunk's per-pixel totals are behind the chunks in front of it
+                starts = ends - chunk.counts
+                before = torch.where(starts > 0, csum.index_select(0, (starts - 1).clamp(0, n_pairs - 1)), 0.0)
+                behind_chunk += torch.where(chunk.counts > 0, at_end - before, 0.0)
+            grad_a = (chunk.trans * v).sub_(behind.div_(1.0 - chunk.alpha))
+            # alpha = o exp(-sigma): d/dsigma = -alpha (none where the 0.999 clamp is active, as gsplat).
+            grad_sigma = torch.where(chunk.alpha < MAX_ALPHA, grad_a.mul_(chunk.alpha).neg_(), 0.0)
+            # Per-Gaussian sums (1-D scatter-adds); conic and opacity are constant per Gaussian: out of the sums.
+            gid = chunk.gid
+            dx, dy = chunk.dx, chunk.dy
+            gs_dx = grad_sigma * dx
+            gs_dy = grad_sigma * dy
+            per_pair = [grad_sigma, gs_dx, gs_dy, gs_dx * dx, gs_dx * dy, gs_dy * dy]
+            if ctx.absgrad:
+                pa, pb, pc = (t.index_select(0, gid) for t in (a, b, c))
+                per_pair += [(pa * gs_dx).add_(pb * gs_dy).abs_(), (pb * gs_dx).add_(pc * gs_dy).abs_()]
+            for row, values in zip(sums, per_pair):
+                row.index_add_(0, gid, values)
+            if grad_colors is not None:
+                grad_colors += _weights_transposed_times(chunk, grad_render, n_gauss)
+
+        s_sig, s_dx, s_dy, s_xx, s_xy, s_yy = sums[:6]
         grad_means2d = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], dim=-1).unsqueeze(0)
         grad_conics = torch.stack([0.5 * s_xx, s_xy, 0.5 * s_yy], dim=-1)
         grad_opacities = -s_sig / opacities.detach().clamp_min(ALPHA_THRESHOLD)
         if ctx.absgrad:
-            pa, pb, pc = (t.index_select(0, gid) for t in (a, b, c))
-            abs_x = per_gaussian((pa * gs_dx).add_(pb * gs_dy).abs_())
-            abs_y = per_gaussian((pb * gs_dx).add_(pc * gs_dy).abs_())
-            means2d.absgrad = torch.stack([abs_x, abs_y], dim=-1).unsqueeze(0)
-
-        grad_colors = None
-        if ctx.needs_input_grad[2]:
-            grad_colors = _weights_transposed_times(pairs, grad_render, n_gauss)
+            means2d.absgrad = sums[6:8].T.unsqueeze(0)
         grad_background = (t_final.to(dtype) @ grad_render) if ctx.has_background else None
         return grad_means2d, grad_conics, grad_colors, grad_opacities, grad_background, None, None
 
@@ -606,7 +607,7 @@ class _Composite(torch.autograd.Function):
 _MAX_SCATTER_CHANNELS = 6
 
 
-def _weights_transposed_times(pairs: PairList, grad_render: Tensor, n_gauss: int) -> Tensor:
+def _weights_transposed_times(pairs: PairChunk, grad_render: Tensor, n_gauss: int) -> Tensor:
     """W^T @ grad_render: [N, C] gradient of the colours, W the [H*W, N] compositing weights."""
     n_ch = grad_render.shape[1]
     out_dtype = grad_render.dtype
