@@ -403,7 +403,11 @@ def albedo(material, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         axis = torch.where(n.abs().gather(1, axis[:, None])[:, 0] > 0.9, (axis + 1) % 3, axis)
         mix = (torch.floor(x.gather(1, axis[:, None])[:, 0]) % 2).to(p.dtype)
     elif tex == "checkered":
-        mix = (torch.floor(x).sum(1) % 2).to(p.dtype)
+        # a surface facing an axis lies at a constant coordinate there: leave that axis out, or rounding noise in it
+        # would flip the parity from pixel to pixel
+        cells = torch.floor(x)
+        cells = torch.where(n.abs() > 0.9, torch.zeros_like(cells), cells)
+        mix = (cells.sum(1) % 2).to(p.dtype)
     elif tex == "dotted":
         f = x - torch.floor(x) - 0.5
         tangential = f - (f * n).sum(1, keepdim=True) * n  # the lattice point seen along the normal
