@@ -75,22 +75,14 @@ class Projection:
         return (self.radii > 0).all(dim=-1)
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices from quaternions (wxyz, normalised here). quats: [N, 4] -> [N, 3, 3]."""
-    q = torch.nn.functional.normalize(quats, p=2, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1.0 - 2.0 * (y * y + z * z),
-        2.0 * (x * y - w * z),
-        2.0 * (x * z + w * y),
-        2.0 * (x * y + w * z),
-        1.0 - 2.0 * (x * x + z * z),
-        2.0 * (y * z - w * x),
-        2.0 * (x * z - w * y),
-        2.0 * (y * z + w * x),
-        1.0 - 2.0 * (x * x + y * y),
+def _rotation_entries(quats: Tensor) -> list[list[Tensor]]:
+    """The 3x3 rotation of each (normalised) wxyz quaternion as nested lists of [N] tensors."""
+    w, x, y, z = torch.nn.functional.normalize(quats, p=2, dim=-1).unbind(-1)
+    return [
+        [1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
+        [2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x)],
+        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)],
     ]
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
 
 def project_gaussians(
@@ -117,12 +109,21 @@ def project_gaussians(
     means_c = means @ rot_w2c.T + t_w2c  # [N, 3]
     x, y, z = means_c.unbind(-1)
 
-    # World covariance R S S R^T, then camera covariance W Sigma W^T.
-    rot = quat_to_rotmat(quats)  # [N, 3, 3]
-    half = rot_w2c @ (rot * scales[:, None, :])  # [N, 3, 3]  (W R S)
-    cov_c = half @ half.transpose(-1, -2)  # [N, 3, 3]
-    s00, s01, s02 = cov_c[:, 0, 0], cov_c[:, 0, 1], cov_c[:, 0, 2]
-    s11, s12, s22 = cov_c[:, 1, 1], cov_c[:, 1, 2], cov_c[:, 2, 2]
+    # Camera covariance W R S S R^T W^T = H H^T with H = W R S, written entry by entry on [N] tensors: batched 3x3
+    # matrix products (and their autograd) cost several times more on a CPU.
+    rot = _rotation_entries(quats)
+    sx, sy, sz = scales.unbind(-1)
+    w = [[rot_w2c[i, j] for j in range(3)] for i in range(3)]
+    half = [
+        [(w[i][0] * rot[0][j] + w[i][1] * rot[1][j] + w[i][2] * rot[2][j]) * s for j, s in enumerate((sx, sy, sz))]
+        for i in range(3)
+    ]
+
+    def cov_entry(i: int, k: int) -> Tensor:
+        return half[i][0] * half[k][0] + half[i][1] * half[k][1] + half[i][2] * half[k][2]
+
+    s00, s01, s02 = cov_entry(0, 0), cov_entry(0, 1), cov_entry(0, 2)
+    s11, s12, s22 = cov_entry(1, 1), cov_entry(1, 2), cov_entry(2, 2)
 
     in_range = (z >= near_plane) & (z <= far_plane)
     z_safe = torch.where(in_range, z, torch.ones_like(z))
