@@ -101,7 +101,8 @@ def rasterize(
     render_mode: "RGB" (the C colour channels), "D" (accumulated depth sum w z), "ED" (expected depth sum w z / alpha),
     "RGB+D", "RGB+ED" (colour channels then depth). backgrounds: [C] colour behind the Gaussians (depth channels get 0).
     absgrad: also accumulate |d loss / d means2d| per Gaussian into ``meta["means2d"].absgrad`` during backward.
-    max_chunk_pairs: torch backend only, candidate (Gaussian, pixel) pairs built at once (memory bound).
+    max_chunk_pairs: torch backend only, expected candidate (Gaussian, pixel) pairs built at once (bounds the
+    building memory, ~60 bytes per pair).
 
     Returns render [H, W, C] (C = channels, 1, or channels + 1 by mode), alpha [H, W, 1] and ``meta``, gsplat's dict for
     ``packed=False`` with one camera: "means2d" [1, N, 2] (non-leaf, receives gradients), "radii" [1, N, 2] int32,
