@@ -204,8 +204,15 @@ class EvalConfig:
     labels: Path | None = None
     """Label folder (frame_XXXXX.json); default: the synthetic scene's own labels."""
     method: str = "gags"
-    """A method name or 'all'."""
+    """A method name or 'all' (every method with a field in OUT/field/)."""
     split: Literal["train", "test", "all"] = "all"
+    """Evaluate the labelled training views, the labelled held-out views, or both (reported separately)."""
+    encoder: str | None = None
+    """Text encoder spec; default: the one `gags segment` recorded in OUT/segment/config.json (else tiny)."""
+    downscale: float = 1.0
+    """Render at the label resolution divided by this (labels are resized to match); 1 = LERF-OVS protocol."""
+    figures: bool = True
+    """Write the per-query PNGs (relevancy heatmap, predicted mask with the ground-truth outline)."""
 
 
 @dataclass

@@ -1,18 +1,39 @@
 """``gags eval``: the LERF-OVS protocol over the labelled frames of a scene.
 
-``evaluate_frames`` scores relevancy maps that are already computed, whatever field made them; the stage that renders
-and decodes a language field calls it per method and split.
+``evaluate_frames`` scores relevancy maps that are already computed, whatever field made them; the stage (:func:`run`)
+renders and decodes a language field and calls it per method, split and frame.
+
+The stage, for every method with a field in ``OUT/field/`` and every split (labelled training views, labelled held-out
+views, reported separately):
+
+1. labels: ``--labels DIR`` or the synthetic scene's own ``ROOT/label`` (ROOT from ``OUT/scene.json``); frames are
+   matched to images by name, then by frame number (``gags.data.labels.match_images``);
+2. per labelled view: render the per-Gaussian features at the label resolution (``info.width x info.height``, divided
+   by ``--downscale``; the camera's intrinsics are scaled per axis), decode every pixel once and score all the frame's
+   categories at once against the canonical phrases (``gags.query.render``);
+3. LERF-OVS localization and segmentation (``evaluate_frames``; several levels: ``choose_level``);
+4. writes ``OUT/eval/METHOD/SPLIT/metrics.json`` (``miou``, ``loc_acc`` fractions in [0, 1], a per-query list, timings)
+   and per query ``FRAME__LABEL_relevancy.png`` (the relevancy of the chosen level over the image, ground-truth boxes in
+   green, the localization point as a cross) and ``FRAME__LABEL_mask.png`` (the predicted mask tinted, the rest dimmed,
+   the ground-truth outline in green).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from gags.data.labels import FrameLabels
+from gags.config import EvalConfig
+from gags.data.labels import FrameLabels, match_images
 from gags.errors import GagsError
+from gags.io import write_json
 from gags.query.metrics import MASK_THRESHOLD, ArrayLike, QueryResult, evaluate_query
 
 
@@ -82,3 +103,206 @@ def evaluate_frames(
         "n_queries": len(queries),
         "queries": queries,
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the stage
+
+SPLITS = ("train", "test")
+"""Training views and held-out views, evaluated and reported separately."""
+ASPECT_TOLERANCE = 0.02
+"""Labels whose aspect ratio differs from their image's by more than 2 % belong to other images."""
+EVAL_DIR = "eval"
+METRICS_FILE = "metrics.json"
+
+
+def _label_folder(config: EvalConfig, scene: Any) -> Path:
+    if config.labels is not None:
+        return Path(config.labels)
+    folder = Path(scene.root) / "label"
+    if not folder.is_dir():
+        raise GagsError(f"no --labels given and the scene folder {scene.root} has no label/ folder (only synthetic "
+                        "scenes carry their own labels). Pass --labels DIR, a LERF-OVS label folder of this scene "
+                        "(frame_XXXXX.json files).")
+    return folder
+
+
+def _frames_by_split(scene: Any, labels: Mapping[str, FrameLabels]) -> dict[str, list[tuple[str, int]]]:
+    """Labelled frames of every split: split -> [(frame name, image index)], in frame order."""
+    matched = match_images(labels, scene.names)
+    split_of = {i: "train" for i in scene.train_ids} | {i: "test" for i in scene.test_ids}
+    frames: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    for name, image in matched.items():
+        index = scene.index(image)
+        if index in split_of:
+            frames[split_of[index]].append((name, index))
+    return frames
+
+
+def _render_size(frame: FrameLabels, camera: Any, downscale: float, where: Path) -> tuple[int, int]:
+    aspect_labels, aspect_image = frame.width / frame.height, camera.width / camera.height
+    if abs(aspect_labels / aspect_image - 1) > ASPECT_TOLERANCE:
+        raise GagsError(f"{where / (frame.name + '.json')} is drawn on a {frame.width}x{frame.height} image but its "
+                        f"image {camera.name} is {camera.width}x{camera.height} (another aspect ratio). Pass the label "
+                        "folder of this scene.")
+    return max(1, round(frame.width / downscale)), max(1, round(frame.height / downscale))
+
+
+def evaluate_split(
+    out_dir: Path,
+    scene: Any,
+    geometry: Any,
+    field: Any,
+    frames: list[tuple[str, int]],
+    labels: Mapping[str, FrameLabels],
+    embeddings: Mapping[str, torch.Tensor],
+    canon: torch.Tensor,
+    downscale: float = 1.0,
+    figures: bool = True,
+    label_dir: Path = Path("."),
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Render, decode and evaluate one method on the labelled ``frames`` of one split; write metrics.json and figures.
+
+    Args:
+        out_dir: OUT/eval/METHOD/SPLIT.
+        frames: [(frame name, image index)].
+        embeddings: category -> [D] text embedding; canon: [C, D] canonical phrases.
+        label_dir: the label folder (for messages); info: extra entries of metrics.json (labels, encoder).
+    Returns:
+        the metrics (as written to ``out_dir / metrics.json``).
+    """
+    from gags.query import render
+
+    queries: list[dict[str, Any]] = []
+    seconds = {"render_decode_relevancy": 0.0, "metrics": 0.0, "figures": 0.0}
+    sizes = set()
+    found: list[tuple[str, str, QueryResult]] = []
+
+    def keep(frame_name: str, category: str, result: QueryResult) -> None:
+        found.append((frame_name, category, result))
+
+    for name, index in tqdm(frames, desc=f"eval {out_dir.parent.name}/{out_dir.name}", unit="view", leave=False):
+        frame = labels[name]
+        camera = scene.cameras[index]
+        width, height = _render_size(frame, camera, downscale, label_dir)
+        sizes.add((width, height))
+        start = time.perf_counter()
+        query = torch.stack([embeddings[c] for c in frame.categories])  # [Q, D]
+        rel = render.view_relevancy(geometry, field, render.camera_at(camera, width, height), query, canon)
+        maps = {c: (rel[q, 0] if rel.shape[1] == 1 else rel[q]).numpy() for q, c in enumerate(frame.categories)}
+        seconds["render_decode_relevancy"] += time.perf_counter() - start
+
+        found.clear()
+        start = time.perf_counter()
+        result = evaluate_frames({name: maps}, {name: frame}, on_result=keep if figures else None)
+        seconds["metrics"] += time.perf_counter() - start
+        if figures:
+            start = time.perf_counter()
+            image = cv2.resize(scene.load_image(index), (width, height), interpolation=cv2.INTER_AREA)
+            files = write_figures(out_dir, image, frame.resized(width, height), maps, found)
+            for q in result["queries"]:
+                q.update(files[q["label"]])
+            seconds["figures"] += time.perf_counter() - start
+        queries.extend(result["queries"])
+    if not queries:
+        raise GagsError(f"no labelled (frame, label) pair to evaluate for {out_dir}.")
+    metrics = {
+        "method": field.method,
+        "split": out_dir.name,
+        "miou": float(np.mean([q["iou"] for q in queries])),
+        "loc_acc": float(np.mean([q["hit"] for q in queries])),
+        "n_frames": len(frames),
+        "n_queries": len(queries),
+        "resolution": [list(s) for s in sorted(sizes)],
+        **(info or {}),
+        "seconds": seconds,
+        "queries": queries,
+    }
+    write_json(out_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def write_figures(out_dir: Path, image: np.ndarray, labels: FrameLabels, maps: Mapping[str, np.ndarray],
+                  results: list[tuple[str, str, QueryResult]]) -> dict[str, dict[str, str]]:
+    """Per query: ``FRAME__LABEL_relevancy.png`` and ``FRAME__LABEL_mask.png`` in ``out_dir``.
+
+    Args:
+        image: [H, W, 3] uint8 at the maps' resolution; labels: at the same resolution; maps: label -> [H, W] or
+            [L, H, W] relevancy; results: (frame, label, result) of every query.
+    Returns:
+        label -> {"relevancy_png", "mask_png"} file names.
+    """
+    from gags.query import render
+
+    files = {}
+    for frame_name, category, result in results:
+        stem = f"{frame_name}__{render.slug(category)}"
+        rel = maps[category] if maps[category].ndim == 2 else maps[category][result.localization.level]
+        point = result.localization.point
+        render.write_png(out_dir / f"{stem}_relevancy.png",
+                         render.heatmap_figure(image, rel, point, labels.boxes[category]))
+        render.write_png(out_dir / f"{stem}_mask.png",
+                         render.mask_figure(image, result.segmentation.mask, labels.masks[category], point))
+        files[category] = {"relevancy_png": f"{stem}_relevancy.png", "mask_png": f"{stem}_mask.png"}
+    return files
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print method | split | frames | queries | mIoU | loc. acc. (percent)."""
+    print(f"{'method':<10} {'split':<6} {'frames':>6} {'queries':>7} {'mIoU %':>7} {'loc %':>7}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['split']:<6} {r['n_frames']:>6} {r['n_queries']:>7} {100 * r['miou']:>7.1f} "
+              f"{100 * r['loc_acc']:>7.1f}")
+
+
+def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """``gags eval``: every chosen method on every chosen split; returns method -> split -> metrics."""
+    from gags.data import load_scene_json
+    from gags.data.labels import load_labels
+    from gags.query import render
+
+    out = Path(config.out)
+    if not (out / "scene.json").is_file():
+        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
+                        f"reconstruct SCENE --out {out}` first.")
+    if not config.downscale > 0:
+        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
+    methods = render.resolve_methods(out, config.method)
+    scene = load_scene_json(out)
+    label_dir = _label_folder(config, scene)
+    labels = load_labels(label_dir)
+    frames = _frames_by_split(scene, labels)
+    splits = list(SPLITS) if config.split == "all" else [config.split]
+    counts = ", ".join(f"{len(frames[s])} {s}" for s in SPLITS)
+    if not any(frames[s] for s in splits):
+        raise GagsError(f"the labels in {label_dir} cover no {' or '.join(splits)} view of the scene ({counts} "
+                        "labelled views). Choose another --split.")
+    splits = [s for s in splits if frames[s]]
+    categories = list(dict.fromkeys(c for s in splits for name, _ in frames[s] for c in labels[name].categories))
+    geometry = render.load_geometry(out)
+    encoder = config.encoder or render.default_encoder(out)
+
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    rows = []
+    embedded: dict[int, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+    for method in methods:
+        field = render.load_field(out, method)
+        if len(field.features) != len(geometry):
+            raise GagsError(f"the {method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} has "
+                            f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} "
+                            f"--method {method} --no-resume`.")
+        dim = render.field_dim(field)
+        if dim not in embedded:
+            query, canon = render.text_embeddings(encoder, categories, dim)
+            embedded[dim] = (dict(zip(categories, query, strict=True)), canon)
+        embeddings, canon = embedded[dim]
+        for split in splits:
+            metrics = evaluate_split(out / EVAL_DIR / method / split, scene, geometry, field, frames[split], labels,
+                                     embeddings, canon, config.downscale, config.figures, label_dir,
+                                     {"labels": str(label_dir), "encoder": encoder, "downscale": config.downscale})
+            results.setdefault(method, {})[split] = metrics
+            rows.append(metrics)
+    print_table(rows)
+    print(f"gags eval: {out / EVAL_DIR}/METHOD/SPLIT/{METRICS_FILE}")
+    return results
