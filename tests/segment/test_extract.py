@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from gags.cli import main
 from gags.config import SegmentConfig, SynthConfig
 from gags.errors import GagsError
 from gags.models.crops import crop_masks
@@ -26,10 +27,11 @@ from gags.segment.extract import (
     candidate_masks,
     feature_paths,
     feature_stem,
+    packed_boxes,
     segment_image,
     validate_language_features,
 )
-from gags.segment.masks import LEVELS, granularity_levels
+from gags.segment.masks import LEVELS, granularity_levels, masks_to_boxes
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -168,6 +170,7 @@ def test_rerun_continues_and_recomputes_nothing_done(scene_out, encoder_dir, tmp
     prompt_stamp = (out / "prompts" / f"{feature_stem(names[0])}.npy").stat().st_mtime_ns
 
     assert extract.run(config_for(out, encoder_dir)) == {"images": 0, "done": len(names)}
+    assert main(["segment", str(out), "--encoder", f"openclip:local-dir:{encoder_dir}", "--threads", "1"]) == 0
     lost = names[2]
     files[lost][1].unlink()  # as if killed between writing _f and _s
     summary = extract.run(config_for(out, encoder_dir))
@@ -204,11 +207,13 @@ def test_changed_gaussians_refuse_to_mix(scene_out, encoder_dir, tmp_path):
         extract.run(cfg)
 
 
-def test_user_errors(scene_out, encoder_dir, tmp_path):
+def test_user_errors(scene_out, encoder_dir, tmp_path, capsys):
     out = fresh_out(scene_out, tmp_path)
     (out / "gaussians.ply").unlink()
     with pytest.raises(GagsError, match="gags reconstruct"):
         extract.run(config_for(out, encoder_dir))
+    assert main(["segment", str(out)]) == 1  # the CLI prints the GagsError and exits 1
+    assert "gags reconstruct" in capsys.readouterr().err
     with pytest.raises(GagsError, match="scene.json"):
         extract.run(config_for(tmp_path / "nowhere", encoder_dir))
     out2 = fresh_out(scene_out, tmp_path / "b")
@@ -436,6 +441,16 @@ def test_candidates_are_quality_filtered_and_points_asked_once():
     assert torch.equal(cand.granularity, torch.nonzero(passing, as_tuple=True)[1])
     full = seg.predict(asked).masks[passing]
     assert torch.equal(cand.unpack(torch.arange(len(full))), full)
+    assert torch.equal(cand.boxes.long(), masks_to_boxes(full))
+
+
+def test_packed_boxes_match_masks_to_boxes():
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(20, 13, 21, generator=g) > 0.97  # sparse: boxes of all shapes, width not a multiple of 8
+    masks[0] = False
+    masks[1, 12, 20] = True
+    packed = np.packbits(masks.numpy(), axis=2)
+    assert torch.equal(packed_boxes(packed, 21), masks_to_boxes(masks))
 
 
 def test_segment_image_features_and_maps():

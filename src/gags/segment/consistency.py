@@ -229,17 +229,17 @@ def evaluate_segment_outputs(out: Path, truth_dir: Path | None = None, rel_tol: 
     maps when sizes differ. Views without segments are left out.
     """
     from gags.data import load_scene_json
-    from gags.segment.extract import (DEPTH_DIR, FEATURES_DIR, STAGE_DIR, feature_paths, feature_stem,
+    from gags.config import SegmentConfig
+    from gags.io import read_json
+    from gags.segment.extract import (CONFIG_FILE, DEPTH_DIR, FEATURES_DIR, STAGE_DIR, feature_paths, feature_stem,
                                       segmentation_downscale)
 
     out = Path(out)
     scene = load_scene_json(out)
-    record_path = out / STAGE_DIR / "config.json"
-    max_height = 1080
+    record_path = out / STAGE_DIR / CONFIG_FILE
+    max_height = SegmentConfig.max_height
     if record_path.is_file():
-        import json
-
-        max_height = json.loads(record_path.read_text()).get("settings", {}).get("max_height", max_height)
+        max_height = read_json(record_path).get("settings", {}).get("max_height", max_height)
     segments, depths, cameras, truth = [], [], [], []
     for i, name in enumerate(scene.names):
         _, s_path = feature_paths(out / FEATURES_DIR, name)

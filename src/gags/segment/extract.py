@@ -247,9 +247,9 @@ class StepTimer:
 
 @dataclass
 class Candidates:
-    """Quality-passing masks of one image, bit-packed.
+    """Quality-passing masks of one image, bit-packed row by row.
 
-    packed: [C, ceil(H W / 8)] uint8 (``np.packbits`` of the flattened mask); boxes: [C, 4] float32 (x0, y0, x1, y1,
+    packed: [C, H, ceil(W / 8)] uint8 (``np.packbits`` along each image row); boxes: [C, 4] float32 (x0, y0, x1, y1,
     inclusive); predicted_iou, stability: [C] float32; granularity: [C] int64 (0 sub-part, 1 part, 2 whole);
     height, width: the image size; asked: points given to the segmenter (after removing identical points).
     """
@@ -265,8 +265,23 @@ class Candidates:
 
     def unpack(self, rows: torch.Tensor) -> torch.Tensor:
         """[K] rows -> [K, H, W] bool masks."""
-        bits = np.unpackbits(self.packed[rows.numpy()], axis=1, count=self.height * self.width)
-        return torch.from_numpy(bits.view(bool)).reshape(len(rows), self.height, self.width)
+        bits = np.unpackbits(self.packed[rows.numpy()], axis=2, count=self.width)
+        return torch.from_numpy(bits.view(bool))
+
+
+def packed_boxes(packed: np.ndarray, width: int) -> torch.Tensor:
+    """Boxes of row-packed masks: [K, H, ceil(W / 8)] uint8 -> [K, 4] int64 (x0, y0, x1, y1), inclusive, as
+    ``gags.segment.masks.masks_to_boxes`` ([0, 0, 0, 0] for an empty mask)."""
+    k, height, _ = packed.shape
+    rows = packed.any(axis=2)  # [K, H]
+    cols = np.unpackbits(np.bitwise_or.reduce(packed, axis=1), axis=1, count=width).view(bool)  # [K, W]
+    nonempty = rows.any(axis=1)
+    y0 = rows.argmax(axis=1)
+    y1 = height - 1 - rows[:, ::-1].argmax(axis=1)
+    x0 = cols.argmax(axis=1)
+    x1 = width - 1 - cols[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x0, y0, x1, y1], axis=1) * nonempty[:, None]
+    return torch.from_numpy(boxes.astype(np.int64))
 
 
 def candidate_masks(segmenter, points: torch.Tensor, height: int, width: int, pred_iou_thresh: float,
@@ -274,32 +289,30 @@ def candidate_masks(segmenter, points: torch.Tensor, height: int, width: int, pr
     """Ask the segmenter (``set_image`` already called) for 3 masks per point; keep those passing the quality test.
 
     points: [P, 2] pixel (x, y). Identical points are asked once (a segmenter's answer depends on the point only).
+    Candidates keep SAM's order: point-major, then sub-part, part, whole (``masks.flatten(0, 1)``).
     """
-    from gags.segment.masks import masks_to_boxes
-
-    pts = np.unique(points.detach().cpu().numpy().astype(np.float32).reshape(-1, 2), axis=0, return_index=True)[1]
-    pts = points.detach().cpu().float().reshape(-1, 2)[np.sort(pts)]
+    first = np.unique(points.detach().cpu().numpy().astype(np.float32).reshape(-1, 2), axis=0, return_index=True)[1]
+    pts = points.detach().cpu().float().reshape(-1, 2)[np.sort(first)]
     per_call = max(1, chunk_elements // (3 * height * width))
-    packed, boxes, ious, stabs, grans = [], [], [], [], []
+    packed, ious, stabs, grans = [], [], [], []
     for start in range(0, len(pts), per_call):
         pred = segmenter.predict(pts[start:start + per_call])
-        masks = pred.masks.detach().cpu()
         iou, stab = pred.scores.detach().cpu().float(), pred.stability.detach().cpu().float()
         keep = (iou > pred_iou_thresh) & (stab >= stability_thresh)  # [p, 3]
         if not keep.any():
             continue
-        kept = masks[keep]  # [k, H, W], point-major then granularity, as SAM's flatten(0, 1)
-        packed.append(np.packbits(kept.reshape(len(kept), -1).numpy(), axis=1))
-        boxes.append(masks_to_boxes(kept).float())
+        masks = pred.masks.detach().cpu().numpy().reshape(-1, height, width)  # [3p, H, W]
+        # packing everything then selecting rows is ~5x cheaper than selecting the full masks first
+        packed.append(np.packbits(masks, axis=2)[np.flatnonzero(keep.reshape(-1).numpy())])
         ious.append(iou[keep])
         stabs.append(stab[keep])
         grans.append(torch.nonzero(keep, as_tuple=True)[1])
-    n_bytes = (height * width + 7) // 8
     if not packed:
-        return Candidates(np.zeros((0, n_bytes), np.uint8), torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0),
-                          torch.zeros(0, dtype=torch.int64), height, width, len(pts))
-    return Candidates(np.concatenate(packed), torch.cat(boxes), torch.cat(ious), torch.cat(stabs), torch.cat(grans),
-                      height, width, len(pts))
+        return Candidates(np.zeros((0, height, (width + 7) // 8), np.uint8), torch.zeros((0, 4)), torch.zeros(0),
+                          torch.zeros(0), torch.zeros(0, dtype=torch.int64), height, width, len(pts))
+    all_packed = np.concatenate(packed)
+    return Candidates(all_packed, packed_boxes(all_packed, width).float(), torch.cat(ious), torch.cat(stabs),
+                      torch.cat(grans), height, width, len(pts))
 
 
 def box_nms_survivors(cand: Candidates, box_nms_thresh: float) -> torch.Tensor:
