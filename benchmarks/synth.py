@@ -1,8 +1,9 @@
 """Time `gags synth`: a whole preset scene (world, every view rendered, points, labels, queries) per preset.
 
 Each preset is written into a fresh temporary folder, so nothing is resumed. Prints one line per preset and writes
-the times (total, rendering only, per view) and the scene's size as JSON. The load average is recorded too: the
-figure depends on what else runs on the machine.
+the times (total, rendering only, per view; wall clock and this process's CPU time) and the scene's size as JSON.
+The load average is recorded too: on a shared machine the wall-clock figure depends on what else runs, the CPU time
+much less.
 
     python benchmarks/synth.py [--out synth.json] [--presets ramen teatime figurines kitchen]
                                [--resolution 256] [--views 40] [--seed 0]
@@ -33,22 +34,23 @@ REQUIREMENT_SECONDS = 60.0
 def bench_preset(preset: str, resolution: int, views: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = SynthConfig(out=Path(tmp) / preset, preset=preset, seed=seed, resolution=resolution, views=views)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         scenes.run(config)
-        total = time.perf_counter() - start
+        total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
         queries = json.loads((config.out / "queries.json").read_text())["queries"]
     # rendering alone, same views
     world = build_world(preset, seed)
     n, _ = split_views(views)
     cams, _ = plan_cameras(world, n, resolution, seed)
     compiled = compile_world(world)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for cam in cams:
         render(world, cam, config.supersample, compiled)
-    render_s = time.perf_counter() - start
+    render_s, cpu_render = time.perf_counter() - start, time.process_time() - cpu_start
     return {"preset": preset, "views_total": n, "resolution": resolution, "supersample": config.supersample,
             "seconds_total": round(total, 2), "seconds_render": round(render_s, 2),
-            "seconds_per_view": round(render_s / n, 3), "primitives": len(world.prims),
+            "seconds_per_view": round(render_s / n, 3), "cpu_seconds_total": round(cpu_total, 2),
+            "cpu_seconds_render": round(cpu_render, 2), "primitives": len(world.prims),
             "wholes": len(world.wholes), "parts": len(world.parts), "subparts": len(world.subparts),
             "queries": len(queries), "within_requirement": total <= REQUIREMENT_SECONDS}
 
@@ -67,7 +69,8 @@ def main() -> None:
         row = bench_preset(preset, args.resolution, args.views, args.seed)
         rows.append(row)
         print(f"{preset:10s} {row['views_total']} views {args.resolution}x{args.resolution}: total "
-              f"{row['seconds_total']:.1f} s, rendering {row['seconds_render']:.1f} s "
+              f"{row['seconds_total']:.1f} s wall / {row['cpu_seconds_total']:.1f} s CPU, rendering "
+              f"{row['seconds_render']:.1f} s wall / {row['cpu_seconds_render']:.1f} s CPU "
               f"({row['seconds_per_view']:.2f} s/view), {row['primitives']} primitives, {row['queries']} queries")
     result = {"benchmark": "synth", "requirement_seconds": REQUIREMENT_SECONDS, "rows": rows,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,

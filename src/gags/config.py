@@ -186,14 +186,23 @@ class QueryConfig:
     """Answer a text query: relevancy maps, localization, masks, and a 3D selection."""
 
     out: Positional[Path]
+    """Scene output folder (OUT) with a distilled field in OUT/field/METHOD/."""
     text: Positional[str]
+    """The query, e.g. "red cup"."""
     method: str = "gags"
+    """The field to query (gags, avg, level-s/m/l, langsplat, n2f2)."""
     views: tuple[str, ...] = ()
     """Image names to render; default: the held-out views."""
     all: bool = False
     """Render every view."""
     ply: bool = False
     """Also write PLYs coloured by relevancy and of the selected Gaussians."""
+    encoder: str | None = None
+    """Text encoder spec; default: the one `gags segment` recorded in OUT/segment/config.json (else tiny)."""
+    downscale: float = 1.0
+    """Render the views at their image size divided by this."""
+    threshold: float = 0.5
+    """3D selection: Gaussians with relevancy above this (0.5: the query beats every canonical phrase)."""
 
 
 @dataclass

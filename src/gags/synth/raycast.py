@@ -365,28 +365,27 @@ def normal_local(kind: str, p: torch.Tensor, params: dict[str, float]) -> torch.
 # -------------------------------------------------------------------------------------------------------- textures
 
 
-def _hash01(cell: torch.Tensor, seed: int) -> torch.Tensor:
-    """[N] pseudo-random values in [0, 1) of integer lattice cells [N, 3] (a multiply-xorshift integer hash)."""
-    c = cell.long()
-    h = c[:, 0] * 73856093 ^ c[:, 1] * 19349663 ^ c[:, 2] * 83492791 ^ (seed * 2654435761)
-    h = (h ^ (h >> 13)) * 1274126177
-    h = h ^ (h >> 16)
-    return (h & 0xFFFF).double() / 65536.0
-
-
-CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
-"""[8, 3] the corners of a unit lattice cell."""
-
-
+NOISE_PERIOD = 32
+"""Lattice cells per side of the value-noise table, a power of two (the pattern repeats every 32 cells)."""
+NOISE_TABLE = torch.rand(NOISE_PERIOD**3, generator=torch.Generator().manual_seed(0))
+"""Random lattice values of the value noise (fixed: the same on every run)."""
 def _value_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """[N] smooth value noise in [0, 1] at points x: [N, 3] (lattice period 1, smoothstep-interpolated)."""
+    """[N] smooth value noise in [0, 1] at points x: [N, 3] (lattice period 1, smoothstep-interpolated); ``seed``
+    shifts the lattice so that materials get different patterns."""
     base = torch.floor(x)
     f = x - base
     f = f * f * (3 - 2 * f)
-    corners = CORNERS.to(x)
-    w = torch.where(corners.bool()[None], f[:, None, :], 1 - f[:, None, :]).prod(2)  # [N, 8]
-    values = _hash01((base[:, None, :] + corners[None]).reshape(-1, 3), seed).to(x).reshape(-1, 8)
-    return (w * values).sum(1)
+    mask = NOISE_PERIOD - 1  # the period is a power of two: "& mask" is a modulo, also for negative cells
+    shift = torch.tensor([seed * 7, seed * 13 + 5, seed * 29 + 11])  # distinct per seed within the period
+    i0 = (base.long() + shift) & mask  # [N, 3]
+    i1 = (i0 + 1) & mask
+    ix = torch.stack([i0[:, 0], i1[:, 0]], 1) * NOISE_PERIOD**2  # [N, 2] each
+    iy = torch.stack([i0[:, 1], i1[:, 1]], 1) * NOISE_PERIOD
+    iz = torch.stack([i0[:, 2], i1[:, 2]], 1)
+    v = NOISE_TABLE[ix[:, :, None, None] + iy[:, None, :, None] + iz[:, None, None, :]].to(x)  # [N, 2, 2, 2]
+    v = v[..., 0] + f[:, 2, None, None] * (v[..., 1] - v[..., 0])  # along z
+    v = v[..., 0] + f[:, 1, None] * (v[..., 1] - v[..., 0])  # along y
+    return v[:, 0] + f[:, 0] * (v[:, 1] - v[:, 0])  # along x
 
 
 def albedo(material, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
