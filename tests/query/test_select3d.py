@@ -69,7 +69,7 @@ def test_select_the_queried_gaussians(method):
 
 
 def test_a_query_matching_nothing_selects_nothing(tmp_path):
-    emb, canon = _phrases()
+    _, canon = _phrases()
     absent = torch.linalg.qr(torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(0)))[0].T[5]
     sel = select_gaussians(_field(OWNER), absent, canon)
     assert sel.count == 0
