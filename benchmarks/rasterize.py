@@ -11,7 +11,6 @@ clock and as process CPU time: on a shared machine the wall clock includes the t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform

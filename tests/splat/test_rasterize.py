@@ -197,7 +197,7 @@ def _render_and_reference(scene, W, H, background=None, max_chunk_pairs=1 << 21,
 @pytest.mark.parametrize("channels", [1, 3, 16])
 def test_compositing_matches_kernel_reference(channels):
     scene = make_scene(40, seed=channels, channels=channels)
-    render, alpha, meta, (ref_render, ref_alpha, _, _) = _render_and_reference(scene, 20, 16)
+    render, alpha, _meta, (ref_render, ref_alpha, _, _) = _render_and_reference(scene, 20, 16)
     assert render.shape == (16, 20, channels) and alpha.shape == (16, 20, 1)
     assert float(ref_alpha.max()) > 0.5
     assert float((render - ref_render).abs().max()) <= 1e-9
@@ -214,7 +214,7 @@ def test_compositing_early_stop_and_clamp_match_reference():
     means[0] = viewmat[:3, :3].T @ (torch.tensor([0.05, 0.0, 1.5], dtype=torch.float64) - viewmat[:3, 3])
     scales[0] = 3.0
     bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
-    render, alpha, meta, (ref_render, ref_alpha, stopped, clamped) = _render_and_reference(
+    render, alpha, _meta, (ref_render, ref_alpha, stopped, clamped) = _render_and_reference(
         (means, quats, scales, opacities, colors), 24, 18, background=bg
     )
     assert stopped > 50 and clamped > 0
@@ -242,7 +242,7 @@ def test_refused_pairs_compacted_or_zero_filled_match_reference(monkeypatch, zer
 def test_chunked_build_equals_single_pass():
     scene = make_scene(80, seed=11, scale=(0.1, 0.5), opacity=(0.5, 1.0))
     W, H = 24, 20
-    render1, alpha1, meta1, (ref_render, ref_alpha, stopped, _) = _render_and_reference(scene, W, H)
+    _render1, _alpha1, meta1, (ref_render, ref_alpha, stopped, _) = _render_and_reference(scene, W, H)
     render2, alpha2, meta2, _ = _render_and_reference(scene, W, H, max_chunk_pairs=300)
     assert meta1["pair_stats"]["chunks"] == 1 and meta2["pair_stats"]["chunks"] > 5
     assert stopped > 0
@@ -269,7 +269,9 @@ def test_render_modes_and_backgrounds():
     bg = torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64)
     out = {}
     for mode in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
-        out[mode] = rasterize(means, quats, scales, opacities, colors, viewmat, K, W, H, render_mode=mode, backgrounds=bg)
+        out[mode] = rasterize(
+            means, quats, scales, opacities, colors, viewmat, K, W, H, render_mode=mode, backgrounds=bg
+        )
     ref_rgb, ref_alpha, _, _ = reference_composite(
         out["RGB"][2]["means2d"][0], out["RGB"][2]["conics"][0], opacities, colors, out["RGB"][2]["depths"][0],
         out["RGB"][2]["radii"][0], W, H, bg,
@@ -434,7 +436,7 @@ def test_absgrad_is_attached_to_meta_means2d():
     means.requires_grad_(True)
     W, H = 16, 12
     viewmat, K = make_camera(W, H)
-    render, alpha, meta = rasterize(means, quats, scales, opacities, colors, viewmat, K, W, H, absgrad=True)
+    render, _alpha, meta = rasterize(means, quats, scales, opacities, colors, viewmat, K, W, H, absgrad=True)
     meta["means2d"].retain_grad()
     (render * torch.randn_like(render)).sum().backward()
     grad, absgrad = meta["means2d"].grad, meta["means2d"].absgrad

@@ -48,7 +48,7 @@ def test_default_strategy_grows_and_prunes_on_cpu(absgrad):
     n_start = len(params["means"])
     transparent = params["means"][:4].detach().clone()
     for step in range(4):
-        render, alpha, meta = rasterize(
+        render, _alpha, meta = rasterize(
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
             params["colors"], viewmat, K, W, H, absgrad=absgrad,
         )

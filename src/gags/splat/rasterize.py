@@ -44,7 +44,8 @@ def _check_shapes(means, quats, scales, opacities, colors, viewmat, K, sh_degree
             sh_degree
         ):
             problems.append(
-                f"SH colors must be [N, K, 3] with N = {n} and K >= {num_sh_bases(sh_degree)}, got {tuple(colors.shape)}"
+                f"SH colors must be [N, K, 3] with N = {n} and K >= {num_sh_bases(sh_degree)}, "
+                f"got {tuple(colors.shape)}"
             )
     if tuple(viewmat.shape) != (4, 4):
         problems.append(f"viewmat must be [4, 4] (one camera), got {tuple(viewmat.shape)}")
@@ -65,7 +66,8 @@ def _pick_backend(backend: str, means: Tensor) -> str:
         return "gsplat" if torch.cuda.is_available() and means.is_cuda else "torch"
     if backend == "gsplat" and not (torch.cuda.is_available() and means.is_cuda):
         raise GagsError(
-            "rasterize: backend='gsplat' needs CUDA and tensors on a CUDA device; use backend='torch' (or 'auto') on a CPU"
+            "rasterize: backend='gsplat' needs CUDA and tensors on a CUDA device; "
+            "use backend='torch' (or 'auto') on a CPU"
         )
     return backend
 

@@ -12,14 +12,15 @@ Compositing (per pixel, front to back by depth, pixel centres at +0.5): sigma = 
 min(0.999, o exp(-sigma)); a Gaussian is skipped if sigma < 0 or alpha < 1/255; the pixel stops before the first
 Gaussian whose T (1 - alpha) <= 1e-4 (that Gaussian is not composited).
 
-Instead of gsplat's per-tile lists, the compositing builds one entry per (Gaussian, covered pixel) pair, sorts the pairs
-by (pixel, depth) and evaluates the transmittance as a segmented cumulative sum of log(1 - alpha) in float64. Because the
-transmittance is non-increasing, the pairs composited at a pixel are a prefix of its list: those whose inclusive
-transmittance is still > 1e-4. Pairs are generated per (Gaussian, pixel row) span: the analytic range of pixels of the
-row where alpha >= 1/255 (with a tiny margin against rounding; the exact test still decides), so no pixel of the radius
-box outside the ellipse is ever evaluated. The image is then a sparse matrix product, render = W @ colors with W the
-[H*W, N] matrix of weights alpha T. Gradients come from a hand-written backward pass (``_Composite``) that treats the
-set of composited pairs as fixed, as gsplat's backward kernel does (no gradient through the 0.999 clamp).
+Instead of gsplat's per-tile lists, the compositing builds one entry per (Gaussian, covered pixel) pair, sorts the
+pairs by (pixel, depth) and evaluates the transmittance as a segmented cumulative sum of log(1 - alpha) in float64.
+Because the transmittance is non-increasing, the pairs composited at a pixel are a prefix of its list: those whose
+inclusive transmittance is still > 1e-4. Pairs are generated per (Gaussian, pixel row) span: the analytic range of
+pixels of the row where alpha >= 1/255 (with a tiny margin against rounding; the exact test still decides), so no
+pixel of the radius box outside the ellipse is ever evaluated. The image is then a sparse matrix product,
+render = W @ colors with W the [H*W, N] matrix of weights alpha T. Gradients come from a hand-written backward pass
+(``_Composite``) that treats the set of composited pairs as fixed, as gsplat's backward kernel does (no gradient
+through the 0.999 clamp).
 
 Cost control: pairs are built in chunks of Gaussians (front to back) of at most ``max_chunk_pairs`` expected candidate
 pairs, each chunk its own pair list. After each chunk, pixels whose transmittance has reached the stop threshold are
