@@ -52,8 +52,8 @@ class ReconstructConfig:
     """Image folder inside a COLMAP scene (e.g. images_8); default: the first of images, images_2, images_4, images_8."""
     downscale: int = 1
     """Train on images downscaled by this integer factor."""
-    iterations: int = 30_000
-    """Training iterations (3DGS: 30,000)."""
+    iterations: int | None = None
+    """Training iterations; default 30,000 (3DGS) with CUDA, 7,000 on a CPU (3DGS's first evaluation point)."""
     test_every: int = 8
     """Hold out every N-th image for testing (LLFF convention)."""
     seed: int = 42
@@ -74,7 +74,8 @@ class ReconstructConfig:
     eval_at: tuple[int, ...] = ()
     """Also evaluate the held-out views after these iteration counts (metrics.json "history")."""
     max_gaussians: int | None = None
-    """Ceiling on the number of Gaussians densification may reach (time per iteration grows with it on a CPU)."""
+    """Ceiling on the Gaussians densification may reach; default none with CUDA, on a CPU one per pixel of a training
+    image (time per iteration grows with them); 0 = none."""
 
 
 @dataclass

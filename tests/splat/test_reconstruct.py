@@ -174,3 +174,12 @@ def test_budget_strategy_caps_growth():
     # the duplicated ones are those with the largest gradients
     assert torch.equal(state["grad2d"][100:].sort().values, torch.linspace(1e-3, 2e-3, 100)[70:])
     assert grown(90)[0] == 100  # over budget already: no growth
+
+
+def test_default_budget_per_device():
+    from gags.splat.reconstruct import CPU_ITERATIONS, resolve_budget
+
+    assert resolve_budget(None, None, on_gpu=True, pixels=25_350) == (30_000, None)
+    assert resolve_budget(None, None, on_gpu=False, pixels=25_350) == (CPU_ITERATIONS, 25_350)
+    assert resolve_budget(500, 0, on_gpu=False, pixels=25_350) == (500, None)
+    assert resolve_budget(500, 1000, on_gpu=True, pixels=25_350) == (500, 1000)

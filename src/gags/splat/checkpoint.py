@@ -61,21 +61,22 @@ def load_optimizer_states(optimizers: dict[str, torch.optim.Optimizer],
             if key != "step" and value.shape != param.shape:
                 raise GagsError(f"checkpoint: optimizer state {name}.{key} has shape {tuple(value.shape)}, parameter "
                                 f"{tuple(param.shape)}. The checkpoint is inconsistent; delete it to start over.")
-        opt.state[param] = {k: v.clone() for k, v in state.items()}
+        # Adam keeps its step count on the CPU unless it runs fused/capturable; moments live beside the parameter
+        opt.state[param] = {k: v.clone() if k == "step" else v.to(param.device, copy=True) for k, v in state.items()}
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` to ``path`` atomically (a kill during the write leaves the previous checkpoint intact)."""
     tensors: dict[str, torch.Tensor] = {}
     for key, value in ckpt.splats.items():
-        tensors[f"splats.{key}"] = value.detach().contiguous().clone()
+        tensors[f"splats.{key}"] = value.detach().cpu().contiguous().clone()
     for name, state in ckpt.optimizer_states.items():
         for key, value in state.items():
-            tensors[f"optim.{name}.{key}"] = value.detach().contiguous().clone()
+            tensors[f"optim.{name}.{key}"] = value.detach().cpu().contiguous().clone()
     scalars = {}
     for key, value in ckpt.strategy_state.items():
         if torch.is_tensor(value):
-            tensors[f"strategy.{key}"] = value.detach().contiguous().clone()
+            tensors[f"strategy.{key}"] = value.detach().cpu().contiguous().clone()
         else:
             scalars[key] = value
     tensors["rng.torch"] = ckpt.rng_state.contiguous().clone()

@@ -179,7 +179,9 @@ def photometric_loss(render: torch.Tensor, target: torch.Tensor, ssim_lambda: fl
 def render_view(splats: torch.nn.ParameterDict, camera: Camera, sh_degree: int, rasterize: RenderFn,
                 backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Render [H, W, 3], alpha [H, W, 1] and the rasterizer's meta for one camera."""
-    return rasterize(**activated(splats), viewmat=camera.world_to_cam, K=camera.K, width=camera.width,
+    device = splats["means"].device
+    return rasterize(**activated(splats), viewmat=camera.world_to_cam.to(device), K=camera.K.to(device),
+                     width=camera.width,
                      height=camera.height, sh_degree=sh_degree, backend=backend)
 
 
@@ -194,7 +196,7 @@ def evaluate(splats: torch.nn.ParameterDict, views: Views, sh_degree: int, raste
     per_view = []
     for i, cam in enumerate(views.cameras):
         img, _, _ = render_view(splats, cam, sh_degree, rasterize, backend)
-        img = img[..., :3].clamp(0.0, 1.0)
+        img = img[..., :3].clamp(0.0, 1.0).cpu()
         target = views.target(i)
         per_view.append({"name": cam.name, "psnr": float(psnr(img, target)), "ssim": float(ssim(img, target))})
         if renders_dir is not None:
@@ -236,13 +238,14 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
     if len(views) == 0:
         raise GagsError("there are no training views. Check the scene's images and the train/test split.")
     rasterize = rasterize or default_rasterize()
+    device = splats["means"].device
     strategy = densification_strategy(iterations, max_gaussians)
     start = 0
     seconds_before = cpu_before = 0.0
     history: list[dict[str, Any]] = []
     if resume is not None:
         for key in SPLAT_KEYS:
-            splats[key] = torch.nn.Parameter(resume.splats[key].clone())
+            splats[key] = torch.nn.Parameter(resume.splats[key].to(device, copy=True))
         start = resume.step
         seconds_before = float(resume.info.get("train_seconds", 0.0))
         cpu_before = float(resume.info.get("cpu_seconds", 0.0))
@@ -254,7 +257,8 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         load_optimizer_states(optimizers, resume.optimizer_states)
         for key in state:
             if key in resume.strategy_state:
-                state[key] = resume.strategy_state[key]
+                value = resume.strategy_state[key]
+                state[key] = value.to(device) if torch.is_tensor(value) else value
     timing = dict.fromkeys(("data", "render", "loss", "backward", "optimizer", "densify", "checkpoint"), 0.0)
     info = dict(checkpoint_info or {})
     session_start = time.perf_counter()
@@ -288,7 +292,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             t0 = time.perf_counter()
             i = view_index(seed, step, len(views))
             cam = views.cameras[i]
-            target = views.target(i)
+            target = views.target(i).to(device)
             degree = min(step // max(1, sh_degree_interval), sh_degree)
             optimizers["means"].param_groups[0]["lr"] = means_lr(step, iterations, scene_scale)
             t1 = time.perf_counter()
@@ -339,6 +343,12 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
 
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+CPU_ITERATIONS = 7000
+"""Default run length on a CPU: 3DGS's first evaluation point (7k), with the schedules scaled to it."""
+CPU_GAUSSIANS_PER_PIXEL = 1.0
+"""Default Gaussian ceiling on a CPU, per pixel of one training image (kitchen, 195x130: 25,350): time per iteration
+grows with the number of Gaussians, and past about one per pixel the held-out gain per second drops (see the
+reconstruct benchmark)."""
 # Settings a checkpoint must agree with to be resumed (others, e.g. --iterations, may change between sessions).
 RESUME_KEYS = ("scene", "images", "images_dir", "downscale", "test_every", "sh_degree", "init_ply", "seed")
 
@@ -375,6 +385,23 @@ def _initial_splats(config: ReconstructConfig, scene: Any, scene_scale: float) -
     return init_splats(pts, colors, config.sh_degree, generator=gen), f"random:{len(pts)}"
 
 
+def resolve_budget(iterations: int | None, max_gaussians: int | None, on_gpu: bool, pixels: int
+                   ) -> tuple[int, int | None]:
+    """The run's length and Gaussian ceiling: the user's values, or the defaults for the device.
+
+    GPU: 30,000 iterations and no ceiling (3DGS). CPU: 7,000 iterations (3DGS's first evaluation point) and a ceiling of
+    ``CPU_GAUSSIANS_PER_PIXEL`` Gaussians per pixel of a training image, since time per iteration grows with the
+    Gaussians. ``max_gaussians`` 0 means no ceiling.
+    """
+    if iterations is None:
+        iterations = PAPER_ITERATIONS if on_gpu else CPU_ITERATIONS
+    if max_gaussians is None:
+        max_gaussians = None if on_gpu else max(1, round(CPU_GAUSSIANS_PER_PIXEL * pixels))
+    elif max_gaussians == 0:
+        max_gaussians = None
+    return iterations, max_gaussians
+
+
 def run(config: ReconstructConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics written to OUT/reconstruct/metrics.json."""
     from gags.data import load_scene, save_scene_json
@@ -393,8 +420,10 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
         raise GagsError("give a scene folder (gags reconstruct SCENE --out OUT) or a folder of photos (--images DIR).")
     if config.downscale < 1:
         raise GagsError(f"--downscale must be a positive integer, got {config.downscale}.")
-    if config.iterations < 0:
+    if config.iterations is not None and config.iterations < 0:
         raise GagsError(f"--iterations must be >= 0, got {config.iterations}.")
+    if config.max_gaussians is not None and config.max_gaussians < 0:
+        raise GagsError(f"--max-gaussians must be >= 0 (0: no ceiling), got {config.max_gaussians}.")
     scene = load_scene(scene_path, images_dir=config.images_dir, test_every=config.test_every)
     save_scene_json(scene, out / "scene.json")
     scene_scale = float(scene.scale)  # 1.1 x camera extent already (3DGS / simple_trainer)
@@ -402,6 +431,10 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
     test_ids = list(scene.test_ids)
     eval_split = "test" if test_ids else "train"
     test_views = _load_views(scene, test_ids, config.downscale) if test_ids else train_views
+    on_gpu = torch.cuda.is_available() and config.backend != "torch"
+    device = torch.device("cuda" if on_gpu else "cpu")
+    h, w = train_views.images[0].shape[:2]
+    iterations, max_gaussians = resolve_budget(config.iterations, config.max_gaussians, on_gpu, w * h)
 
     ckpt_path = stage_dir / CHECKPOINT_NAME
     settings = _settings(config)
@@ -419,14 +452,15 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
         print(f"gags reconstruct: resuming from iteration {resume.step} ({ckpt_path})")
     else:
         splats, init = _initial_splats(config, scene, scene_scale)
+    splats = splats.to(device)
 
     rasterize = default_rasterize()
-    result = train(splats, train_views, iterations=config.iterations, scene_scale=scene_scale, seed=config.seed,
+    result = train(splats, train_views, iterations=iterations, scene_scale=scene_scale, seed=config.seed,
                    sh_degree=config.sh_degree, sh_degree_interval=config.sh_degree_interval,
                    ssim_lambda=config.ssim_lambda, backend=config.backend, rasterize=rasterize,
                    checkpoint_path=ckpt_path, checkpoint_every=config.checkpoint_every, resume=resume,
                    checkpoint_info={"settings": settings, "init": init}, eval_views=test_views,
-                   eval_at=tuple(config.eval_at), max_gaussians=config.max_gaussians)
+                   eval_at=tuple(config.eval_at), max_gaussians=max_gaussians)
     write_ply(out / "gaussians.ply", {k: v.detach() for k, v in splats.items()})
     # the degree of the last iteration (all bands when nothing was trained, e.g. a PLY taken as it is)
     last = result.step - 1
@@ -434,7 +468,6 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
     t = time.perf_counter()
     metrics = evaluate(splats, test_views, final_degree, rasterize, config.backend, renders_dir=stage_dir / "renders")
     eval_seconds = time.perf_counter() - t
-    h, w = train_views.images[0].shape[:2]
     report = {
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
@@ -450,6 +483,8 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
         "resolution": [w, h],
         "num_train_views": len(train_views),
         "num_test_views": len(test_ids),
+        "max_gaussians": max_gaussians,
+        "device": str(device),
         "sh_degree": final_degree,
         "scene_scale": scene_scale,
         "eval_seconds": eval_seconds,
