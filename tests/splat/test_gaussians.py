@@ -5,8 +5,18 @@ import torch
 
 from gags.cameras import Camera, intrinsics, look_at
 from gags.errors import GagsError
-from gags.splat.gaussians import (SH_C0, activated, frustum_bounds, in_any_frustum, init_splats, knn_rms_distance,
-                                  random_points_in_frustums, rgb_to_sh, sh_to_rgb, splats_from_ply)
+from gags.splat.gaussians import (
+    SH_C0,
+    activated,
+    frustum_bounds,
+    in_any_frustum,
+    init_splats,
+    knn_rms_distance,
+    random_points_in_frustums,
+    rgb_to_sh,
+    sh_to_rgb,
+    splats_from_ply,
+)
 
 
 def test_knn_on_a_grid():

@@ -9,8 +9,18 @@ from gags.cameras import Camera, intrinsics, look_at
 from gags.splat import rasterize
 from gags.splat.checkpoint import Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states, save_checkpoint
 from gags.splat.gaussians import activated, init_splats, make_splats, rgb_to_sh
-from gags.splat.reconstruct import (LR_MEANS, LR_MEANS_FINAL_FACTOR, Views, densification_strategy, evaluate,
-                                    make_optimizers, means_lr, photometric_loss, train, view_index)
+from gags.splat.reconstruct import (
+    LR_MEANS,
+    LR_MEANS_FINAL_FACTOR,
+    Views,
+    densification_strategy,
+    evaluate,
+    make_optimizers,
+    means_lr,
+    photometric_loss,
+    train,
+    view_index,
+)
 
 SIZE = 40
 
@@ -75,7 +85,7 @@ def test_training_raises_held_out_psnr(tmp_path):
 def test_resume_continues_identically(tmp_path):
     """Training 40 iterations straight equals 20, a checkpoint, and 20 more from it."""
     train_views, _, init = _scene()
-    kwargs = dict(iterations=40, scene_scale=2.75, seed=3, sh_degree_interval=15, progress=False)
+    kwargs = {"iterations": 40, "scene_scale": 2.75, "seed": 3, "sh_degree_interval": 15, "progress": False}
     straight = make_splats(**{k: v.detach().clone() for k, v in init.items()})
     train(straight, train_views, **kwargs)
 
@@ -149,7 +159,7 @@ def test_view_order_is_a_seeded_permutation_per_epoch():
 
 def test_photometric_loss_is_zero_on_identical_images():
     img = torch.rand(20, 20, 3)
-    loss, l1, s = photometric_loss(img, img, 0.2)
+    loss, _, s = photometric_loss(img, img, 0.2)
     assert float(loss) == pytest.approx(0.0, abs=1e-6) and float(s) == pytest.approx(1.0, abs=1e-6)
 
 
@@ -164,7 +174,7 @@ def test_budget_strategy_caps_growth():
         state = strategy.initialize_state(scene_scale=1.0)
         state["grad2d"] = torch.linspace(1e-3, 2e-3, n)  # all above the 2e-4 threshold
         state["count"] = torch.ones(n)
-        n_dupli, n_split = strategy._grow_gs(splats, opts, state, step=600)
+        strategy._grow_gs(splats, opts, state, step=600)
         assert strategy.grow_grad2d == 2e-4  # restored after the refinement
         return splats["means"].shape[0], state
 

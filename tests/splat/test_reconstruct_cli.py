@@ -104,7 +104,7 @@ def test_kill_and_resume(tmp_path):
     killed_at = load_checkpoint(ckpt).step
     assert 5 <= killed_at < 60
     assert not (out / "reconstruct" / "metrics.json").exists()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr
     assert f"resuming from iteration {killed_at}" in done.stdout
     metrics = json.loads((out / "reconstruct" / "metrics.json").read_text())

@@ -28,10 +28,15 @@ from gags.cameras import Camera
 from gags.config import ReconstructConfig
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, write_json
-from gags.splat.checkpoint import (Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states,
-                                   save_checkpoint)
-from gags.splat.gaussians import (SPLAT_KEYS, activated, init_splats, make_splats, random_points_in_frustums,
-                                  splats_from_ply)
+from gags.splat.checkpoint import Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states, save_checkpoint
+from gags.splat.gaussians import (
+    SPLAT_KEYS,
+    activated,
+    init_splats,
+    make_splats,
+    random_points_in_frustums,
+    splats_from_ply,
+)
 from gags.splat.ssim import psnr, ssim
 
 # --- 3DGS / gsplat simple_trainer learning rates (Kerbl et al. 2023, Sec. 7.1; gsplat examples/simple_trainer.py) ---
@@ -111,7 +116,7 @@ class BudgetStrategy(DefaultStrategy):
 
     max_gaussians: int | None = None
 
-    def _grow_gs(self, params, optimizers, state, step):  # noqa: ANN001, ANN202 (gsplat's signature)
+    def _grow_gs(self, params, optimizers, state, step):
         if self.max_gaussians is None:
             return super()._grow_gs(params, optimizers, state, step)
         grads = state["grad2d"] / state["count"].clamp_min(1)
