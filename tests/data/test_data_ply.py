@@ -123,3 +123,11 @@ def test_wrong_sh_count_and_nan_raise(tmp_path):
     write_ply(tmp_path / "nan.ply", splats)
     with pytest.raises(GagsError, match="nan.ply.*1 of 5"):
         read_ply(tmp_path / "nan.ply")
+
+
+def test_empty_ply_roundtrip(tmp_path):
+    splats = _splats(0, 3)
+    write_ply(tmp_path / "empty.ply", splats)
+    back = read_ply(tmp_path / "empty.ply")
+    for key, value in splats.items():
+        assert back[key].shape == value.shape, key

@@ -102,7 +102,8 @@ def read_ply(path: Path) -> dict[str, torch.Tensor]:
     }
     bad = np.zeros(len(means), dtype=bool)
     for value in out.values():
-        bad |= ~np.isfinite(value.reshape(len(means), -1)).all(axis=1)
+        per_gaussian = int(np.prod(value.shape[1:]))  # explicit: reshape(0, -1) is ambiguous for an empty PLY
+        bad |= ~np.isfinite(value.reshape(len(means), per_gaussian)).all(axis=1)
     if bad.any():
         raise GagsError(f"{path} has {int(bad.sum())} of {len(means)} Gaussians with NaN or infinite values. "
                         "Remove them (or re-export the file) and try again.")
