@@ -102,7 +102,7 @@ def test_huge_near_camera_gaussians_stay_bounded():
     assert stats["candidate_pairs"] <= 50 * W * H
     assert stats["max_chunk_candidates"] <= budget
     assert stats["pairs"] <= 40 * W * H
-    assert float(alpha.min()) > 1.0 - 1e-3
+    assert float(alpha.detach().min()) > 1.0 - 1e-3
     assert elapsed < 30.0, elapsed  # well under a second on an idle 2-core CPU; generous for shared machines
     assert torch.isfinite(means.grad).all() and torch.isfinite(colors.grad).all()
-    assert math.isclose(float(colors.grad[:, 0].sum()), float(alpha.sum()), rel_tol=1e-4)
+    assert math.isclose(float(colors.grad[:, 0].sum()), float(alpha.detach().sum()), rel_tol=1e-4)

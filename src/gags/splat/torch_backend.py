@@ -37,6 +37,7 @@ for few channels.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -220,10 +221,7 @@ class PairChunk:
 
     def pixel_matrix(self, n_gaussians: int) -> Tensor:
         """Sparse CSR [H*W, N] of the compositing weights: render = W @ colors."""
-        crow = _offsets(self.counts, self.pix.dtype)
-        return torch.sparse_csr_tensor(
-            crow, self.gid, self.weight, (self.counts.numel(), n_gaussians), check_invariants=False
-        )
+        return _csr(_offsets(self.counts, self.pix.dtype), self.gid, self.weight, (self.counts.numel(), n_gaussians))
 
 
 @dataclass
@@ -239,6 +237,13 @@ class PairList:
     def cat(self, name: str) -> Tensor:
         """A per-pair field of all chunks, concatenated (chunk order)."""
         return torch.cat([getattr(chunk, name) for chunk in self.chunks])
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A CSR matrix from trusted indices (no invariant checks, no "beta" warning on every call)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _offsets(counts: Tensor, dtype: torch.dtype) -> Tensor:
@@ -631,9 +636,9 @@ def _weights_transposed_times(pairs: PairChunk, grad_render: Tensor, n_gauss: in
         return out.T
     by_gauss = torch.argsort(pairs.gid).to(pairs.gid.dtype)
     crow = _offsets(torch.bincount(pairs.gid, minlength=n_gauss), pairs.pix.dtype)
-    transposed = torch.sparse_csr_tensor(
+    transposed = _csr(
         crow, pairs.pix.index_select(0, by_gauss), pairs.weight.index_select(0, by_gauss),
-        (n_gauss, pairs.counts.numel()), check_invariants=False,
+        (n_gauss, pairs.counts.numel()),
     )
     return transposed @ grad_render
 
