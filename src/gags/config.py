@@ -76,6 +76,8 @@ class ReconstructConfig:
     max_gaussians: int | None = None
     """Ceiling on the Gaussians densification may reach; default none with CUDA, on a CPU one per pixel of a training
     image (time per iteration grows with them); 0 = none."""
+    threads: int = 0
+    """PyTorch threads (0: PyTorch's default, one per core)."""
 
 
 @dataclass

@@ -25,6 +25,15 @@ from gags.splat.reconstruct import (
 SIZE = 40
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small problems: on a busy machine, waiting OpenMP workers cost more than a second thread gains."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _ground_truth(seed: int = 0, n: int = 12) -> torch.nn.ParameterDict:
     g = torch.Generator().manual_seed(seed)
     return make_splats(means=torch.randn(n, 3, generator=g) * 0.4, quats=torch.randn(n, 4, generator=g),

@@ -28,6 +28,15 @@ pytestmark = [pytest.mark.skipif(not KITCHEN.is_dir(), reason=f"{KITCHEN} not fo
 ARGS = ["--images-dir", "images_8", "--downscale", "4"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small problems: on a busy machine, waiting OpenMP workers cost more than a second thread gains."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(out: Path, **kwargs) -> ReconstructConfig:
     return ReconstructConfig(scene=KITCHEN, out=out, images_dir="images_8", downscale=4, **kwargs)
 

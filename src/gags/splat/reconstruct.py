@@ -409,6 +409,16 @@ def resolve_budget(iterations: int | None, max_gaussians: int | None, on_gpu: bo
 
 def run(config: ReconstructConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics written to OUT/reconstruct/metrics.json."""
+    threads = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: ReconstructConfig) -> dict[str, Any]:
     from gags.data import load_scene, save_scene_json
     from gags.data.ply import write_ply
 
