@@ -1,10 +1,14 @@
-"""``gags reconstruct``: train RGB 3D Gaussians from posed photos, as the 3DGS paper (gsplat ``simple_trainer`` defaults).
+"""``gags reconstruct``: train RGB 3D Gaussians from posed photos, as the 3DGS paper (gsplat ``simple_trainer``).
 
-One view per iteration (seeded order, a new permutation every epoch); loss ``(1 - l) L1 + l (1 - SSIM)`` with l = 0.2;
-one Adam per parameter with 3DGS's learning rates (the means' decays exponentially to 1 % over the run); SH degree raised
-by one every ``sh_degree_interval`` iterations; ``gsplat.strategy.DefaultStrategy`` densification with its schedule
-scaled to the run's length (see ``densification_strategy``). A checkpoint is written atomically every
-``checkpoint_every`` iterations; running the same command again continues from it.
+One view per iteration (seeded order, a new permutation every epoch); loss ``(1 - l) L1 + l (1 - SSIM)`` with
+l = 0.2; one Adam per parameter with 3DGS's learning rates (the means' decays exponentially to 1 % over the run); SH
+degree raised by one every ``sh_degree_interval`` iterations; ``gsplat.strategy.DefaultStrategy`` densification with
+its schedule scaled to the run's length (see ``densification_strategy``), optionally under a ceiling on the number of
+Gaussians (``BudgetStrategy``; the CPU default). Opacities are not reset: gsplat 1.5.3's DefaultStrategy never resets
+them (its test ``step % reset_every == 0 & step > 0`` is always false), and this follows what gsplat does.
+
+A checkpoint is written atomically every ``checkpoint_every`` iterations; running the same command again continues
+from it.
 
 Outputs: ``OUT/scene.json``, ``OUT/gaussians.ply``, ``OUT/reconstruct/metrics.json`` (held-out PSNR/SSIM, per view),
 ``OUT/reconstruct/checkpoint.safetensors``, ``OUT/reconstruct/renders/NAME.png`` (held-out renders).
@@ -324,7 +328,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
             bar.update(1)
             if step % 10 == 0 or step == iterations - 1:
-                bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=splats["means"].shape[0], refresh=False)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=f"{splats['means'].shape[0]:,}", refresh=False)
             done = step + 1
             if eval_views is not None and done in eval_at:
                 t, c = time.perf_counter(), time.process_time()
@@ -332,7 +336,8 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
                 eval_seconds += time.perf_counter() - t
                 eval_cpu += time.process_time() - c
                 history.append({"iterations": done, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
-                                "seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "num_gaussians": int(splats["means"].shape[0])})
+                                "seconds": train_seconds(), "cpu_seconds": cpu_seconds(),
+                                "num_gaussians": int(splats["means"].shape[0])})
             if checkpoint_path is not None and checkpoint_every > 0 and done % checkpoint_every == 0 \
                     and done < stop:
                 write(done)
@@ -340,7 +345,8 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         if checkpoint_path is not None:
             write(max(start, stop))
     return TrainResult(step=max(start, stop), seconds=train_seconds(),
-                       resumed_from=resume.step if resume is not None else None, cpu_seconds=cpu_seconds(), timing=timing, history=history)
+                       resumed_from=resume.step if resume is not None else None, cpu_seconds=cpu_seconds(),
+                       timing=timing, history=history)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def ssim_map(img1: torch.Tensor, img2: torch.Tensor, *, padding: Literal["valid"
 
     Args:
         img1, img2: [B, C, H, W] images with values in [0, data_range].
-        padding: "valid" (window fully inside: output [B, C, H - w + 1, W - w + 1]) or "same" (zero padding: [B, C, H, W]).
+        padding: "valid" (window fully inside: output [B, C, H - w + 1, W - w + 1]) or "same" (zero padding:
+            [B, C, H, W]).
     Returns:
         [B, C, H', W'] SSIM per pixel and channel.
     """
