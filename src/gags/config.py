@@ -53,20 +53,21 @@ class ReconstructConfig:
     downscale: int = 1
     """Train on images downscaled by this integer factor."""
     iterations: int | None = None
-    """Training iterations; default 30,000 (3DGS) with CUDA, 7,000 on a CPU (3DGS's first evaluation point)."""
+    """Training iterations; default 30000 (3DGS) with CUDA, 7000 on a CPU (3DGS's first evaluation point)."""
     test_every: int = 8
     """Hold out every N-th image for testing (LLFF convention)."""
     seed: int = 42
     """Seed of initialisation and view order."""
     sh_degree: int = 3
-    """Maximum spherical-harmonics degree; one degree is added every ``sh_degree_interval`` iterations."""
+    """Maximum spherical-harmonics degree; one degree is added every --sh-degree-interval iterations."""
     sh_degree_interval: int = 1000
+    """Iterations between two SH degree increases (3DGS: 1000)."""
     ssim_lambda: float = 0.2
     """Weight of D-SSIM in the loss (3DGS: 0.2)."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every N iterations."""
     resume: bool = True
-    """Continue from OUT/reconstruct/checkpoint if there is one."""
+    """Continue from OUT/reconstruct/checkpoint.safetensors if there is one."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """Rasterizer backend: gsplat when CUDA is available, else the pure PyTorch one."""
     random_init_points: int = 20_000
