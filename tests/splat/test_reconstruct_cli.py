@@ -127,6 +127,8 @@ def test_user_errors(tmp_path):
         run(ReconstructConfig(scene=None, out=tmp_path / "x"))
     with pytest.raises(GagsError, match="downscale"):
         run(ReconstructConfig(scene=KITCHEN, out=tmp_path / "y", images_dir="images_8", downscale=0))
+    with pytest.raises(GagsError, match="SSIM needs"):
+        run(ReconstructConfig(scene=KITCHEN, out=tmp_path / "v", images_dir="images_8", downscale=16))
     out = tmp_path / "z"
     run(_config(out, iterations=5, checkpoint_every=5))
     with pytest.raises(GagsError, match="other settings"):

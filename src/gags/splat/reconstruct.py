@@ -41,7 +41,7 @@ from gags.splat.gaussians import (
     random_points_in_frustums,
     splats_from_ply,
 )
-from gags.splat.ssim import psnr, ssim
+from gags.splat.ssim import SSIM_WINDOW, psnr, ssim
 
 # --- 3DGS / gsplat simple_trainer learning rates (Kerbl et al. 2023, Sec. 7.1; gsplat examples/simple_trainer.py) ---
 LR_MEANS = 1.6e-4
@@ -455,6 +455,9 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available() and config.backend != "torch"
     device = torch.device("cuda" if on_gpu else "cpu")
     h, w = train_views.images[0].shape[:2]
+    if min(h, w) < SSIM_WINDOW:
+        raise GagsError(f"the training images are {w}x{h} pixels after --downscale {config.downscale}; SSIM needs at "
+                        f"least {SSIM_WINDOW} pixels per side. Use a smaller --downscale.")
     iterations, max_gaussians = resolve_budget(config.iterations, config.max_gaussians, on_gpu, w * h)
 
     ckpt_path = stage_dir / CHECKPOINT_NAME
