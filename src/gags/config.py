@@ -95,8 +95,8 @@ class SegmentConfig:
     """gags: the official release's depth ratio; paper: Eq. 1's inverse ratio; uniform: LangSplat's 32x32 grid."""
     workers: int = 1
     """Images processed in parallel (each worker holds its own segmenter and encoder)."""
-    parallel: Literal["process", "thread"] = "process"
-    """With --workers > 1: worker processes (torch threads split among them) or threads sharing this process."""
+    parallel: Literal["process", "thread"] = "thread"
+    """With --workers > 1: threads sharing this process (measured faster on 2 cores) or worker processes."""
     threads: int = 0
     """PyTorch threads per worker (0: CPU cores / workers); 1 is much faster on a busy machine."""
     seed: int = 42
