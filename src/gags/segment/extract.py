@@ -678,10 +678,10 @@ def run(config: SegmentConfig) -> dict[str, Any]:
             or not (depth_dir / f"{feature_stem(names[i])}.npy").is_file()]
     rendered = 0.0
     if need:
-        with timer.step("depth"), _torch_threads(max(1, torch_threads(config) * config.workers)):
+        with timer.step("depth"), _torch_threads(torch_threads(config)):
             gaussians = read_ply(gaussians_path)
             depths, rendered = _stage_depths(config, gaussians, cameras, settings["gaussians"])
-        with timer.step("visibility_prompts"), _torch_threads(max(1, torch_threads(config) * config.workers)):
+        with timer.step("visibility_prompts"), _torch_threads(torch_threads(config)):
             points = prompts_for_views(config, gaussians, cameras, depths, need)
             for i, pts in points.items():
                 with atomic_path(prompt_dir / f"{feature_stem(names[i])}.npy") as tmp:
