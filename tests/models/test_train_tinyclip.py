@@ -10,6 +10,7 @@ open_clip = pytest.importorskip("open_clip")
 from gags.models import load_encoder  # noqa: E402
 from gags.models.train_tinyclip import (  # noqa: E402
     GENERIC,
+    INPUT_SIZE,
     MIN_CROP_PIXELS,
     Captions,
     CropSet,
@@ -130,7 +131,7 @@ def test_trained_model_is_an_open_clip_local_dir_loaded_by_the_encoder(tmp_path)
 def test_world_crops_label_exact_and_segmenter_masks():
     data = world_crops(WorldJob("figurines", 5, 1, segmenter_crops=True, blur=False))
     names = vocabulary_names()
-    assert data.crops.shape[1:] == (48, 48, 3) and data.crops.dtype == np.uint8
+    assert data.crops.shape[1:] == (INPUT_SIZE, INPUT_SIZE, 3) and data.crops.dtype == np.uint8
     exact, seg = data.source == 0, data.source == 1
     assert exact.sum() > 5 and seg.sum() > 0
     assert (data.name[exact] >= 0).all() and set(data.level[exact].tolist()) <= {0, 1, 2}
