@@ -652,6 +652,9 @@ FLOOR_Z = -0.75
 """The floor lies 75 cm under the table top (a common table height)."""
 ROOM_HALF = 3.0
 ROOM_TOP = 2.25
+ROOM_CONTRAST = 0.2
+"""Floor and wall textures are subtler than the objects' (a room seen far away and at grazing angles, as the out of
+focus background of a tabletop capture)."""
 
 
 def table(rng: np.random.Generator, hx: float, hy: float) -> WholeSpec:
@@ -667,14 +670,15 @@ def table(rng: np.random.Generator, hx: float, hy: float) -> WholeSpec:
 
 
 def floor(rng: np.random.Generator) -> WholeSpec:
-    mat = Material(str(rng.choice(("gray", "beige", "brown", "white"))), str(rng.choice(("checkered", "speckled"))), 0.3)
+    mat = Material(str(rng.choice(("gray", "beige", "brown", "white"))), str(rng.choice(("checkered", "speckled"))),
+                   0.5, contrast=ROOM_CONTRAST)
     prim = plane(ROOM_HALF, ROOM_HALF, (0, 0, FLOOR_Z), room=True)
     return WholeSpec("floor", "floor", [PartSpec("floor", [SubSpec("floor", mat, [prim], True)], True)])
 
 
 def walls(rng: np.random.Generator) -> WholeSpec:
     mat = Material(str(rng.choice(("beige", "white", "teal", "pink", "gray", "green"))),
-                   str(rng.choice(("striped", "plain", "dotted", "speckled"))), 0.12, axis=0)
+                   str(rng.choice(("striped", "plain", "dotted", "speckled"))), 0.12, axis=0, contrast=ROOM_CONTRAST)
     half_h = (ROOM_TOP - FLOOR_Z) / 2
     zc = FLOOR_Z + half_h
     prims = [plane(ROOM_HALF, half_h, (ROOM_HALF * math.cos(a), ROOM_HALF * math.sin(a), zc),

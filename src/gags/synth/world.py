@@ -54,7 +54,7 @@ class Material:
 
     ``color`` names the dominant colour; a texture mixes it with a shade of itself (lighter for dark colours, darker
     for light ones), so the colour name stays true. ``scale`` is the texture period in metres; ``axis`` the local axis
-    of stripes; ``seed`` varies the speckle noise.
+    of stripes; ``seed`` varies the speckle noise; ``contrast`` is how far the shade goes toward white or black.
     """
 
     color: str
@@ -62,6 +62,7 @@ class Material:
     scale: float = 0.01
     axis: int = 2
     seed: int = 0
+    contrast: float = 0.4
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -76,15 +77,15 @@ class Material:
 
     @property
     def rgb2(self) -> np.ndarray:
-        """[3] the texture's second colour: the base colour mixed 40% toward white (dark colours) or black."""
+        """[3] the texture's second colour: the base colour mixed ``contrast`` toward white (dark colours) or black."""
         base = self.rgb
         luminance = float(base @ np.array([0.299, 0.587, 0.114], dtype=np.float32))  # Rec. 601 luma weights
         target = np.ones(3, np.float32) if luminance < 0.45 else np.zeros(3, np.float32)
-        return (0.6 * base + 0.4 * target).astype(np.float32)
+        return ((1 - self.contrast) * base + self.contrast * target).astype(np.float32)
 
     def to_json(self) -> dict:
         return {"color": self.color, "texture": self.texture, "scale": self.scale, "axis": self.axis,
-                "seed": self.seed}
+                "seed": self.seed, "contrast": self.contrast}
 
 
 @dataclass
