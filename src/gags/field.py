@@ -131,9 +131,12 @@ class LangSplatAutoencoder(nn.Module):
         self,
         in_dim: int = CLIP_DIM,
         encoder_dims: tuple[int, ...] = AUTOENCODER_ENCODER_DIMS,
-        decoder_dims: tuple[int, ...] = AUTOENCODER_DECODER_DIMS,
+        decoder_dims: tuple[int, ...] | None = None,
     ):
+        """decoder_dims: default LangSplat's, with the last layer of size ``in_dim`` (512 for CLIP ViT-B-16)."""
         super().__init__()
+        if decoder_dims is None:
+            decoder_dims = (*AUTOENCODER_DECODER_DIMS[:-1], in_dim)
         self.in_dim, self.encoder_dims, self.decoder_dims = in_dim, tuple(encoder_dims), tuple(decoder_dims)
         enc: list[nn.Module] = []
         prev = in_dim
