@@ -139,16 +139,25 @@ class SegmentConfig:
 
 @dataclass
 class DistillConfig:
-    """Granularity-aware distillation (GaD) of the CLIP features into one language field, or a baseline."""
+    """Granularity-aware distillation (GaD) of the CLIP features into one language field, or a baseline.
+
+    Default schedule: on a GPU the official one, 30,000 iterations at half resolution. On a CPU the same shape (late
+    phase from the midpoint), 1,000 iterations, at half resolution or less so that the training images' longer side is
+    at most 40 pixels (downscale = max(2, longer side / 40)); see gags.distill.train.default_schedule for the
+    measurements behind it.
+    """
 
     out: Positional[Path]
     """Scene output folder (OUT) with gaussians.ply and language_features/."""
     method: Literal["gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"] = "gags"
+    """gags (GaD) or a baseline: avg (mean of the levels), level-s|m|l (one level), langsplat (three 3-d fields through
+    LangSplat's autoencoder), n2f2 (three levels fused per Gaussian by their relevancy to generic phrases)."""
     iterations: int | None = None
-    """Iterations; default 30,000 on a GPU, scaled down on a CPU."""
+    """Iterations; default 30,000 on a GPU, 1,000 on a CPU."""
     downscale: float | None = None
-    """Image downscale for training; default 2 (half resolution)."""
+    """Image downscale for training; default 2 (half resolution) on a GPU, max(2, longer side / 40) on a CPU."""
     seed: int = 42
+    """Seed of the decoders' initialisation, the view order and the LangSplat autoencoder."""
     feature_dim: int = 16
     """Per-Gaussian feature size (GAGS: 512 / 32 = 16)."""
     feature_lr: float = 1e-3
@@ -183,6 +192,17 @@ class DistillConfig:
     """LangSplat autoencoder Adam learning rate (LangSplat autoencoder/train.py)."""
     ae_cos_weight: float = 0.001
     """Weight of the cosine term next to the MSE in the autoencoder loss (LangSplat autoencoder/train.py)."""
+    langsplat_feature_lr: float = 0.0025
+    """Adam learning rate of the per-Gaussian 3-d features of the langsplat baseline (LangSplat language_feature_lr)."""
+    encoder: str = "tiny"
+    """n2f2 only: the encoder that made the features, for the text embeddings of the generic phrases (as in segment)."""
+    checkpoint_every: int = 500
+    """Write a resumable checkpoint every N iterations."""
+    resume: bool = True
+    """Continue from OUT/field/METHOD/checkpoint.safetensors if there is one."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default, one per core). 1 by default: at CPU training sizes the work per
+    operation is small, and on a busy 2-core machine two threads made an iteration 10x slower (distill measurements)."""
 
 
 @dataclass

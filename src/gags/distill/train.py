@@ -1,0 +1,800 @@
+"""``gags distill``: distil the 3-level CLIP features of the training views into one language field (GaD), or a baseline.
+
+Reads ``OUT/scene.json``, ``OUT/gaussians.ply`` and ``OUT/language_features/NAME_f.npy`` / ``NAME_s.npy`` (LangSplat's
+format: ``_f`` [M, D] features, ``_s`` [4, H, W] indices into ``_f`` per level default, s, m, l, -1 = none; integer or
+float). Writes, per method, ``OUT/field/METHOD/``::
+
+    field.safetensors        per-Gaussian features, decoder weights and the resolved config (gags.field.LanguageField)
+    curves.json              losses and mean granularity weights over the iterations, timings
+    curves.png               the same as a plot
+    checkpoint.safetensors   features, decoders, optimizers, step and RNG state, for resuming
+
+One training loop for every method (:mod:`gags.distill.baselines` says what each one trains). An iteration:
+
+1. picks a training view (a seeded permutation of the views per epoch);
+2. renders the per-Gaussian features with the rasterizer (geometry frozen: means, rotations, scales and opacities of
+   ``gaussians.ply`` are constants) into a ``C``-channel map at the training resolution;
+3. per head: level weights g (the granularity decoder on the detached rendered feature, or fixed weights); regions =
+   the segment of the level chosen per pixel by the argmax of the 5x5-smoothed g; the feature decoder reads the
+   rendered feature at the pixels that count (it is pointwise, so the other pixels, whose loss is zero, are skipped);
+   target ``sum_k g_k f_k`` (or the paper's ``sum_k g_k ||f - f_k||^2``); region-aware L1; entropy of g; feature
+   consistency in the late phase (``gags.distill.losses``);
+4. one Adam step for the features (lr 1e-3) and for each decoder (lr 1e-4).
+
+Level features are gathered per step from each view's ``_f`` table and its ``_s`` indices resized (nearest) to the
+training resolution, never stored as dense maps: a view costs ``M x D`` float32 + ``3 x h x w`` int32 in memory (a few
+hundred kB; dense maps would take ``3 x D x h x w`` floats, 25 MB at 64x64 and 3 GB at 960x540).
+
+Resume: a checkpoint is written atomically every ``checkpoint_every`` iterations (and once before the first one); the
+same command continues from it (also after ``kill -9``). Settings that change the result must match the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from gags.cameras import Camera
+from gags.config import DistillConfig
+from gags.distill import losses
+from gags.distill.baselines import N2F2_PHRASES, N2F2_TEMPERATURE, Head, MethodSpec, method_spec, n2f2_fuse
+from gags.errors import GagsError
+from gags.field import FeatureDecoder, GranularityDecoder, LangSplatAutoencoder, LanguageField
+from gags.io import atomic_path, ensure_dir, write_json
+
+FEATURES_DIR = "language_features"
+FIELD_DIR = "field"
+FIELD_FILE = "field.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CURVES_JSON = "curves.json"
+CURVES_PNG = "curves.png"
+CHECKPOINT_FORMAT = "gags-distill-checkpoint/1"
+
+LEVEL_ROWS = losses.LEVELS
+"""Rows 1, 2, 3 (s, m, l) of a LangSplat ``_s`` map; row 0 (SAM's default level) is not used by distillation."""
+CURVE_POINTS = 200
+"""Training curves keep about this many points (one every ``iterations / 200`` iterations)."""
+INTEGER_TOLERANCE = 1e-3
+"""A float ``_s`` value counts as an integer index when it is this close to one (LangSplat saves ``_s`` as float)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class Gaussians:
+    """Frozen geometry, activated as the rasterizer takes it. means [N, 3], quats [N, 4], scales [N, 3] (standard
+    deviations), opacities [N] in (0, 1)."""
+
+    means: Tensor
+    quats: Tensor
+    scales: Tensor
+    opacities: Tensor
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @classmethod
+    def from_ply(cls, path: Path, device: torch.device | str = "cpu") -> Gaussians:
+        """Read a 3DGS PLY (log scales, logit opacities) and activate it."""
+        from gags.data import read_ply
+
+        g = read_ply(path)
+        return cls(g["means"].to(device), g["quats"].to(device), g["scales"].exp().to(device),
+                   torch.sigmoid(g["opacities"]).to(device))
+
+
+@dataclass
+class TrainView:
+    """One training view at the training resolution.
+
+    camera: the camera at the training resolution; seg: [3, h, w] int32 indices into ``table`` for the levels s, m, l
+    (-1 = none); table: [M, D] float32, the view's ``_f`` features, or their 3-d LangSplat codes.
+    """
+
+    camera: Camera
+    seg: Tensor
+    table: Tensor
+
+    def __post_init__(self) -> None:
+        if self.seg.dim() != 3 or self.seg.shape[0] != 3:
+            raise ValueError(f"seg must be [3, h, w], got {tuple(self.seg.shape)}")
+        if tuple(self.seg.shape[1:]) != (self.camera.height, self.camera.width):
+            raise ValueError(f"seg is {tuple(self.seg.shape[1:])}, camera {self.camera.height}x{self.camera.width}")
+
+
+def feature_stem(name: str) -> str:
+    """File stem of an image's features: its file name up to the first dot (LangSplat ``name.split('.')[0]``)."""
+    return Path(name).name.split(".")[0]
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise GagsError(f"cannot read {path}: {exc}. Re-run `gags segment` (or replace the file).") from exc
+
+
+def read_language_features(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``_f`` [M, D] and ``_s`` [4, H, W] arrays of image ``name``, checked; ``_s`` returned as int32.
+
+    Raises GagsError naming the file when one is missing, of the wrong shape or dtype, or holds an index outside
+    [-1, M).
+    """
+    stem = feature_stem(name)
+    f_path, s_path = Path(folder) / f"{stem}_f.npy", Path(folder) / f"{stem}_s.npy"
+    for path in (f_path, s_path):
+        if not path.is_file():
+            raise GagsError(f"{path} is missing: no language features for training image {name!r}. Run `gags segment "
+                            f"{Path(folder).parent}` first (or put LangSplat's {stem}_f.npy / {stem}_s.npy there).")
+    feats = _load_npy(f_path)
+    if feats.ndim != 2 or feats.dtype not in (np.float16, np.float32, np.float64) or feats.shape[1] < 1:
+        raise GagsError(f"{f_path} holds {feats.dtype} {list(feats.shape)}; a _f file is [M, D] float16 (or float32).")
+    if not np.isfinite(feats).all():
+        raise GagsError(f"{f_path} contains NaN or infinite features; re-run `gags segment` for this image.")
+    seg = _load_npy(s_path)
+    if seg.ndim != 3 or seg.shape[0] != 4:
+        raise GagsError(f"{s_path} has shape {list(seg.shape)}; a _s file is [4, H, W] (levels default, s, m, l).")
+    if np.issubdtype(seg.dtype, np.floating):
+        rounded = np.round(seg)
+        if not np.isfinite(seg).all() or np.abs(seg - rounded).max(initial=0.0) > INTEGER_TOLERANCE:
+            raise GagsError(f"{s_path} holds non-integer values; _s values are rows of _f or -1.")
+        seg = rounded
+    elif not np.issubdtype(seg.dtype, np.integer):
+        raise GagsError(f"{s_path} has dtype {seg.dtype}; _s holds integer indices (or floats holding integers).")
+    seg = seg.astype(np.int64)
+    lo, hi = (int(seg.min()), int(seg.max())) if seg.size else (-1, -1)
+    if lo < -1 or hi >= feats.shape[0]:
+        raise GagsError(f"{s_path} holds indices in [{lo}, {hi}] but {f_path.name} has {feats.shape[0]} rows; indices "
+                        "must lie in [-1, M). The two files do not belong together.")
+    return feats, seg.astype(np.int32)
+
+
+def load_views(scene: Any, ids: Sequence[int], folder: Path, downscale: float,
+               device: torch.device | str = "cpu") -> list[TrainView]:
+    """Cameras at ``downscale`` and their level indices resized (nearest) to that size, with the ``_f`` tables."""
+    views, dim = [], None
+    for i in ids:
+        camera = scene.camera(i, downscale)
+        feats, seg = read_language_features(folder, camera.name)
+        if dim is not None and feats.shape[1] != dim:
+            raise GagsError(f"{folder} holds features of dimension {feats.shape[1]} for {camera.name!r} and {dim} for "
+                            "other images; every image must be encoded by the same CLIP model. Re-run `gags segment`.")
+        dim = feats.shape[1]
+        aspect_err = abs(seg.shape[2] / seg.shape[1] - camera.width / camera.height)
+        if aspect_err > 0.02:
+            raise GagsError(f"the _s map of {camera.name!r} is {seg.shape[2]}x{seg.shape[1]} (W x H) but the image is "
+                            f"{scene.cameras[i].width}x{scene.cameras[i].height}: not the same aspect ratio. The "
+                            "language features belong to other images; re-run `gags segment`.")
+        levels = losses.resize_segment_maps(torch.from_numpy(seg[list(LEVEL_ROWS)]), (camera.height, camera.width))
+        table = torch.from_numpy(feats.astype(np.float32))
+        views.append(TrainView(camera, levels.to(torch.int32).to(device), table.to(device)))
+    return views
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# schedule
+
+GPU_ITERATIONS = 30_000
+"""GAGS release ``train.py``: 30,000 iterations."""
+GPU_DOWNSCALE = 2.0
+"""GAGS release: training at half resolution (``-r 2``)."""
+CPU_ITERATIONS = 1_000
+"""CPU default iterations (see :func:`default_schedule`)."""
+CPU_MAX_SIDE = 40
+"""CPU default: the training images' longer side is at most this many pixels (see :func:`default_schedule`)."""
+
+
+def default_schedule(cuda: bool, longest_side: int) -> tuple[int, float]:
+    """(iterations, downscale) when not given.
+
+    GPU: the official schedule, 30,000 iterations at half resolution. CPU: the same schedule shape (late phase from
+    the midpoint) with ``CPU_ITERATIONS`` = 1,000 iterations, at half resolution or smaller, so that the longer side of
+    the training images is at most ``CPU_MAX_SIDE`` = 64 pixels: downscale = max(2, longest side / 64). Measured on the
+    2-core shared machine this project is developed on (several jobs running): a 128x128 procedural preset (40 training
+    views, 20,000 Gaussians) trains at 64x64 in about 0.15 s of wall time per iteration, i.e. well under 5 minutes.
+    """
+    if cuda:
+        return GPU_ITERATIONS, GPU_DOWNSCALE
+    return CPU_ITERATIONS, max(GPU_DOWNSCALE, longest_side / CPU_MAX_SIDE)
+
+
+def view_index(seed: int, step: int, n_views: int) -> int:
+    """The view of 0-based ``step``: a seeded random permutation of the views per epoch (stateless, so resumable)."""
+    epoch, pos = divmod(step, n_views)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return int(torch.randperm(n_views, generator=g)[pos])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# training state
+
+
+@dataclass
+class FieldState:
+    """Everything a training run changes: per-Gaussian features, decoders, optimizers, step, curves."""
+
+    features: nn.Parameter
+    feature_decoder: FeatureDecoder | None
+    granularity_decoder: GranularityDecoder | None
+    autoencoder: LangSplatAutoencoder | None
+    optimizers: dict[str, torch.optim.Adam]
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
+                "autoencoder": self.autoencoder}
+        return {k: m for k, m in mods.items() if m is not None}
+
+
+def new_state(spec: MethodSpec, num_gaussians: int, clip_dim: int, config: DistillConfig,
+              device: torch.device | str = "cpu", autoencoder: LangSplatAutoencoder | None = None) -> FieldState:
+    """Zero features, freshly initialised decoders (seeded by ``config.seed``) and their Adam optimizers."""
+    features = nn.Parameter(torch.zeros(num_gaussians, spec.feature_dim, device=device))
+    feature_decoder = granularity_decoder = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if spec.space == "feature":
+            feature_decoder = FeatureDecoder(spec.heads[0].dim, out_dim=clip_dim).to(device)
+        if spec.learned_granularity:
+            granularity_decoder = GranularityDecoder(spec.heads[0].dim).to(device)
+    lr = config.langsplat_feature_lr if spec.space == "codes" else config.feature_lr
+    optimizers = {"features": torch.optim.Adam([features], lr=lr)}
+    if feature_decoder is not None:
+        optimizers["feature_decoder"] = torch.optim.Adam(feature_decoder.parameters(), lr=config.decoder_lr)
+    if granularity_decoder is not None:
+        optimizers["granularity_decoder"] = torch.optim.Adam(granularity_decoder.parameters(), lr=config.decoder_lr)
+    if autoencoder is not None:
+        autoencoder.eval().requires_grad_(False)
+    return FieldState(features, feature_decoder, granularity_decoder, autoencoder, optimizers)
+
+
+def save_checkpoint(path: Path, state: FieldState, info: dict[str, Any]) -> None:
+    """Write ``state`` atomically (a kill during the write leaves the previous checkpoint intact)."""
+    from safetensors.torch import save_file
+
+    tensors = {"features": state.features.detach().cpu().contiguous(), "rng.torch": torch.get_rng_state()}
+    for name, module in state.modules().items():
+        for key, value in module.state_dict().items():
+            tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
+    groups = {}
+    for name, opt in state.optimizers.items():
+        sd = opt.state_dict()
+        groups[name] = sd["param_groups"]
+        for idx, param_state in sd["state"].items():
+            for key, value in param_state.items():
+                tensors[f"optim.{name}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"format": CHECKPOINT_FORMAT, "step": str(state.step), "param_groups": json.dumps(groups),
+            "history": json.dumps(state.history),
+            "info": json.dumps({**info, "seconds": state.seconds, "cpu_seconds": state.cpu_seconds}, default=str)}
+    with atomic_path(Path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a distillation checkpoint; GagsError if it is damaged or of another kind."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
+    except Exception as exc:  # safetensors raises its own error types, and OSError/ValueError on bad headers
+        raise GagsError(f"checkpoint {path} cannot be read ({exc}). Delete it to start over.") from exc
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise GagsError(f"{path} is not a gags distill checkpoint. Delete it to start over.")
+    return tensors, meta
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """The ``info`` record (settings, seconds) and ``step`` of a checkpoint."""
+    _, meta = read_checkpoint(path)
+    return {**json.loads(meta.get("info", "{}")), "step": int(meta["step"])}
+
+
+def load_state(path: Path, state: FieldState) -> FieldState:
+    """Fill a freshly made ``state`` (same method and sizes) from the checkpoint at ``path``."""
+    tensors, meta = read_checkpoint(path)
+    device = state.features.device
+    try:
+        with torch.no_grad():
+            if tensors["features"].shape != state.features.shape:
+                raise ValueError(f"features {tuple(tensors['features'].shape)}, expected {tuple(state.features.shape)}")
+            state.features.copy_(tensors["features"].to(device))
+        for name, module in state.modules().items():
+            prefix = f"module.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        groups = json.loads(meta["param_groups"])
+        for name, opt in state.optimizers.items():
+            per_param: dict[int, dict[str, Tensor]] = {}
+            prefix = f"optim.{name}."
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    idx, _, state_key = key[len(prefix):].partition(".")
+                    per_param.setdefault(int(idx), {})[state_key] = value.to(device)
+            opt.load_state_dict({"state": per_param, "param_groups": groups[name]})
+        torch.set_rng_state(tensors["rng.torch"])
+        state.step = int(meta["step"])
+        state.history = json.loads(meta.get("history", "[]"))
+        info = json.loads(meta.get("info", "{}"))
+        state.seconds = float(info.get("seconds", 0.0))
+        state.cpu_seconds = float(info.get("cpu_seconds", 0.0))
+    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+        raise GagsError(f"checkpoint {path} does not fit this run ({exc}). Delete it (or pass --no-resume) to start "
+                        "over.") from exc
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one iteration
+
+
+def render_features(gaussians: Gaussians, features: Tensor, camera: Camera) -> Tensor:
+    """Render per-Gaussian features [N, C] into ``camera``: [C, h, w] (zero where no Gaussian is hit)."""
+    from gags.splat import rasterize
+
+    render, _, _ = rasterize(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, features,
+                             camera.world_to_cam, camera.K, camera.width, camera.height)
+    return render.permute(2, 0, 1)
+
+
+def _weights_map(head: Head, like: Tensor) -> Tensor:
+    """Fixed level weights of ``head`` as a [3, h, w] map shaped as the rendered ``like`` [C, h, w]."""
+    assert head.weights is not None
+    w = torch.tensor(head.weights, dtype=like.dtype, device=like.device)
+    return w[:, None, None].expand(3, like.shape[1], like.shape[2])
+
+
+def pixel_losses(pred: Tensor, levels: Tensor, g: Tensor, target_mode: str, normalize_target: bool) -> Tensor:
+    """Per-pixel distillation loss at P pixels, channels last (the layout the decoder produces).
+
+    ``losses.l1_map(pred, losses.mix_target(levels, g))`` (optionally with the target L2-normalised) for ``"mix"``,
+    ``losses.weighted_l2_map(pred, levels, g)`` for ``"weighted-l2"``, computed on [P, D] rows instead of [D, H, W]
+    maps: the same numbers, with memory access that stays contiguous on a CPU.
+
+    pred: [P, D]; levels: [3, P, D]; g: [3, P] -> [P].
+    """
+    if target_mode == "weighted-l2":
+        return (g * (pred[None] - levels).pow(2).sum(-1)).sum(0)
+    target = (levels * g[:, :, None]).sum(0)  # [P, D]
+    if normalize_target:
+        target = F.normalize(target, dim=-1)
+    return (pred - target).abs().mean(-1)
+
+
+def head_losses(render: Tensor, view: TrainView, head: Head, spec: MethodSpec, state: FieldState,
+                config: DistillConfig) -> dict[str, Tensor]:
+    """Loss terms of one head on one view (unweighted): distill, entropy (learned weights only), consistency.
+
+    render: [C, h, w] rendered features. Also returns ``granularity`` [3] (mean g over the counted pixels).
+    """
+    f = render[head.channels]  # [c, h, w]
+    c, h, w = f.shape
+    seg = view.seg.long()  # [3, h, w]
+    covered = seg >= 0
+    if head.learned:
+        assert state.granularity_decoder is not None
+        # pointwise, so run on [h w, c] rows (a 1x1 convolution on a CPU takes a slow path)
+        g = state.granularity_decoder(f.detach().reshape(c, -1).T).T.reshape(3, h, w)
+    else:
+        g = _weights_map(head, f)
+    valid = covered.all(0) if head.coverage is None else covered[head.coverage]  # [h, w]
+    regions = losses.granularity_regions(seg, g, config.smoothing_kernel)
+    out: dict[str, Tensor] = {}
+    if spec.space == "codes":  # LangSplat: L1 on the rendered code, uncovered pixels zeroed
+        assert head.coverage is not None
+        target = view.table[seg[head.coverage].clamp_min(0)].permute(2, 0, 1)  # [3, h, w]
+        out["distill"] = losses.langsplat_l1(f, target, valid)
+    else:
+        assert state.feature_decoder is not None
+        idx = valid.reshape(-1).nonzero().squeeze(1)  # [P]
+        pred = state.feature_decoder(f.reshape(c, -1)[:, idx].T)  # [P, D]
+        ids = seg.reshape(3, -1)[:, idx]  # [3, P]
+        if head.learned:
+            levels, g_valid = view.table[ids], g.reshape(3, -1)[:, idx]  # [3, P, D], [3, P]
+        else:  # only the levels with a weight
+            used = [k for k in range(3) if head.weights[k] != 0.0]  # type: ignore[index]
+            levels = view.table[ids[used]]
+            g_valid = torch.tensor([head.weights[k] for k in used], dtype=pred.dtype,  # type: ignore[index]
+                                   device=pred.device)[:, None].expand(len(used), idx.numel())
+        per_pixel = pixel_losses(pred, levels, g_valid, config.target, head.normalize_target)
+        loss_map = per_pixel.new_zeros(h * w).index_copy(0, idx, per_pixel).reshape(h, w)
+        if config.region_aware:
+            out["distill"] = losses.region_aware_loss(loss_map, valid, regions)
+        else:
+            out["distill"] = losses.masked_mean(loss_map, valid)
+        if head.learned:
+            out["entropy"] = losses.granularity_entropy(g)
+        out["consistency"] = losses.feature_consistency(f, regions)
+    with torch.no_grad():
+        n = valid.sum().clamp_min(1)
+        out["granularity"] = (g * valid).reshape(3, -1).sum(1) / n
+    return out
+
+
+def train_field(gaussians: Gaussians, views: Sequence[TrainView], spec: MethodSpec, config: DistillConfig,
+                iterations: int, state: FieldState, *, checkpoint_path: Path | None = None,
+                checkpoint_every: int | None = None, checkpoint_extra: dict[str, Any] | None = None,
+                progress: bool = True) -> FieldState:
+    """Run iterations ``state.step + 1 .. iterations`` in place; returns ``state``.
+
+    Writes a checkpoint to ``checkpoint_path`` (if given) every ``checkpoint_every`` iterations and at the end.
+    """
+    if not views:
+        raise GagsError("there are no training views. Check the scene's images and its train/test split.")
+    every = max(1, checkpoint_every or config.checkpoint_every)
+    log_every = max(1, iterations // CURVE_POINTS)
+    extra = checkpoint_extra or {}
+    modules = list(state.modules().values())
+    for m in modules:
+        if m is not state.autoencoder:
+            m.train()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    seconds0, cpu_seconds0 = state.seconds, state.cpu_seconds
+
+    def clock() -> None:
+        state.seconds = seconds0 + time.perf_counter() - wall0
+        state.cpu_seconds = cpu_seconds0 + time.process_time() - cpu0
+
+    bar = tqdm(total=iterations, initial=state.step, desc=f"distill {spec.name}", unit="it", disable=not progress,
+               dynamic_ncols=True)
+    ema = None
+    try:
+        while state.step < iterations:
+            it = state.step + 1
+            weights = losses.loss_weights(
+                it, iterations, entropy_early=config.entropy_weight, entropy_late=config.entropy_weight_late,
+                consistency_late=config.consistency_weight_late, late_start=config.late_start)
+            w_entropy = weights.entropy if config.entropy else 0.0
+            w_consistency = weights.consistency if config.consistency else 0.0
+            view = views[view_index(config.seed, state.step, len(views))]
+            render = render_features(gaussians, state.features, view.camera)
+            total = render.new_zeros(())
+            parts = {"distill": 0.0, "entropy": 0.0, "consistency": 0.0}
+            granularity = []
+            for head in spec.heads:
+                terms = head_losses(render, view, head, spec, state, config)
+                total = total + terms["distill"]
+                if "entropy" in terms and w_entropy > 0:
+                    total = total + w_entropy * terms["entropy"]
+                if "consistency" in terms and w_consistency > 0:
+                    total = total + w_consistency * terms["consistency"]
+                for key in parts:
+                    if key in terms:
+                        parts[key] += float(terms[key].detach())
+                if head.learned:
+                    granularity.append(terms["granularity"])
+            for opt in state.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in state.optimizers.values():
+                opt.step()
+            state.step = it
+            loss = float(total.detach())
+            ema = loss if ema is None else 0.6 * ema + 0.4 * loss  # smoothing of the GAGS release's progress bar
+            bar.update(1)
+            if it % 10 == 0 or it == iterations:
+                bar.set_postfix(loss=f"{ema:.4f}")
+            if it % log_every == 0 or it == iterations:
+                clock()
+                record = {"iteration": it, "loss": loss, **parts, "seconds": state.seconds}
+                if granularity:
+                    record["granularity"] = [float(v) for v in torch.stack(granularity).mean(0)]
+                state.history.append(record)
+            if checkpoint_path is not None and (it % every == 0 or it == iterations):
+                clock()
+                save_checkpoint(checkpoint_path, state, extra)
+    finally:
+        bar.close()
+        clock()
+    for m in modules:
+        m.eval()
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the field and the curves
+
+
+def build_field(spec: MethodSpec, state: FieldState, config: dict[str, Any],
+                phrases: Tensor | None = None) -> tuple[LanguageField, dict[str, Any]]:
+    """The LanguageField of a trained state (n2f2: the levels fused with the phrase embeddings ``phrases`` [P, D]).
+
+    Returns (field, facts for the record).
+    """
+    facts: dict[str, Any] = {}
+    features = state.features.detach()
+    if spec.name == "langsplat":
+        assert state.autoencoder is not None
+        return LanguageField(spec.name, features.cpu(), autoencoder=state.autoencoder.cpu(), config=config), facts
+    assert state.feature_decoder is not None
+    decoder = state.feature_decoder.eval()
+    if spec.name == "n2f2":
+        if phrases is None:
+            raise ValueError("the n2f2 fusion needs the phrase embeddings")
+        fused, weights = n2f2_fuse(features, decoder, phrases.to(features.device), levels=len(spec.heads))
+        facts["n2f2_mean_weights"] = [float(v) for v in weights.mean(0)]
+        features = fused
+    field_ = LanguageField(spec.name, features.cpu(), feature_decoder=decoder.cpu(),
+                           granularity_decoder=None if state.granularity_decoder is None else
+                           state.granularity_decoder.eval().cpu(), config=config)
+    return field_, facts
+
+
+def write_curves_png(path: Path, history: Sequence[dict[str, Any]], title: str) -> None:
+    """Plot the loss terms (and the mean granularity weights when there are some) against the iteration."""
+    series = {key: [(h["iteration"], h[key]) for h in history if h.get(key)] for key in
+              ("loss", "distill", "entropy", "consistency")}
+    gran = [(h["iteration"], h["granularity"]) for h in history if "granularity" in h]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    if plt is not None:
+        rows = 2 if gran else 1
+        fig, axes = plt.subplots(rows, 1, figsize=(7, 3.2 * rows), squeeze=False)
+        for key, pts in series.items():
+            if pts:
+                axes[0][0].plot(*zip(*pts, strict=True), label=key)
+        axes[0][0].set_yscale("log")
+        axes[0][0].set_title(title)
+        axes[0][0].legend()
+        if gran:
+            for k, name in enumerate(("s", "m", "l")):
+                axes[1][0].plot([p[0] for p in gran], [p[1][k] for p in gran], label=f"g_{name}")
+            axes[1][0].set_ylim(0, 1)
+            axes[1][0].legend()
+        axes[-1][0].set_xlabel("iteration")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        return
+    _write_curves_pil(path, series, gran, title)
+
+
+_COLORS = {"loss": (0, 0, 0), "distill": (31, 119, 180), "entropy": (255, 127, 14), "consistency": (44, 160, 44),
+           "s": (214, 39, 40), "m": (148, 103, 189), "l": (140, 86, 75)}
+
+
+def _write_curves_pil(path: Path, series: dict[str, list[tuple[int, float]]],
+                      gran: list[tuple[int, list[float]]], title: str) -> None:
+    """The plot of :func:`write_curves_png` drawn with PIL (log-scaled losses; granularity weights in [0, 1])."""
+    from PIL import Image, ImageDraw
+
+    width, panel, margin = 700, 260, 50
+    rows = 2 if gran else 1
+    img = Image.new("RGB", (width, rows * panel + 20), "white")
+    draw = ImageDraw.Draw(img)
+    points = [p for pts in series.values() for p in pts] + [(p[0], 0.0) for p in gran]
+    x_max = max((p[0] for p in points), default=1)
+
+    def px(x: float) -> float:
+        return margin + (width - 2 * margin) * x / max(x_max, 1)
+
+    def panel_box(row: int) -> tuple[int, int]:
+        top = 20 + row * panel
+        return top + 15, top + panel - 30
+
+    def draw_axes(row: int, label_lo: str, label_hi: str) -> None:
+        top, bottom = panel_box(row)
+        draw.rectangle([margin, top, width - margin, bottom], outline=(160, 160, 160))
+        draw.text((4, top), label_hi, fill=(0, 0, 0))
+        draw.text((4, bottom - 10), label_lo, fill=(0, 0, 0))
+        draw.text((width - margin - 40, bottom + 4), f"{x_max} it", fill=(0, 0, 0))
+
+    draw.text((margin, 4), title, fill=(0, 0, 0))
+    positive = [v for pts in series.values() for _, v in pts if v > 0]
+    if positive:
+        lo, hi = math.log10(min(positive)), math.log10(max(positive))
+        hi = hi if hi > lo else lo + 1.0
+        top, bottom = panel_box(0)
+        draw_axes(0, f"{10 ** lo:.2g}", f"{10 ** hi:.2g}")
+        for n, (key, pts) in enumerate(series.items()):
+            xy = [(px(x), bottom - (bottom - top) * (math.log10(v) - lo) / (hi - lo)) for x, v in pts if v > 0]
+            if len(xy) > 1:
+                draw.line(xy, fill=_COLORS[key], width=2)
+            draw.text((width - margin - 120, top + 4 + 12 * n), key, fill=_COLORS[key])
+    if gran:
+        top, bottom = panel_box(1)
+        draw_axes(1, "0", "1")
+        for k, name in enumerate(("s", "m", "l")):
+            xy = [(px(x), bottom - (bottom - top) * v[k]) for x, v in gran]
+            if len(xy) > 1:
+                draw.line(xy, fill=_COLORS[name], width=2)
+            draw.text((width - margin - 120, top + 4 + 12 * k), f"g_{name}", fill=_COLORS[name])
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the stage
+
+RESUME_KEYS = ("method", "iterations", "downscale", "seed", "feature_dim", "feature_lr", "decoder_lr",
+               "langsplat_feature_lr", "target", "region_aware", "entropy", "consistency", "entropy_weight",
+               "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
+"""Settings a checkpoint must agree with to be continued (with the number of Gaussians and the feature dimension)."""
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def resolved_config(config: DistillConfig, iterations: int, downscale: float) -> dict[str, Any]:
+    """The config as run (JSON-serialisable): defaults resolved."""
+    out = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    out.update(iterations=iterations, downscale=downscale)
+    return out
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_inputs(out: Path) -> tuple[Path, Path]:
+    if not (out / "scene.json").is_file():
+        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
+                        f"reconstruct SCENE --out {out}` first.")
+    ply = out / "gaussians.ply"
+    if not ply.is_file():
+        raise GagsError(f"{ply} does not exist. Run `gags reconstruct` (or put a 3DGS .ply there) first.")
+    folder = out / FEATURES_DIR
+    if not folder.is_dir():
+        raise GagsError(f"{folder} does not exist. Run `gags segment {out}` first (or copy LangSplat's "
+                        "language_features folder there).")
+    return ply, folder
+
+
+def _train_autoencoder(views: Sequence[TrainView], config: DistillConfig, cuda: bool) -> LangSplatAutoencoder:
+    from gags.distill.autoencoder import default_autoencoder_epochs, train_autoencoder
+
+    feats = torch.cat([v.table for v in views]).float()
+    epochs = config.ae_epochs or default_autoencoder_epochs(
+        feats.shape[0], config.ae_batch_size, None if cuda else config.ae_cpu_max_steps)
+    bar = tqdm(total=epochs, desc="langsplat autoencoder", unit="epoch")
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    try:
+        return train_autoencoder(feats, epochs=epochs, batch_size=config.ae_batch_size, lr=config.ae_lr,
+                                 cos_weight=config.ae_cos_weight, seed=config.seed, on_epoch=on_epoch)
+    finally:
+        bar.close()
+
+
+def _encode_tables(views: Sequence[TrainView], autoencoder: LangSplatAutoencoder) -> list[TrainView]:
+    from gags.distill.autoencoder import encode_features
+
+    return [TrainView(v.camera, v.seg, encode_features(autoencoder, v.table.float())) for v in views]
+
+
+def _phrase_embeddings(config: DistillConfig, clip_dim: int) -> Tensor:
+    from gags.models import load_encoder
+
+    encoder = load_encoder(config.encoder, device="cpu")
+    if encoder.dim != clip_dim:
+        raise GagsError(f"the encoder {config.encoder!r} embeds text in {encoder.dim} dimensions but the language "
+                        f"features have {clip_dim}; pass the --encoder that made the features.")
+    return encoder.encode_text(list(N2F2_PHRASES))
+
+
+def run(config: DistillConfig) -> dict[str, Any]:
+    """Run the stage; returns the record written to OUT/field/METHOD/curves.json (without the curves)."""
+    threads = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: DistillConfig) -> dict[str, Any]:
+    from gags.data import load_scene_json
+
+    session_start = time.perf_counter()
+    out = Path(config.out)
+    ply, folder = _check_inputs(out)
+    spec = method_spec(config.method, config.feature_dim)
+    if config.iterations is not None and config.iterations < 0:
+        raise GagsError(f"--iterations must be >= 0, got {config.iterations}.")
+    if config.downscale is not None and config.downscale <= 0:
+        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
+    if config.checkpoint_every < 1:
+        raise GagsError(f"--checkpoint-every must be >= 1, got {config.checkpoint_every}.")
+    device = _device()
+    scene = load_scene_json(out)
+    if not scene.train_ids:
+        raise GagsError(f"the scene in {out / 'scene.json'} has no training images.")
+    longest = max(max(scene.cameras[i].width, scene.cameras[i].height) for i in scene.train_ids)
+    iterations, downscale = default_schedule(device.type == "cuda", longest)
+    iterations = config.iterations if config.iterations is not None else iterations
+    downscale = float(config.downscale) if config.downscale is not None else downscale
+
+    gaussians = Gaussians.from_ply(ply, device)
+    views = load_views(scene, scene.train_ids, folder, downscale, device)
+    clip_dim = int(views[0].table.shape[1])
+    phrases = _phrase_embeddings(config, clip_dim) if spec.name == "n2f2" else None
+
+    stage_dir = ensure_dir(out / FIELD_DIR / spec.name)
+    ckpt_path = stage_dir / CHECKPOINT_FILE
+    settings = {k: v for k, v in resolved_config(config, iterations, downscale).items() if k in RESUME_KEYS}
+    settings.update(num_gaussians=len(gaussians), clip_dim=clip_dim)
+    resume = config.resume and ckpt_path.is_file()
+    if resume:
+        saved = checkpoint_info(ckpt_path).get("settings", {})
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if changed:
+            raise GagsError(f"{ckpt_path} was made with other settings ({changed}, as (then, now)). Run with the same "
+                            "settings, pass --no-resume, or delete the checkpoint to start over.")
+
+    autoencoder = None
+    if spec.space == "codes":
+        autoencoder = LangSplatAutoencoder(in_dim=clip_dim).to(device) if resume else _train_autoencoder(
+            views, config, device.type == "cuda").to(device)
+    state = new_state(spec, len(gaussians), clip_dim, config, device, autoencoder=autoencoder)
+    extra = {"settings": settings}
+    if resume:
+        load_state(ckpt_path, state)
+        print(f"gags distill: resuming {spec.name} from iteration {state.step} ({ckpt_path})")
+    else:
+        save_checkpoint(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
+    train_views = _encode_tables(views, state.autoencoder) if state.autoencoder is not None else views
+
+    start_step = state.step
+    train_field(gaussians, train_views, spec, config, iterations, state, checkpoint_path=ckpt_path,
+                checkpoint_extra=extra)
+    run_config = resolved_config(config, iterations, downscale)
+    field_, facts = build_field(spec, state, run_config, phrases)
+    if phrases is not None:
+        facts.update(n2f2_phrases=list(N2F2_PHRASES), n2f2_temperature=N2F2_TEMPERATURE)
+    field_.config.update(facts)
+    field_.save(stage_dir / FIELD_FILE)
+
+    cam = views[0].camera
+    done = state.step - start_step
+    report = {
+        "method": spec.name,
+        "iterations": state.step,
+        "resumed_from": start_step if resume else None,
+        "seconds": state.seconds,
+        "cpu_seconds": state.cpu_seconds,
+        "seconds_per_iteration": state.seconds / state.step if state.step else None,
+        "session_seconds": time.perf_counter() - session_start,
+        "session_iterations": done,
+        "resolution": [cam.width, cam.height],
+        "downscale": downscale,
+        "num_gaussians": len(gaussians),
+        "num_views": len(views),
+        "feature_dim": spec.feature_dim,
+        "clip_dim": clip_dim,
+        "device": device.type,
+        "final": state.history[-1] if state.history else None,
+        **facts,
+    }
+    write_json(stage_dir / CURVES_JSON, {**report, "history": state.history})
+    write_curves_png(stage_dir / CURVES_PNG, state.history, f"gags distill --method {spec.name}")
+    print(f"gags distill: {spec.name}, {state.step} iterations at {cam.width}x{cam.height}, {len(gaussians)} "
+          f"Gaussians, {state.seconds:.0f} s -> {stage_dir / FIELD_FILE}")
+    return report
