@@ -21,7 +21,6 @@ from gags.distill.baselines import method_spec
 from gags.distill.train import Gaussians, TrainView, build_field, new_state, train_field
 
 
-
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Many small tensor operations: on a shared 2-core machine, intra-op threads only add waiting."""

@@ -21,8 +21,17 @@ from gags.data import Scene, save_scene_json
 from gags.data.ply import write_ply
 from gags.distill import losses
 from gags.distill.baselines import METHODS
-from gags.distill.train import (CHECKPOINT_FILE, CURVES_JSON, CURVES_PNG, FIELD_FILE, checkpoint_info, default_schedule,
-                                pixel_losses, read_language_features, run)
+from gags.distill.train import (
+    CHECKPOINT_FILE,
+    CURVES_JSON,
+    CURVES_PNG,
+    FIELD_FILE,
+    checkpoint_info,
+    default_schedule,
+    pixel_losses,
+    read_language_features,
+    run,
+)
 from gags.errors import GagsError
 from gags.field import LanguageField
 
@@ -239,7 +248,7 @@ def test_integer_and_float_segment_maps_give_the_same_field(tmp_path):
 
 
 def test_a_stopped_run_continues_from_its_checkpoint_as_if_never_stopped(tmp_path, monkeypatch, capsys):
-    import gags.distill.train as train
+    from gags.distill import train
 
     ref_out = make_out(tmp_path / "b")
     run(_config(ref_out, iterations=8, checkpoint_every=3))
@@ -337,7 +346,7 @@ def test_kill_9_then_the_same_command_continues_from_the_last_checkpoint(tmp_pat
     killed_at = checkpoint_info(ckpt)["step"]
     assert 20 <= killed_at < 400 and killed_at % 10 == 0
     assert not (out / "field" / "gags" / FIELD_FILE).exists()
-    done = subprocess.run(_cli(out), capture_output=True, text=True, env=env, timeout=1200)
+    done = subprocess.run(_cli(out), check=False, capture_output=True, text=True, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming gags from iteration {killed_at}" in done.stdout
     curves = json.loads((out / "field" / "gags" / CURVES_JSON).read_text())
