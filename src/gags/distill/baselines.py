@@ -17,7 +17,10 @@ levels (sub-part s, part m, whole l) of the LangSplat ``_f``/``_s`` data:
 
 Pixels that count: as the GAGS release, a head whose target mixes levels, or takes one level in the GAGS ablations,
 uses the pixels covered at all three levels (``read_sam_clip_feature``'s mask); a LangSplat head uses the pixels
-covered at its own level (LangSplat ``train.py``).
+covered at its own level (LangSplat ``train.py``). Regions (region-aware loss, feature consistency) come from the argmax
+of the smoothed level weights for every head, as the release computes them with ``--single_scale`` too: a one-level
+head uses that level's segments, ``avg`` (all weights tie) the sub-part level's. LangSplat heads use LangSplat's plain
+masked L1 only.
 """
 
 from __future__ import annotations
