@@ -250,11 +250,30 @@ class EvalConfig:
 
 @dataclass
 class DemoConfig:
-    """Every stage on a synthetic scene with the embedded models, on a CPU, then an HTML report."""
+    """Every stage on a synthetic scene with the embedded models, on a CPU: synth, reconstruct, segment, distill, eval."""
 
     out: Path = Path("gags_demo")
+    """Demo output folder: the synthetic scene goes to OUT/scene, every stage's output to OUT."""
     preset: str = "ramen"
+    """Scene preset: ramen, teatime, figurines, kitchen, or random."""
     seed: int = 0
+    """Seed of the scene."""
+    resolution: int = 128
+    """Image size of the synthetic scene (128 keeps the whole demo within minutes on a laptop CPU)."""
+    views: int = 24
+    """Training views of the synthetic scene."""
+    reconstruct_iterations: int = 1000
+    """RGB training iterations (the 3DGS schedule, compressed)."""
+    max_gaussians: int = 30_000
+    """Gaussian budget of the RGB training (bounds the time of every later stage on a CPU)."""
+    distill_iterations: int | None = None
+    """Distillation iterations; default: the CPU default of `gags distill`."""
+    baselines: tuple[str, ...] = ("avg",)
+    """Baselines distilled and evaluated next to gags (any of avg, level-s, level-m, level-l, langsplat, n2f2)."""
+    segmenter: str = "hierarchy"
+    """Segmenter spec, as `gags segment --segmenter`."""
+    encoder: str = "tiny"
+    """Encoder spec, as `gags segment --encoder`."""
 
 
 @dataclass

@@ -1,0 +1,114 @@
+"""``gags demo``: every stage on a procedural scene with the embedded models, on a CPU.
+
+synth -> reconstruct -> segment -> distill (gags + baselines) -> eval. Each stage writes into the same output folder
+and resumes by itself; a stage whose final artifact exists is skipped, so re-running the command after an interruption
+continues where it stopped. Time per stage goes to OUT/demo.json.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gags.config import (
+    DemoConfig,
+    DistillConfig,
+    EvalConfig,
+    ReconstructConfig,
+    SegmentConfig,
+    SynthConfig,
+)
+from gags.errors import GagsError
+from gags.io import ensure_dir, read_json, write_json
+
+TIMINGS_FILE = "demo.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the demo: its name, the file whose presence means it is done, and how to run it."""
+
+    name: str
+    done_marker: Path
+    run: Callable[[], Any]
+
+
+def _steps(config: DemoConfig) -> list[Step]:
+    from gags.distill.train import run as distill
+    from gags.query.evaluate import run as evaluate
+    from gags.segment.extract import run as segment
+    from gags.splat.reconstruct import run as reconstruct
+    from gags.synth.scenes import run as synth
+
+    out = Path(config.out)
+    scene = out / "scene"
+    methods = ("gags", *config.baselines)
+    steps = [
+        Step("synth", scene / "transforms.json",
+             lambda: synth(SynthConfig(out=scene, preset=config.preset, seed=config.seed,
+                                       resolution=config.resolution, views=config.views))),
+        Step("reconstruct", out / "reconstruct" / "metrics.json",
+             lambda: reconstruct(ReconstructConfig(scene=scene, out=out, iterations=config.reconstruct_iterations,
+                                                   max_gaussians=config.max_gaussians))),
+        Step("segment", out / "segment" / "timings.json",
+             lambda: segment(SegmentConfig(out=out, segmenter=config.segmenter, encoder=config.encoder))),
+    ]
+    for method in methods:
+        steps.append(Step(f"distill {method}", out / "field" / method / "field.safetensors",
+                          lambda m=method: distill(DistillConfig(out=out, method=m, encoder=config.encoder,
+                                                                 iterations=config.distill_iterations))))
+    steps.append(Step("eval", out / "eval" / "gags" / "test" / "metrics.json",
+                      lambda: evaluate(EvalConfig(out=out, method="all", split="all"))))
+    return steps
+
+
+def run(config: DemoConfig) -> dict[str, Any]:
+    """Run every stage that is not done yet; print and return the headline metrics."""
+    unknown = set(config.baselines) - {"avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"}
+    if unknown:
+        raise GagsError(f"unknown baseline(s) {sorted(unknown)}; choose among avg, level-s, level-m, level-l, "
+                        "langsplat, n2f2.")
+    out = ensure_dir(Path(config.out))
+    timings_path = out / TIMINGS_FILE
+    timings: dict[str, float] = read_json(timings_path).get("seconds", {}) if timings_path.is_file() else {}
+    steps = _steps(config)
+    for i, step in enumerate(steps, start=1):
+        if step.done_marker.is_file():
+            print(f"[{i}/{len(steps)}] {step.name}: done already ({step.done_marker})")
+            continue
+        print(f"[{i}/{len(steps)}] {step.name} ...", flush=True)
+        start = time.perf_counter()
+        step.run()
+        timings[step.name] = round(time.perf_counter() - start, 2)
+        write_json(timings_path, {"seconds": timings})
+        print(f"[{i}/{len(steps)}] {step.name}: {timings[step.name]:.1f} s", flush=True)
+
+    summary = headline(out, ("gags", *config.baselines))
+    write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary})
+    _print_summary(out, summary)
+    return summary
+
+
+def headline(out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
+    """The figures a user looks at first: held-out PSNR and, per method and split, mIoU and localization accuracy."""
+    rec = read_json(out / "reconstruct" / "metrics.json")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for method in methods:
+        for split in ("train", "test"):
+            path = out / "eval" / method / split / "metrics.json"
+            if path.is_file():
+                metrics = read_json(path)
+                results.setdefault(method, {})[split] = {"miou": metrics["miou"], "loc_acc": metrics["loc_acc"]}
+    return {"psnr": rec["psnr"], "num_gaussians": rec["num_gaussians"], "eval": results}
+
+
+def _print_summary(out: Path, summary: dict[str, Any]) -> None:
+    print(f"\nRGB reconstruction: held-out PSNR {summary['psnr']:.2f} dB, {summary['num_gaussians']} Gaussians")
+    print(f"{'method':<10} {'split':<6} {'mIoU':>7} {'loc acc':>8}")
+    for method, splits in summary["eval"].items():
+        for split, m in splits.items():
+            print(f"{method:<10} {split:<6} {100 * m['miou']:>6.1f}% {100 * m['loc_acc']:>7.1f}%")
+    print(f"\nEverything is in {out}")
