@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -48,5 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# OpenMP threads that spin while waiting make small PyTorch operations many times slower whenever another process
+# uses the CPU (measured: 0.56 s vs 7.9 s per reconstruction iteration on a busy 2-core machine). The command sets the
+# passive policy unless the user chose one; it must be set before torch is imported.
+OMP_WAIT_POLICY_DEFAULT = "PASSIVE"
+
+
 def entry() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY_DEFAULT)
     sys.exit(main())
