@@ -20,3 +20,16 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "gags", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "reconstruct" in proc.stdout
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    import os
+
+    from gags.io import write_json
+
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
