@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -11,6 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from gags.errors import GagsError
+
+
+@functools.cache
+def _process_umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not safe while other threads write)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def ensure_dir(path: Path) -> Path:
@@ -37,9 +46,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates the file private (0600); the artifact gets the permissions a plain open() would give it
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    os.chmod(tmp_path, 0o666 & ~_process_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
