@@ -139,3 +139,13 @@ def test_world_crops_label_exact_and_segmenter_masks():
     assert {names[i] for i in data.name[exact & (data.level == 2) & data.background]} <= {"table", "floor", "wall"}
     assert (data.crops.reshape(len(data.crops), -1).max(1) > 0).all()  # every crop shows something
     assert MIN_CROP_PIXELS == 64
+
+
+def test_training_is_reproducible_from_its_seed():
+    data = _crop_set([("mug", "red", "plain", False), ("apple", "green", "speckled", False),
+                      ("wall", "white", "plain", True), (None, "", "", False)] * 4)
+    runs = [train(data, seed=s, epochs=1, batch_size=8, lr=1e-3, model_cfg=MINI_CFG, log=lambda _: None)[0]
+            for s in (3, 3, 4)]
+    a, b, c = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
