@@ -149,3 +149,16 @@ def test_training_is_reproducible_from_its_seed():
     a, b, c = (r.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_user_mistakes_are_gags_errors(tmp_path):
+    from gags.config import TrainEncoderConfig
+    from gags.errors import GagsError
+    from gags.models.train_tinyclip import run
+
+    with pytest.raises(GagsError, match="open_clip_config.json"):
+        run(TrainEncoderConfig(eval_only=True, weights=tmp_path))
+    with pytest.raises(GagsError, match="--worlds"):
+        run(TrainEncoderConfig(out=tmp_path, worlds=0))
+    with pytest.raises(GagsError, match="--seed"):
+        run(TrainEncoderConfig(out=tmp_path, seed=999))

@@ -95,7 +95,9 @@ HELDOUT_SEED_BASE = 999_000_000
 EVAL_VIEWS = 4
 """Views per held-out world."""
 WARMUP_FRACTION = 0.05
+"""Share of the steps with a linear learning-rate warm-up before the cosine decay."""
 WEIGHT_DECAY = 0.1
+"""AdamW weight decay of weight matrices (not of embeddings, biases, norms); CLIP trainings use 0.1-0.2."""
 GRAD_CLIP = 1.0
 """Gradient norm clip (open_clip's training script offers --grad-clip-norm; 1.0 is its common setting)."""
 LOGIT_SCALE_MAX = 100.0
@@ -539,7 +541,9 @@ def format_table(metrics: dict) -> str:
 def heldout_data(config: TrainEncoderConfig, cache: Path | None = None) -> CropSet:
     jobs = heldout_jobs(config.eval_worlds)
     if cache is not None and cache.is_file():
-        return CropSet.load(cache)
+        data = CropSet.load(cache)
+        if data.crops.shape[1] == INPUT_SIZE:
+            return data
     data = build_crops(jobs, config.workers, desc="held-out renders")
     if cache is not None:
         data.save(cache)
@@ -551,11 +555,11 @@ def heldout_data(config: TrainEncoderConfig, cache: Path | None = None) -> CropS
 
 def run(config: TrainEncoderConfig) -> None:
     """Train (or with --eval-only evaluate) the tiny CLIP; see the module docstring."""
-    from gags.models.encoders import OpenClipEncoder
+    from gags.models.encoders import OpenClipEncoder, load_encoder
 
     if config.eval_only:
         folder = Path(config.weights) if config.weights is not None else TINY_CLIP_DIR
-        encoder = OpenClipEncoder("local-dir", folder, device="cpu")
+        encoder = load_encoder(f"openclip:local-dir:{folder}", device="cpu")
         metrics = evaluate(encoder, heldout_data(config))
         print(f"zero-shot top-1 of {folder} on held-out renders ({config.eval_worlds} worlds per preset, "
               f"{EVAL_VIEWS} views each, seeds {HELDOUT_SEED_BASE}+):")
@@ -573,10 +577,10 @@ def run(config: TrainEncoderConfig) -> None:
     started = time.time()
     load_start = os.getloadavg()[1]
     cache = out / f"train_crops_seed{config.seed}_w{config.worlds}_v{config.views}.npz"
-    if cache.is_file():
-        data = CropSet.load(cache)
+    data = CropSet.load(cache) if cache.is_file() else None
+    if data is not None and data.crops.shape[1] == INPUT_SIZE:
         print(f"read {len(data.crops)} training crops from {cache}")
-    else:
+    else:  # none yet, or made for another input size
         data = build_crops(training_jobs(config.seed, config.worlds, config.views), config.workers,
                            desc="training renders")
         data.save(cache)
