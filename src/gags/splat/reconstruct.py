@@ -11,7 +11,9 @@ A checkpoint is written atomically every ``checkpoint_every`` iterations; runnin
 from it.
 
 Outputs: ``OUT/scene.json``, ``OUT/gaussians.ply``, ``OUT/reconstruct/metrics.json`` (held-out PSNR/SSIM, per view),
-``OUT/reconstruct/checkpoint.safetensors``, ``OUT/reconstruct/renders/NAME.png`` (held-out renders).
+``OUT/reconstruct/checkpoint.safetensors``, ``OUT/reconstruct/renders/NAME.png`` (held-out renders). metrics.json's
+``curve`` is the training curve: loss and PSNR of the training views, averaged over about ``CURVE_POINTS`` stretches of
+the run (also kept in the checkpoint, so a resumed run continues it).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ RANDOM_INIT_FAR = 2.0
 """Random initial Gaussians fill the camera frustums between these depths (times the scene scale): for cameras on a
 sphere of radius ~scale around the scene, depth 2 x scale reaches the far side of it."""
 
+CURVE_POINTS = 200
+"""The training curve keeps about this many points (one every ``iterations / 200`` iterations, as gags distill)."""
+
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]
 
 
@@ -101,6 +106,9 @@ class TrainResult:
     """Seconds spent in this session per phase: data, render, loss, backward, optimizer, densify, checkpoint."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """Held-out metrics at the steps of ``eval_at``."""
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """Training curve: {"iteration", "loss", "psnr", "num_gaussians"}, loss and PSNR of the training views averaged
+    over the iterations since the previous point."""
 
 
 def default_rasterize() -> RenderFn:
@@ -252,6 +260,9 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
     start = 0
     seconds_before = cpu_before = 0.0
     history: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
+    curve_every = max(1, iterations // CURVE_POINTS)
+    curve_sums = [0.0, 0.0, 0]  # loss, PSNR, iterations since the last curve point
     if resume is not None:
         for key in SPLAT_KEYS:
             splats[key] = torch.nn.Parameter(resume.splats[key].to(device, copy=True))
@@ -259,6 +270,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         seconds_before = float(resume.info.get("train_seconds", 0.0))
         cpu_before = float(resume.info.get("cpu_seconds", 0.0))
         history = list(resume.info.get("history", []))
+        curve = list(resume.info.get("curve", []))
     optimizers = make_optimizers(splats, scene_scale)
     strategy.check_sanity(splats, optimizers)
     state = strategy.initialize_state(scene_scale=scene_scale)
@@ -285,7 +297,8 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         save_checkpoint(checkpoint_path, Checkpoint(
             step=step, splats={k: v.detach() for k, v in splats.items()},
             optimizer_states=optimizer_states(optimizers), strategy_state=state, rng_state=torch.get_rng_state(),
-            info={**info, "train_seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "history": history}))
+            info={**info, "train_seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "history": history,
+                  "curve": curve}))
         timing["checkpoint"] += time.perf_counter() - t
 
     with torch.random.fork_rng(devices=[]):  # densification draws from the global generator; leave the caller's alone
@@ -330,6 +343,13 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             if step % 10 == 0 or step == iterations - 1:
                 bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=f"{splats['means'].shape[0]:,}", refresh=False)
             done = step + 1
+            curve_sums[0] += value
+            curve_sums[1] += float(psnr(img.detach()[..., :3].clamp(0.0, 1.0), target))
+            curve_sums[2] += 1
+            if done % curve_every == 0 or done == iterations:
+                curve.append({"iteration": done, "loss": curve_sums[0] / curve_sums[2],
+                              "psnr": curve_sums[1] / curve_sums[2], "num_gaussians": int(splats["means"].shape[0])})
+                curve_sums = [0.0, 0.0, 0]
             if eval_views is not None and done in eval_at:
                 t, c = time.perf_counter(), time.process_time()
                 metrics = evaluate(splats, eval_views, degree, rasterize, backend)
@@ -346,7 +366,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             write(max(start, stop))
     return TrainResult(step=max(start, stop), seconds=train_seconds(),
                        resumed_from=resume.step if resume is not None else None, cpu_seconds=cpu_seconds(),
-                       timing=timing, history=history)
+                       timing=timing, history=history, curve=curve)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -502,6 +522,7 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
         "eval_split": eval_split,
         "views": metrics["views"],
         "history": result.history,
+        "curve": result.curve,
         "resumed_from": result.resumed_from,
         "init": init,
         "resolution": [w, h],

@@ -1,0 +1,81 @@
+"""The training curve of ``gags reconstruct`` (loss and training-view PSNR over the run), and that a resumed run
+continues it."""
+
+import math
+
+import pytest
+import torch
+
+from gags.cameras import Camera, intrinsics, look_at
+from gags.splat import rasterize
+from gags.splat import reconstruct as rec
+from gags.splat.checkpoint import load_checkpoint
+from gags.splat.gaussians import activated, init_splats, make_splats, rgb_to_sh
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _scene() -> tuple[rec.Views, torch.nn.ParameterDict]:
+    """Four views of 8 coloured Gaussians (rendered by the rasterizer), and grey noisy Gaussians to start from."""
+    g = torch.Generator().manual_seed(0)
+    n = 8
+    truth = make_splats(means=torch.randn(n, 3, generator=g) * 0.4, quats=torch.randn(n, 4, generator=g),
+                        scales=torch.log(torch.rand(n, 3, generator=g) * 0.15 + 0.1),
+                        opacities=torch.full((n,), 2.0), sh0=rgb_to_sh(torch.rand(n, 1, 3, generator=g)),
+                        shN=torch.zeros(n, 15, 3))
+    cams, images = [], []
+    for i in range(4):
+        a = 2 * math.pi * i / 4
+        eye = torch.tensor([2.5 * math.cos(a), 2.5 * math.sin(a), 0.5])
+        cam = Camera(f"v{i}.png", intrinsics(30, 30, SIZE / 2, SIZE / 2), look_at(eye, torch.zeros(3)), SIZE, SIZE)
+        with torch.no_grad():
+            img, _, _ = rasterize(**activated(truth), viewmat=cam.world_to_cam, K=cam.K, width=SIZE, height=SIZE,
+                                  sh_degree=0)
+        cams.append(cam)
+        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+    pts = truth["means"].detach() + 0.1 * torch.randn(n, 3, generator=g)
+    return rec.Views(cams, images), init_splats(pts, torch.full_like(pts, 0.5), sh_degree=0, generator=g)
+
+
+def test_curve_averages_stretches_of_the_run(monkeypatch):
+    views, init = _scene()
+    kwargs = {"iterations": 20, "scene_scale": 2.75, "seed": 0, "sh_degree": 0, "progress": False}
+    monkeypatch.setattr(rec, "CURVE_POINTS", 20)  # one point per iteration
+    fine = rec.train(make_splats(**{k: v.detach().clone() for k, v in init.items()}), views, **kwargs).curve
+    monkeypatch.setattr(rec, "CURVE_POINTS", 4)  # one point every 5 iterations
+    coarse = rec.train(make_splats(**{k: v.detach().clone() for k, v in init.items()}), views, **kwargs).curve
+    assert [p["iteration"] for p in fine] == list(range(1, 21))
+    assert [p["iteration"] for p in coarse] == [5, 10, 15, 20]
+    for i, point in enumerate(coarse):
+        stretch = fine[5 * i:5 * i + 5]
+        assert point["loss"] == pytest.approx(sum(p["loss"] for p in stretch) / 5, rel=1e-5)
+        assert point["psnr"] == pytest.approx(sum(p["psnr"] for p in stretch) / 5, rel=1e-5)
+    assert coarse[-1]["loss"] < coarse[0]["loss"], coarse
+    assert all(8 <= p["num_gaussians"] for p in coarse)
+
+
+def test_resumed_run_continues_the_curve(tmp_path, monkeypatch):
+    monkeypatch.setattr(rec, "CURVE_POINTS", 4)  # 20 iterations -> one point every 5
+    views, init = _scene()
+    straight = make_splats(**{k: v.detach().clone() for k, v in init.items()})
+    whole = rec.train(straight, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False).curve
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    first = make_splats(**{k: v.detach().clone() for k, v in init.items()})
+    rec.train(first, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False,
+              checkpoint_path=ckpt, until=10)
+    assert [p["iteration"] for p in load_checkpoint(ckpt).info["curve"]] == [5, 10]
+    second = make_splats(**{k: v.detach().clone() for k, v in init.items()})
+    resumed = rec.train(second, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False,
+                        checkpoint_path=ckpt, resume=load_checkpoint(ckpt)).curve
+    assert [p["iteration"] for p in resumed] == [p["iteration"] for p in whole]
+    for a, b in zip(resumed, whole, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["psnr"] == pytest.approx(b["psnr"], rel=1e-4)
