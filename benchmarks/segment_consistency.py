@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from gags.config import SegmentConfig, SynthConfig
+from gags.data.features import feature_stem
 from gags.segment import extract
 from gags.segment.consistency import GT_LEVELS, evaluate_segment_outputs, multiview_consistency
 
@@ -129,7 +130,7 @@ def truth_consistency(base: Path, scene_dir: Path) -> dict:
 
     scene = load_scene_json(base)
     depth_dir = base / extract.STAGE_DIR / extract.DEPTH_DIR
-    stems = [extract.feature_stem(n) for n in scene.names]
+    stems = [feature_stem(n) for n in scene.names]
     depths = [torch.from_numpy(np.load(depth_dir / f"{s}.npy")) for s in stems]
     ids = [torch.from_numpy(np.load(scene_dir / "ids" / f"{s}.npy").astype(np.int64)) for s in stems]
     return multiview_consistency(ids, depths, scene.cameras, level_names=GT_LEVELS)

@@ -18,6 +18,7 @@ import torch
 from gags.cameras import Camera, intrinsics, look_at
 from gags.config import DistillConfig
 from gags.data import Scene, save_scene_json
+from gags.data.features import read_language_features
 from gags.data.ply import write_ply
 from gags.distill import losses
 from gags.distill.baselines import METHODS
@@ -29,7 +30,6 @@ from gags.distill.train import (
     checkpoint_info,
     default_schedule,
     pixel_losses,
-    read_language_features,
     run,
 )
 from gags.errors import GagsError

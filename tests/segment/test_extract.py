@@ -18,6 +18,7 @@ import torch
 
 from gags.cli import main
 from gags.config import SegmentConfig, SynthConfig
+from gags.data.features import feature_paths, feature_stem
 from gags.errors import GagsError
 from gags.models.crops import crop_masks
 from gags.models.segmenters import MaskPrediction
@@ -25,8 +26,6 @@ from gags.segment import extract
 from gags.segment.extract import (
     box_nms_survivors,
     candidate_masks,
-    feature_paths,
-    feature_stem,
     packed_boxes,
     segment_image,
     validate_language_features,
@@ -353,13 +352,6 @@ def test_bad_langsplat_files_name_the_file(scene_out, tmp_path):
     # a held-out image without files is allowed, and reported
     report = validate_language_features(folder, names, sizes, [n for n in names if n != names[1]])
     assert report["missing"] == [names[1]] and report["images"] == len(names) - 1
-
-
-def test_feature_stem_is_langsplats():
-    assert feature_stem("frame_00002.jpg") == "frame_00002"
-    assert feature_stem("sub/DSC.0001.JPG") == "DSC"
-    with pytest.raises(GagsError, match="share the feature file name"):
-        extract._check_stems(["a.1.png", "a.2.png"], Path("OUT"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

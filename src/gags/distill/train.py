@@ -57,6 +57,7 @@ from gags.distill.baselines import (
     method_spec,
     n2f2_fuse,
 )
+from gags.data.features import read_language_features
 from gags.errors import GagsError
 from gags.field import (
     FeatureDecoder,
@@ -78,8 +79,6 @@ LEVEL_ROWS = losses.LEVELS
 """Rows 1, 2, 3 (s, m, l) of a LangSplat ``_s`` map; row 0 (SAM's default level) is not used by distillation."""
 CURVE_POINTS = 200
 """Training curves keep about this many points (one every ``iterations / 200`` iterations)."""
-INTEGER_TOLERANCE = 1e-3
-"""A float ``_s`` value counts as an integer index when it is this close to one (LangSplat saves ``_s`` as float)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -128,60 +127,14 @@ class TrainView:
             raise ValueError(f"seg is {tuple(self.seg.shape[1:])}, camera {self.camera.height}x{self.camera.width}")
 
 
-def feature_stem(name: str) -> str:
-    """File stem of an image's features: its file name up to the first dot (LangSplat ``name.split('.')[0]``)."""
-    return Path(name).name.split(".")[0]
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise GagsError(f"cannot read {path}: {exc}. Re-run `gags segment` (or replace the file).") from exc
-
-
-def read_language_features(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ``_f`` [M, D] and ``_s`` [4, H, W] arrays of image ``name``, checked; ``_s`` returned as int32.
-
-    Raises GagsError naming the file when one is missing, of the wrong shape or dtype, or holds an index outside
-    [-1, M).
-    """
-    stem = feature_stem(name)
-    f_path, s_path = Path(folder) / f"{stem}_f.npy", Path(folder) / f"{stem}_s.npy"
-    for path in (f_path, s_path):
-        if not path.is_file():
-            raise GagsError(f"{path} is missing: no language features for training image {name!r}. Run `gags segment "
-                            f"{Path(folder).parent}` first (or put LangSplat's {stem}_f.npy / {stem}_s.npy there).")
-    feats = _load_npy(f_path)
-    if feats.ndim != 2 or feats.dtype not in (np.float16, np.float32, np.float64) or feats.shape[1] < 1:
-        raise GagsError(f"{f_path} holds {feats.dtype} {list(feats.shape)}; a _f file is [M, D] float16 (or float32).")
-    if not np.isfinite(feats).all():
-        raise GagsError(f"{f_path} contains NaN or infinite features; re-run `gags segment` for this image.")
-    seg = _load_npy(s_path)
-    if seg.ndim != 3 or seg.shape[0] != 4:
-        raise GagsError(f"{s_path} has shape {list(seg.shape)}; a _s file is [4, H, W] (levels default, s, m, l).")
-    if np.issubdtype(seg.dtype, np.floating):
-        rounded = np.round(seg)
-        if not np.isfinite(seg).all() or np.abs(seg - rounded).max(initial=0.0) > INTEGER_TOLERANCE:
-            raise GagsError(f"{s_path} holds non-integer values; _s values are rows of _f or -1.")
-        seg = rounded
-    elif not np.issubdtype(seg.dtype, np.integer):
-        raise GagsError(f"{s_path} has dtype {seg.dtype}; _s holds integer indices (or floats holding integers).")
-    seg = seg.astype(np.int64)
-    lo, hi = (int(seg.min()), int(seg.max())) if seg.size else (-1, -1)
-    if lo < -1 or hi >= feats.shape[0]:
-        raise GagsError(f"{s_path} holds indices in [{lo}, {hi}] but {f_path.name} has {feats.shape[0]} rows; indices "
-                        "must lie in [-1, M). The two files do not belong together.")
-    return feats, seg.astype(np.int32)
-
-
 def load_views(scene: Any, ids: Sequence[int], folder: Path, downscale: float,
                device: torch.device | str = "cpu") -> list[TrainView]:
     """Cameras at ``downscale`` and their level indices resized (nearest) to that size, with the ``_f`` tables."""
     views, dim = [], None
     for i in ids:
         camera = scene.camera(i, downscale)
-        feats, seg = read_language_features(folder, camera.name)
+        feats, seg = read_language_features(folder, camera.name, missing_hint=(
+            f"Run `gags segment {Path(folder).parent}` first (or put LangSplat's _f.npy / _s.npy files there)."))
         if dim is not None and feats.shape[1] != dim:
             raise GagsError(f"{folder} holds features of dimension {feats.shape[1]} for {camera.name!r} and {dim} for "
                             "other images; every image must be encoded by the same CLIP model. Re-run `gags segment`.")

@@ -231,8 +231,8 @@ def evaluate_segment_outputs(out: Path, truth_dir: Path | None = None, rel_tol: 
     from gags.data import load_scene_json
     from gags.config import SegmentConfig
     from gags.io import read_json
-    from gags.segment.extract import (CONFIG_FILE, DEPTH_DIR, FEATURES_DIR, STAGE_DIR, feature_paths, feature_stem,
-                                      segmentation_downscale)
+    from gags.data.features import feature_paths, feature_stem
+    from gags.segment.extract import CONFIG_FILE, DEPTH_DIR, FEATURES_DIR, STAGE_DIR, segmentation_downscale
 
     out = Path(out)
     scene = load_scene_json(out)

@@ -68,6 +68,8 @@ import torchvision
 from tqdm.auto import tqdm
 
 from gags.config import SegmentConfig
+from gags.data.features import (LEVEL_NAMES, check_features, check_unique_stems, feature_paths, feature_stem, read_npy,
+                                 write_language_features)
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
 
@@ -79,8 +81,6 @@ CONFIG_FILE = "config.json"
 TIMINGS_FILE = "timings.json"
 DEPTH_META_FILE = "meta.json"
 RECORD_VERSION = 1
-LEVEL_NAMES = ("default", "s", "m", "l")
-"""LangSplat's level order in ``_s``: default (all three granularities), sub-part, part, whole."""
 
 PREDICT_CHUNK_ELEMENTS = 1 << 26
 """Mask elements ([points, 3, H, W] booleans) asked of the segmenter at once: 64 MB, about 340 points at 256 x 256."""
@@ -93,28 +93,6 @@ STEPS = ("load", "segmenter_image", "predict", "filter", "paint", "crop", "encod
 
 # ----------------------------------------------------------------------------------------------------------------------
 # file names and layout
-
-
-def feature_stem(name: str) -> str:
-    """The file stem of an image's features: its file name up to the first dot (LangSplat: ``name.split('.')[0]``)."""
-    return Path(name).name.split(".")[0]
-
-
-def feature_paths(folder: Path, name: str) -> tuple[Path, Path]:
-    """(``NAME_f.npy``, ``NAME_s.npy``) of image ``name`` in a language_features folder."""
-    stem = feature_stem(name)
-    return Path(folder) / f"{stem}_f.npy", Path(folder) / f"{stem}_s.npy"
-
-
-def _check_stems(names: Sequence[str], where: Path) -> None:
-    seen: dict[str, str] = {}
-    for name in names:
-        stem = feature_stem(name)
-        if stem in seen:
-            raise GagsError(f"images {seen[stem]!r} and {name!r} of the scene in {where} share the feature file name "
-                            f"{stem}_f.npy (LangSplat names features by the image name up to its first dot). Rename "
-                            "one of the images.")
-        seen[stem] = name
 
 
 def segmentation_downscale(height: int, max_height: int) -> float:
@@ -407,41 +385,17 @@ def validate_language_features(folder: Path, names: Sequence[str], sizes: Sequen
                                 "LangSplat's preprocessing for all images, or run `gags segment` without these files.")
             missing.append(name)
             continue
-        feats = _load_npy(f_path)
-        if feats.ndim != 2 or feats.dtype not in (np.float16, np.float32):
-            raise GagsError(f"{f_path} holds {feats.dtype} {list(feats.shape)}; a LangSplat _f file is [M, D] float16 "
-                            "(or float32).")
-        if dim is not None and feats.shape[1] != dim:
+        feats, seg = read_npy(f_path), read_npy(s_path)
+        if dim is not None and feats.ndim == 2 and feats.shape[1] != dim:
             raise GagsError(f"{f_path} has features of dimension {feats.shape[1]}, other images {dim}; every image "
                             "must be encoded by the same CLIP model.")
+        check_features(feats, seg, f_path, s_path)
         dim = feats.shape[1]
-        if not np.isfinite(feats).all():
-            raise GagsError(f"{f_path} contains NaN or infinite features; recompute this image's features.")
-        seg = _load_npy(s_path)
-        if seg.ndim != 3 or seg.shape[0] != len(LEVEL_NAMES):
-            raise GagsError(f"{s_path} has shape {list(seg.shape)}; a LangSplat _s file is [4, H, W] (levels "
-                            f"{', '.join(LEVEL_NAMES)}).")
         if abs(seg.shape[2] - seg.shape[1] * width / height) > 1.0:
             raise GagsError(f"{s_path} is {seg.shape[2]}x{seg.shape[1]} (W x H) but image {name!r} is "
                             f"{width}x{height}; the segment maps must have the image's aspect ratio.")
-        if np.issubdtype(seg.dtype, np.floating):
-            if not np.isfinite(seg).all() or (seg != np.round(seg)).any():
-                raise GagsError(f"{s_path} holds non-integer indices; _s values are rows of _f or -1.")
-        elif not np.issubdtype(seg.dtype, np.integer):
-            raise GagsError(f"{s_path} has dtype {seg.dtype}; _s holds integer indices.")
-        lo, hi = (int(seg.min()), int(seg.max())) if seg.size else (-1, -1)
-        if lo < -1 or hi >= feats.shape[0]:
-            raise GagsError(f"{s_path} holds indices in [{lo}, {hi}] but {f_path.name} has {feats.shape[0]} rows; "
-                            "indices must lie in [-1, M). The two files do not belong together.")
         checked += 1
     return {"images": checked, "dim": dim, "missing": missing}
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise GagsError(f"cannot read {path}: {exc}. Replace or delete the file.") from exc
 
 
 def _has_feature_files(folder: Path) -> bool:
@@ -473,18 +427,14 @@ class _ImageWorker:
         with timer.step("load"):
             downscale = segmentation_downscale(scene.cameras[index].height, config.max_height)
             rgb = scene.load_image(index, downscale)
-            depth = _load_npy(self.out / STAGE_DIR / DEPTH_DIR / f"{stem}.npy").astype(np.float32)
-            points = torch.from_numpy(_load_npy(self.out / PROMPTS_DIR / f"{stem}.npy")).float()
+            depth = read_npy(self.out / STAGE_DIR / DEPTH_DIR / f"{stem}.npy").astype(np.float32)
+            points = torch.from_numpy(read_npy(self.out / PROMPTS_DIR / f"{stem}.npy")).float()
             if depth.shape != rgb.shape[:2]:
                 raise GagsError(f"{self.out / STAGE_DIR / DEPTH_DIR / (stem + '.npy')} is {depth.shape}, the image "
                                 f"{rgb.shape[:2]}; delete {self.out / STAGE_DIR / DEPTH_DIR} and run again.")
         result = segment_image(rgb, depth, points, self.segmenter, self.encoder, config, timer)
         with timer.step("write"):
-            f_path, s_path = feature_paths(self.out / FEATURES_DIR, name)
-            with atomic_path(f_path) as tmp:
-                np.save(tmp, result.features)
-            with atomic_path(s_path) as tmp:  # written last: its presence marks the image done
-                np.save(tmp, result.segments)
+            write_language_features(self.out / FEATURES_DIR, name, result.features, result.segments)
         return {"index": index, "wall": timer.wall, "cpu": timer.cpu, "masks": result.masks,
                 "candidates": result.candidates, "points": result.points, "dim": int(result.features.shape[1])}
 
@@ -605,7 +555,7 @@ def _stage_depths(config: SegmentConfig, gaussians: dict[str, torch.Tensor], cam
     for cam in tqdm(cameras, desc="gags segment: depth", unit="view", leave=False):
         path = depth_dir / f"{feature_stem(cam.name)}.npy"
         if path.is_file():
-            depth = torch.from_numpy(_load_npy(path).astype(np.float32))
+            depth = torch.from_numpy(read_npy(path).astype(np.float32))
             if tuple(depth.shape) == (cam.height, cam.width):
                 depths.append(depth)
                 continue
@@ -632,7 +582,7 @@ def run(config: SegmentConfig) -> dict[str, Any]:
     if config.max_height < 0:
         raise GagsError(f"--max-height must be >= 0 (0 = never resize), got {config.max_height}.")
     names = scene.names
-    _check_stems(names, out)
+    check_unique_stems(names, out)
     features_dir = out / FEATURES_DIR
     stage_dir = out / STAGE_DIR
     record_path = stage_dir / CONFIG_FILE
