@@ -246,6 +246,9 @@ class EvalConfig:
     """Render at the label resolution divided by this (labels are resized to match); 1 = LERF-OVS protocol."""
     figures: bool = True
     """Write the per-query PNGs (relevancy heatmap, predicted mask with the ground-truth outline)."""
+    protocol_min_side: int = 720
+    """Labels whose long side is shorter are evaluated enlarged to it (LangSplat's 30x30 and 7x7 pixel filters were set
+    on ~1000-px LERF-OVS frames; see gags.query.evaluate.PROTOCOL_MIN_SIDE); 0 = always at the label resolution."""
 
 
 @dataclass
@@ -278,21 +281,79 @@ class DemoConfig:
 
 @dataclass
 class ViewConfig:
-    """Interactive viewer (viser) with a text box."""
+    """Interactive viewer (viser) with a text box: orbit the scene, type a query, see its relevancy."""
 
     out: Positional[Path]
+    """Scene output folder (OUT) with gaussians.ply, scene.json and a distilled field in OUT/field/METHOD/."""
     host: str = "127.0.0.1"
+    """Address to listen on; 127.0.0.1 keeps the viewer on this machine (0.0.0.0 opens it to the network)."""
     port: int = 8080
+    """Port to listen on (viser's default)."""
+    method: str = "gags"
+    """The field to show (gags, avg, level-s/m/l, langsplat, n2f2)."""
+    encoder: str | None = None
+    """Text encoder spec; default: the one `gags segment` recorded in OUT/segment/config.json (else tiny)."""
+    max_size: int = 256
+    """Longer side of the rendered image in pixels: every view is rendered on the CPU, so keep it modest."""
+    decode_size: int = 128
+    """Longer side of the relevancy and granularity maps (decoding every pixel's feature is the costly part; the
+    maps are upsampled to --max-size)."""
+    threshold: float = 0.5
+    """Selected-Gaussians mode: Gaussians with relevancy above this (0.5: the query beats every canonical phrase)."""
+    threads: int = 0
+    """PyTorch CPU threads for rendering (0: PyTorch's default, one per core)."""
 
 
 @dataclass
 class BenchConfig:
-    """Speed and scale figures as JSON."""
+    """Benchmarks: the ablation tables (mIoU and localization over presets and seeds) and speed figures, as JSON.
+
+    ablation: synth -> reconstruct -> segment (GaS and uniform prompts) -> distill every method -> eval, per preset and
+    seed, then Markdown and JSON tables of mean +- std over seeds (OUT/ablation.md, OUT/ablation.json); resumes.
+    Defaults: 4 presets x 3 seeds at 64x64 px, 24 views; measured about 11 minutes per (preset, seed) on a shared
+    2-core CPU, so about 2 h 15 min in all (see gags.bench.ablation). query: time to answer every (frame, query) pair of
+    a scene's evaluation set with GAGS vs LangSplat (OUT/bench/query.json).
+    """
 
     which: Positional[Literal["ablation", "query", "rasterize", "reconstruct", "mask-nms"]]
+    folder: Positional[Path | None] = None
+    """query: the scene output folder (OUT) where `gags distill` ran with --method gags and --method langsplat."""
     out: Path | None = None
+    """ablation: the benchmark folder (default bench_ablation); query: the scene output folder (as FOLDER)."""
     presets: tuple[str, ...] = ("ramen", "teatime", "figurines", "kitchen")
+    """ablation: scene presets of `gags synth`."""
     seeds: int = 3
+    """ablation: seeds 0..N-1 per preset (the scene's seed; every stage's seed is its default + the seed)."""
+    resolution: int = 64
+    """ablation: image size of the synthetic scenes (the time of every stage grows with it)."""
+    views: int = 24
+    """ablation: training views per scene (held-out views are added, one per 8)."""
+    reconstruct_iterations: int = 500
+    """ablation: RGB training iterations."""
+    max_gaussians: int = 10_000
+    """ablation: ceiling on the Gaussians densification may reach (the synthetic scenes start from 20,000 points)."""
+    distill_iterations: int | None = None
+    """ablation: distillation iterations; default the CPU default of `gags distill` (1,000 at <= 40 px)."""
+    methods: tuple[str, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
+    """ablation: methods distilled from the GaS (depth-aware) prompts."""
+    uniform_methods: tuple[str, ...] = ("gags", "avg")
+    """ablation: methods distilled from the uniform prompt grid (GaD without GaS, and neither)."""
+    variants: tuple[str, ...] = ("no-region-aware", "no-entropy", "no-consistency")
+    """ablation: GaD with one switch off (Table 6): no-region-aware, no-entropy, no-consistency, or none-of-them."""
+    segmenter: str = "hierarchy"
+    """ablation: segmenter spec, as `gags segment --segmenter`."""
+    encoder: str | None = None
+    """Encoder spec; ablation: default tiny; query: default the one `gags segment` recorded."""
+    eval_downscale: float = 1.0
+    """ablation: render the evaluation at the label resolution divided by this (1 = LERF-OVS protocol)."""
+    figures: bool = True
+    """ablation: write the per-query PNGs of `gags eval` (to look at failures)."""
+    labels: Path | None = None
+    """query: label folder; default the synthetic scene's own labels."""
+    repeats: int = 3
+    """query: timed passes per method after one warm-up; each method's fastest pass is reported."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
 
 
 @dataclass

@@ -387,3 +387,25 @@ def test_eval_cli(out, encoder_dir, capsys):
     captured = capsys.readouterr()
     assert "unknown method 'nope'" in captured.out + captured.err
     assert "Traceback" not in captured.err
+
+
+def test_small_labels_are_evaluated_enlarged_to_the_protocol_side(out, encoder_dir):
+    """LangSplat's pixel-sized filters were set on ~1000-px frames: 128 x 96 labels are evaluated at 720 x 540 (maps
+    upsampled), figures stay at the render size, and protocol_min_side=0 evaluates at the label size itself."""
+    from PIL import Image
+
+    from gags.query.evaluate import protocol_size, run
+
+    assert protocol_size(128, 96, 720) == (720, 540)
+    assert protocol_size(986, 728, 720) == (986, 728)  # LERF-OVS-sized labels: unchanged
+    assert protocol_size(128, 96, 0) == (128, 96)
+    write_field(out, "gags", encoder_dir)
+    enlarged = run(eval_config(out, encoder_dir, split="test"))["gags"]["test"]
+    assert enlarged["resolution"] == [[WIDTH, HEIGHT]] and enlarged["protocol_resolution"] == [[720, 540]]
+    png = out / "eval" / "gags" / "test" / enlarged["queries"][0]["mask_png"]
+    assert Image.open(png).size == (WIDTH, HEIGHT)
+    native = run(eval_config(out, encoder_dir, split="test", figures=False, protocol_min_side=0))["gags"]["test"]
+    assert native["protocol_resolution"] == [[WIDTH, HEIGHT]]
+    assert enlarged["loc_acc"] == 1.0 and enlarged["miou"] > 0.75
+    # The 30 x 30 box filter spans a quarter of a 128-px image; enlarged, it smears the perfect field's masks less.
+    assert enlarged["miou"] > native["miou"]

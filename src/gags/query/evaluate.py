@@ -11,7 +11,8 @@ views, reported separately):
 2. per labelled view: render the per-Gaussian features at the label resolution (``info.width x info.height``, divided
    by ``--downscale``; the camera's intrinsics are scaled per axis), decode every pixel once and score all the frame's
    categories at once against the canonical phrases (``gags.query.render``);
-3. LERF-OVS localization and segmentation (``evaluate_frames``; several levels: ``choose_level``);
+3. LERF-OVS localization and segmentation (``evaluate_frames``; several levels: ``choose_level``), at the label
+   resolution, or enlarged to ``PROTOCOL_MIN_SIDE`` when the labels are smaller (the maps upsampled);
 4. writes ``OUT/eval/METHOD/SPLIT/metrics.json`` (``miou``, ``loc_acc`` fractions in [0, 1], a per-query list, timings)
    and per query ``FRAME__LABEL_relevancy.png`` (the relevancy of the chosen level over the image, ground-truth boxes in
    green, the localization point as a cross) and ``FRAME__LABEL_mask.png`` (the predicted mask tinted, the rest dimmed,
@@ -114,6 +115,13 @@ ASPECT_TOLERANCE = 0.02
 """Labels whose aspect ratio differs from their image's by more than 2 % belong to other images."""
 EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
+PROTOCOL_MIN_SIDE = 720
+"""Long side (pixels) below which label maps are evaluated enlarged. LangSplat's filters are fixed in pixels (30 x 30
+box, 7 x 7 majority window) and were set on LERF-OVS frames, which are about 1000 x 730 pixels; on the procedural
+world's 128-256 px labels the same filters cover up to 8x more of the image and smear small objects away (ground-truth
+masks given as relevancy score 46 % mIoU at 128 px, 86 % at 512 px and 92 % at 1024 px). Smaller labels are therefore
+rasterised at this long side and the relevancy maps upsampled (bilinear) to it; labels at least this large, such as
+LERF-OVS's, are evaluated at their own resolution, exactly as LangSplat does."""
 
 
 def _label_folder(config: EvalConfig, scene: Any) -> Path:
@@ -139,6 +147,23 @@ def _frames_by_split(scene: Any, labels: Mapping[str, FrameLabels]) -> dict[str,
     return frames
 
 
+def labelled_views(out: Path, labels: Path | None = None) -> tuple[Any, dict[str, FrameLabels],
+                                                                   dict[str, list[tuple[str, int]]]]:
+    """The evaluation set of a scene output folder, found as ``gags eval`` finds it.
+
+    Args:
+        out: OUT (with scene.json); labels: a label folder, default the synthetic scene's own.
+    Returns:
+        (scene, frame name -> labels, split -> [(frame name, image index)] of the labelled frames).
+    """
+    from gags.data import load_scene_json
+    from gags.data.labels import load_labels
+
+    scene = load_scene_json(Path(out))
+    frames = load_labels(_label_folder(EvalConfig(out=Path(out), labels=labels), scene))
+    return scene, frames, _frames_by_split(scene, frames)
+
+
 def _render_size(frame: FrameLabels, camera: Any, downscale: float, where: Path) -> tuple[int, int]:
     aspect_labels, aspect_image = frame.width / frame.height, camera.width / camera.height
     if abs(aspect_labels / aspect_image - 1) > ASPECT_TOLERANCE:
@@ -146,6 +171,27 @@ def _render_size(frame: FrameLabels, camera: Any, downscale: float, where: Path)
                         f"image {camera.name} is {camera.width}x{camera.height} (another aspect ratio). Pass the label "
                         "folder of this scene.")
     return max(1, round(frame.width / downscale)), max(1, round(frame.height / downscale))
+
+
+def protocol_size(width: int, height: int, min_side: int = PROTOCOL_MIN_SIDE) -> tuple[int, int]:
+    """(width, height) at which the protocol runs for labels drawn on a ``width`` x ``height`` image.
+
+    The label resolution itself when its long side is at least ``min_side`` (or ``min_side`` <= 0), else enlarged to
+    that long side (see ``PROTOCOL_MIN_SIDE``).
+    """
+    scale = min_side / max(width, height)
+    if min_side <= 0 or scale <= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def upsample_maps(maps: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of relevancy maps [..., h, w] to [..., height, width] (unchanged if already that size)."""
+    if maps.shape[-2:] == (height, width):
+        return maps
+    flat = maps.reshape(-1, *maps.shape[-2:]).astype(np.float32)
+    out = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in flat])
+    return out.reshape(*maps.shape[:-2], height, width)
 
 
 def evaluate_split(
@@ -161,6 +207,7 @@ def evaluate_split(
     figures: bool = True,
     label_dir: Path = Path("."),
     info: Mapping[str, Any] | None = None,
+    protocol_min_side: int = PROTOCOL_MIN_SIDE,
 ) -> dict[str, Any]:
     """Render, decode and evaluate one method on the labelled ``frames`` of one split; write metrics.json and figures.
 
@@ -169,6 +216,7 @@ def evaluate_split(
         frames: [(frame name, image index)].
         embeddings: category -> [D] text embedding; canon: [C, D] canonical phrases.
         label_dir: the label folder (for messages); info: extra entries of metrics.json (labels, encoder).
+        protocol_min_side: labels with a shorter long side are evaluated enlarged (``PROTOCOL_MIN_SIDE``).
     Returns:
         the metrics (as written to ``out_dir / metrics.json``).
     """
@@ -176,7 +224,7 @@ def evaluate_split(
 
     queries: list[dict[str, Any]] = []
     seconds = {"render_decode_relevancy": 0.0, "metrics": 0.0, "figures": 0.0}
-    sizes = set()
+    sizes, protocol_sizes = set(), set()
     found: list[tuple[str, str, QueryResult]] = []
 
     def keep(frame_name: str, category: str, result: QueryResult) -> None:
@@ -195,7 +243,10 @@ def evaluate_split(
 
         found.clear()
         start = time.perf_counter()
-        result = evaluate_frames({name: maps}, {name: frame}, on_result=keep if figures else None)
+        eval_w, eval_h = protocol_size(frame.width, frame.height, protocol_min_side)
+        protocol_sizes.add((eval_w, eval_h))
+        eval_maps = {c: upsample_maps(m, eval_w, eval_h) for c, m in maps.items()}
+        result = evaluate_frames({name: eval_maps}, {name: frame}, on_result=keep if figures else None)
         seconds["metrics"] += time.perf_counter() - start
         if figures:
             start = time.perf_counter()
@@ -215,6 +266,7 @@ def evaluate_split(
         "n_frames": len(frames),
         "n_queries": len(queries),
         "resolution": [list(s) for s in sorted(sizes)],
+        "protocol_resolution": [list(s) for s in sorted(protocol_sizes)],
         **(info or {}),
         "seconds": seconds,
         "queries": queries,
@@ -239,11 +291,15 @@ def write_figures(out_dir: Path, image: np.ndarray, labels: FrameLabels, maps: M
     for frame_name, category, result in results:
         stem = f"{frame_name}__{render.slug(category)}"
         rel = maps[category] if maps[category].ndim == 2 else maps[category][result.localization.level]
-        point = result.localization.point
+        mask, point = result.segmentation.mask, result.localization.point
+        if mask.shape != image.shape[:2]:  # evaluated enlarged (PROTOCOL_MIN_SIDE): drawn at the image's size
+            sx, sy = image.shape[1] / mask.shape[1], image.shape[0] / mask.shape[0]
+            point = (min(int(point[0] * sx), image.shape[1] - 1), min(int(point[1] * sy), image.shape[0] - 1))
+            mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
         render.write_png(out_dir / f"{stem}_relevancy.png",
                          render.heatmap_figure(image, rel, point, labels.boxes[category]))
         render.write_png(out_dir / f"{stem}_mask.png",
-                         render.mask_figure(image, result.segmentation.mask, labels.masks[category], point))
+                         render.mask_figure(image, mask, labels.masks[category], point))
         files[category] = {"relevancy_png": f"{stem}_relevancy.png", "mask_png": f"{stem}_mask.png"}
     return files
 
@@ -300,7 +356,8 @@ def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
         for split in splits:
             metrics = evaluate_split(out / EVAL_DIR / method / split, scene, geometry, field, frames[split], labels,
                                      embeddings, canon, config.downscale, config.figures, label_dir,
-                                     {"labels": str(label_dir), "encoder": encoder, "downscale": config.downscale})
+                                     {"labels": str(label_dir), "encoder": encoder, "downscale": config.downscale},
+                                     config.protocol_min_side)
             results.setdefault(method, {})[split] = metrics
             rows.append(metrics)
     print_table(rows)
