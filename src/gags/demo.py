@@ -7,9 +7,6 @@ continues where it stopped. Time per stage goes to OUT/demo.json.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +20,9 @@ from gags.config import (
 )
 from gags.errors import GagsError
 from gags.io import ensure_dir, read_json, write_json
+from gags.pipeline import Step, run_steps
 
 TIMINGS_FILE = "demo.json"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One stage of the demo: its name, the file whose presence means it is done, and how to run it."""
-
-    name: str
-    done_marker: Path
-    run: Callable[[], Any]
 
 
 def _steps(config: DemoConfig) -> list[Step]:
@@ -73,18 +62,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
                         "langsplat, n2f2.")
     out = ensure_dir(Path(config.out))
     timings_path = out / TIMINGS_FILE
-    timings: dict[str, float] = read_json(timings_path).get("seconds", {}) if timings_path.is_file() else {}
-    steps = _steps(config)
-    for i, step in enumerate(steps, start=1):
-        if step.done_marker.is_file():
-            print(f"[{i}/{len(steps)}] {step.name}: done already ({step.done_marker})")
-            continue
-        print(f"[{i}/{len(steps)}] {step.name} ...", flush=True)
-        start = time.perf_counter()
-        step.run()
-        timings[step.name] = round(time.perf_counter() - start, 2)
-        write_json(timings_path, {"seconds": timings})
-        print(f"[{i}/{len(steps)}] {step.name}: {timings[step.name]:.1f} s", flush=True)
+    timings = run_steps(_steps(config), timings_path).seconds
 
     summary = headline(out, ("gags", *config.baselines))
     write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary})

@@ -15,6 +15,7 @@ Shared by ``gags query``, ``gags eval`` (and the viewer and report):
 
 from __future__ import annotations
 
+import time
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -174,21 +175,31 @@ def render_features(geometry: Geometry, features: Tensor, camera: Camera) -> Ten
 
 @torch.no_grad()
 def decoded_relevancy(field: LanguageField, features: Tensor, query: Tensor, canon: Tensor,
-                      chunk: int = DECODE_CHUNK) -> Tensor:
+                      chunk: int = DECODE_CHUNK, seconds: dict[str, float] | None = None) -> Tensor:
     """Decode features once, chunk by chunk, and score every query.
 
     Args:
         features: [..., F] rendered (or per-Gaussian) features.
         query: [Q, D] text embeddings; canon: [C, D] canonical phrases.
+        seconds: if given, the wall seconds spent decoding and scoring are added to its "decode" and "relevancy"
+            entries (``gags bench query``).
     Returns:
         [Q, L, ...] relevancy, L = ``field.levels`` (3 for langsplat, else 1), float32.
     """
     lead = features.shape[:-1]
     flat = features.reshape(-1, features.shape[-1])
     out = torch.empty(query.shape[0], field.levels, flat.shape[0], dtype=torch.float32)
+    decode_s = relevancy_s = 0.0
     for start in range(0, flat.shape[0], chunk):
+        t0 = time.perf_counter()
         decoded = field.decode_features(flat[start:start + chunk])  # [n, L, D]
+        t1 = time.perf_counter()
         out[:, :, start:start + chunk] = relevancy(decoded, query, canon).permute(0, 2, 1)
+        decode_s += t1 - t0
+        relevancy_s += time.perf_counter() - t1
+    if seconds is not None:
+        seconds["decode"] = seconds.get("decode", 0.0) + decode_s
+        seconds["relevancy"] = seconds.get("relevancy", 0.0) + relevancy_s
     return out.reshape(query.shape[0], field.levels, *lead)
 
 
