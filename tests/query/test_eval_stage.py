@@ -409,3 +409,20 @@ def test_small_labels_are_evaluated_enlarged_to_the_protocol_side(out, encoder_d
     assert enlarged["loc_acc"] == 1.0 and enlarged["miou"] > 0.75
     # The 30 x 30 box filter spans a quarter of a 128-px image; enlarged, it smears the perfect field's masks less.
     assert enlarged["miou"] > native["miou"]
+
+
+def test_eval_refuses_an_encoder_whose_weights_changed_since_segment(out, encoder_dir):
+    """Features encoded by one set of weights and queries by another would silently give garbage."""
+    from gags.query.evaluate import run
+    from gags.segment.extract import file_fingerprint
+
+    write_field(out, "gags", encoder_dir)
+    spec = f"openclip:local-dir:{encoder_dir}"
+    record = out / "segment" / "config.json"
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(json.dumps({"settings": {"encoder": spec, "encoder_weights": "0123456789abcdef"}}))
+    with pytest.raises(GagsError, match="not those that encoded the features"):
+        run(eval_config(out, encoder_dir, split="test", figures=False))
+    record.write_text(json.dumps({"settings": {"encoder": spec, "encoder_weights": file_fingerprint(encoder_dir)}}))
+    (encoder_dir / "MODEL_CARD.md").write_text("a card edit does not change the model")
+    assert run(eval_config(out, encoder_dir, split="test", figures=False))["gags"]["test"]["loc_acc"] == 1.0

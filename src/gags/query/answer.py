@@ -93,6 +93,7 @@ def run(config: QueryConfig) -> dict[str, Any]:
                         f"has {len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} "
                         f"--method {config.method} --no-resume`.")
     encoder = config.encoder or render.default_encoder(out)
+    render.check_encoder_weights(out, encoder)
     query, canon = render.text_embeddings(encoder, [text], render.field_dim(field))
     folder = ensure_dir(out / QUERY_DIR / render.slug(text))
     split_of = {i: "train" for i in scene.train_ids} | {i: "test" for i in scene.test_ids}

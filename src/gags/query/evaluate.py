@@ -338,6 +338,7 @@ def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
     categories = list(dict.fromkeys(c for s in splits for name, _ in frames[s] for c in labels[name].categories))
     geometry = render.load_geometry(out)
     encoder = config.encoder or render.default_encoder(out)
+    render.check_encoder_weights(out, encoder)
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     rows = []

@@ -128,6 +128,30 @@ def default_encoder(out: Path) -> str:
     return spec if isinstance(spec, str) and spec else "tiny"
 
 
+def check_encoder_weights(out: Path, encoder_spec: str) -> None:
+    """GagsError when ``encoder_spec`` names the encoder `gags segment` used for OUT's features but its weights file
+    changed since (e.g. a package upgrade shipped new tiny CLIP weights): text and image embeddings would not match."""
+    import json
+
+    from gags.models.specs import parse_encoder_spec
+    from gags.segment.extract import file_fingerprint
+
+    record = Path(out) / "segment" / "config.json"
+    try:
+        settings = json.loads(record.read_text())["settings"]
+        then_spec, then_weights = settings["encoder"], settings["encoder_weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # features from elsewhere (e.g. LangSplat's preprocessing): nothing recorded to compare with
+    if then_spec != encoder_spec or then_weights is None:
+        return
+    checkpoint = parse_encoder_spec(encoder_spec).checkpoint
+    if checkpoint is not None and Path(checkpoint).exists() and file_fingerprint(checkpoint) != then_weights:
+        raise GagsError(f"the weights of encoder {encoder_spec!r} ({checkpoint}) are not those that encoded the features "
+                        f"in {out} (fingerprint {then_weights} in {record}): text queries would be embedded by another "
+                        f"model. Pass --encoder with the original weights, or re-run `gags segment {out} --overwrite` "
+                        "and `gags distill`.")
+
+
 def text_embeddings(encoder_spec: str, texts: Sequence[str], dim: int) -> tuple[Tensor, Tensor]:
     """Embeddings of ``texts`` [Q, D] and of the canonical phrases [C, D]; GagsError if D is not the field's ``dim``."""
     from gags.models import load_encoder

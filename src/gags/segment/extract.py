@@ -106,11 +106,17 @@ def segmentation_downscale(height: int, max_height: int) -> float:
 # fingerprints and the settings record
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json")
+"""Files of a model folder (open_clip ``local-dir``) that make the model; its model card and training record do not."""
+IGNORED_IN_FOLDERS = ("training.json",)
+
+
 def file_fingerprint(path: Path) -> str:
-    """Size and SHA-256 of the first and last ``FINGERPRINT_BYTES`` of a file (a folder: of each file in it)."""
+    """Size and SHA-256 of the first and last ``FINGERPRINT_BYTES`` of a file (a folder: of each of its model files)."""
     path = Path(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    files = (sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                    and p.name not in IGNORED_IN_FOLDERS) if path.is_dir() else [path])
     for file in files:
         size = file.stat().st_size
         digest.update(f"{file.name}:{size}:".encode())
