@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gags.config import ViewConfig
+from gags.viewer.render import same_camera
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -22,6 +24,8 @@ VIEWPORT = {"width": 1000, "height": 700}
 QUERY_INPUT = ("xpath=//label[normalize-space()='Query']/ancestor::*[.//input[contains(@class,'TextInput-input')]][1]"
                "//input[contains(@class,'TextInput-input')]")
 """The viewer's "Query" text box (viser draws each labelled input in a row holding the label and the input)."""
+VIEW_PICKER = ("xpath=//label[normalize-space()='Go to view']/ancestor::*[.//input[@role='combobox']][1]"
+               "//input[@role='combobox']")
 TIMEOUT = 60.0
 
 viser = pytest.importorskip("viser", reason="the viewer needs viser (pip install 'gags[viewer]')")
@@ -52,6 +56,41 @@ def test_server_serves_the_page_on_localhost(viewer):
     assert viewer.port > 0
     with urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=10) as response:
         assert response.status == 200 and b"<html" in response.read().lower()
+
+
+def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys):
+    """``gags view`` blocks serving; Ctrl-C (KeyboardInterrupt in the main thread) stops the server and returns."""
+    import _thread
+    import socket
+    import threading
+
+    from gags.viewer import run
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def serving() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    answered = []
+
+    def press_ctrl_c() -> None:
+        try:
+            answered.append(wait_until(lambda: serving() or None, what="the server to answer"))
+        finally:
+            _thread.interrupt_main()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    run(ViewConfig(out=viewer_out, port=port, encoder=encoder_spec, max_size=64))
+    assert answered == [True]
+    assert not serving()
+    printed = capsys.readouterr().out
+    assert f"http://localhost:{port}" in printed and "gags view: stopped" in printed
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +125,6 @@ def screenshot(page) -> np.ndarray:
 
 def canvas_point(frame, point, scene_helpers) -> tuple[int, int]:
     """Where the centre of an object's square appears on the page (the frame is stretched over the viewport)."""
-    import torch
-
     x1, y1, x2, y2 = scene_helpers.OBJECTS[point]
     centre = torch.tensor([[(x1 + x2) / 2, (y1 + y2) / 2, scene_helpers.OBJECT_Z]])
     uv, _ = frame.camera.project(centre)
@@ -131,6 +168,21 @@ def test_typed_query_recolours_the_view(browser, viewer, scene_helpers):
                            and (img := r[1]) is not None else None, what="the bowl turning red on the page")
         changed = np.abs(after[:, :600].astype(int) - before[:, :600].astype(int)).mean()  # left of the GUI panel
         assert changed > 10, changed
+        # Orbit: dragging on the canvas moves the camera; the view is rendered again from there, same query.
+        page.mouse.move(300, 400)
+        page.mouse.down()
+        page.mouse.move(420, 360, steps=8)
+        page.mouse.up()
+        moved = wait_until(lambda: f if not same_camera((f := session.frame).camera, frame.camera) else None,
+                           what="a frame from the orbited camera")
+        assert moved.query == "bowl" and moved.mode == "relevancy"
+        # "Go to view" puts the camera on a training camera.
+        target = scene_helpers.cameras()[1]
+        page.locator(VIEW_PICKER).click()
+        page.get_by_role("option", name=target.name, exact=True).click()
+        wait_until(lambda: torch.allclose(session.frame.camera.world_to_cam, target.world_to_cam, atol=1e-3),
+                   what="a frame from the training camera")
+        assert target.name not in page.locator(VIEW_PICKER).input_value()  # the picker is back to "(current)"
     finally:
         page.close()
 

@@ -88,8 +88,9 @@ def test_selected_and_granularity_modes(renderer, cam, box, scene_helpers):
     selected, _ = renderer.render(cam, "selected", "egg", base)
     assert "of" in selected.info and str(int((owner == 1).sum())) in selected.info
     egg_box, bowl_box = box(cam, "egg"), box(cam, "bowl")
-    np.testing.assert_allclose(selected.image[egg_box], rgb.image[egg_box], atol=6)  # kept in colour (the dimmed plane shows through a little)
-    assert selected.image[bowl_box].mean() < 0.5 * rgb.image[bowl_box].mean()  # dimmed
+    # Kept in colour (the dimmed plane shows through a little), the rest dimmed.
+    np.testing.assert_allclose(selected.image[egg_box], rgb.image[egg_box], atol=6)
+    assert selected.image[bowl_box].mean() < 0.5 * rgb.image[bowl_box].mean()
     gran, _ = renderer.render(cam, "granularity", "", base)
     assert gran.relevancy is None and gran.info.startswith("granularity:")
     assert np.abs(gran.image.astype(int) - rgb.image.astype(int)).mean() > 5
@@ -100,7 +101,7 @@ def test_selected_and_granularity_modes(renderer, cam, box, scene_helpers):
 
 
 def test_pass_is_reused_only_for_the_same_camera(renderer, cam, scene_helpers):
-    first, base = renderer.render(cam, "relevancy", "egg")
+    _, base = renderer.render(cam, "relevancy", "egg")
     again, base2 = renderer.render(cam, "relevancy", "bowl", base)
     assert base2 is base and "language" in base.cache
     fresh, _ = renderer.render(cam, "relevancy", "bowl")

@@ -69,7 +69,7 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 class RenderPass:
     """One rasterization: camera, rgb [H, W, 3], features [H, W, F], depth [H, W], alpha [H, W] (float32).
 
-    cache: what later frames of the same view reuse (the decoded language maps).
+    cache: what later frames of the same view reuse (the decoded language maps, the selection images).
     """
 
     camera: Camera
@@ -288,13 +288,17 @@ class Renderer:
         height, width = base.alpha.shape
         weight = base.alpha.clamp(0, 1).numpy()[..., None]  # overlays fade out with the coverage
         if mode == "selected":
-            sel = self._selection(text)
-            colors = gaussian_colors(self.scene, base.camera)
-            grey = (colors @ torch.from_numpy(LUMA))[:, None].expand(-1, 3) * SELECT_DIM
-            colors = torch.where(sel.selected[:, None], colors, grey)
-            render, _, alpha = rasterize_pass(self.scene, base.camera, colors)
-            info = f"{sel.count} of {len(sel.selected)} Gaussians with relevancy > {sel.threshold:g}"
-            return composite(render, alpha), None, info
+            key = ("selected", text)
+            if key not in base.cache:  # a second rasterization: cached for this view
+                sel = self._selection(text)
+                colors = gaussian_colors(self.scene, base.camera)
+                grey = (colors @ torch.from_numpy(LUMA))[:, None].expand(-1, 3) * SELECT_DIM
+                colors = torch.where(sel.selected[:, None], colors, grey)
+                render, _, alpha = rasterize_pass(self.scene, base.camera, colors)
+                info = f"{sel.count} of {len(sel.selected)} Gaussians with relevancy > {sel.threshold:g}"
+                base.cache[key] = (composite(render, alpha), info)
+            image, info = base.cache[key]
+            return image, None, info
         lang = self._language(base)
         if lang.decoded is None:
             return image, (np.zeros((height, width), np.float32) if mode == "relevancy" else None), "nothing in view"

@@ -152,7 +152,7 @@ def _status(frame: Frame) -> str:
 
 
 def _attach_client(handle: ViewerHandle, client: Any) -> ClientSession:
-    """Build one client's GUI, frustums and session, and wire its events."""
+    """Build one client's GUI, frustums and session (registered in ``handle.sessions``), and wire its events."""
     renderer, config = handle.renderer, handle.config
     scene = renderer.scene
     labels = [MODE_LABELS[m] for m in renderer.modes]
@@ -176,13 +176,15 @@ def _attach_client(handle: ViewerHandle, client: Any) -> ClientSession:
         status.content = f"**error**: {message}"
 
     session = ClientSession(client.client_id, renderer, publish, on_error)
+    with handle.lock:
+        handle.sessions[client.client_id] = session
 
     def camera_changed(camera_handle: Any) -> None:
         session.update(camera=camera_from_pose(camera_handle.wxyz, camera_handle.position, camera_handle.fov,
                                                camera_handle.aspect, config.max_size))
 
     def go_to(camera: Camera) -> None:
-        wxyz, position, fov_y, _ = camera_pose(camera)
+        _, position, fov_y, _ = camera_pose(camera)
         target = view_target(scene, camera)
         client.camera.up_direction = -camera.cam_to_world.double().numpy()[:3, 1]
         client.camera.position = position
@@ -208,6 +210,7 @@ def _attach_client(handle: ViewerHandle, client: Any) -> ClientSession:
     def _(event: Any) -> None:
         if view_box.value != NO_VIEW:
             go_to(scene.cameras[scene.train_ids[names.index(view_box.value)]])
+            view_box.value = NO_VIEW  # so that picking the same view again moves there again
 
     frustums = []
     for i in scene.train_ids:
@@ -244,7 +247,8 @@ def start(config: ViewConfig) -> ViewerHandle:
     try:
         server = viser.ViserServer(host=config.host, port=config.port, label="gags", verbose=False)
     except OSError as exc:
-        raise GagsError(f"cannot listen on {config.host}:{config.port} ({exc}). Pass another --port or --host.") from exc
+        raise GagsError(f"cannot listen on {config.host}:{config.port} ({exc}). Pass another --port or --host."
+                        ) from exc
     handle = ViewerHandle(server=server, renderer=renderer, config=config)
 
     server.scene.set_up_direction(scene.up.double().numpy())
@@ -257,9 +261,7 @@ def start(config: ViewConfig) -> ViewerHandle:
 
     @server.on_client_connect
     def _(client: Any) -> None:
-        session = _attach_client(handle, client)
-        with handle.lock:
-            handle.sessions[client.client_id] = session
+        _attach_client(handle, client)
 
     @server.on_client_disconnect
     def _(client: Any) -> None:
@@ -274,9 +276,9 @@ def start(config: ViewConfig) -> ViewerHandle:
 def run(config: ViewConfig) -> None:
     """``gags view OUT``: serve the viewer until Ctrl-C."""
     handle = start(config)
-    print(f"gags view: {handle.url} (field {handle.renderer.scene.field.method}, "
-          f"{len(handle.renderer.scene.geometry)} Gaussians); Ctrl-C to stop", flush=True)
     try:
+        print(f"gags view: {handle.url} (field {handle.renderer.scene.field.method}, "
+              f"{len(handle.renderer.scene.geometry)} Gaussians); Ctrl-C to stop", flush=True)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:

@@ -120,7 +120,7 @@ class ClientSession:
             assert request.camera is not None
             try:
                 frame, self._pass = self.renderer.render(request.camera, request.mode, request.query, self._pass)
-            except Exception as exc:  # a render error must not end the session: report it, wait for the next request
+            except Exception as exc:  # noqa: BLE001 - a render error must not end the session: report it, go on
                 message = str(exc) if isinstance(exc, GagsError) else f"{type(exc).__name__}: {exc}"
                 with self._cond:
                     self.errors.append(message)
@@ -138,5 +138,5 @@ class ClientSession:
                 self._cond.notify_all()
             try:
                 self._publish(frame)
-            except Exception:  # the client may have gone: its disconnect closes the session
+            except Exception:  # noqa: BLE001 - the client may have gone: its disconnect closes the session
                 traceback.print_exc()
