@@ -280,6 +280,14 @@ class DemoConfig:
 
 
 @dataclass
+class ReportConfig:
+    """Write OUT/report.html: one self-contained page (images embedded) of whatever stages ran in OUT."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT), e.g. the folder `gags demo` filled."""
+
+
+@dataclass
 class ViewConfig:
     """Interactive viewer (viser) with a text box: orbit the scene, type a query, see its relevancy."""
 
@@ -346,6 +354,8 @@ class BenchConfig:
     """Encoder spec; ablation: default tiny; query: default the one `gags segment` recorded."""
     eval_downscale: float = 1.0
     """ablation: render the evaluation at the label resolution divided by this (1 = LERF-OVS protocol)."""
+    protocol_min_side: int = 720
+    """ablation: labels smaller than this are evaluated enlarged to it, as `gags eval --protocol-min-side`."""
     figures: bool = True
     """ablation: write the per-query PNGs of `gags eval` (to look at failures)."""
     labels: Path | None = None
@@ -393,6 +403,7 @@ STAGES: dict[str, tuple[type, str]] = {
     "query": (QueryConfig, "gags.query.answer:run"),
     "eval": (EvalConfig, "gags.query.evaluate:run"),
     "demo": (DemoConfig, "gags.demo:run"),
+    "report": (ReportConfig, "gags.report:run"),
     "view": (ViewConfig, "gags.viewer:run"),
     "bench": (BenchConfig, "gags.bench:run"),
     "train-encoder": (TrainEncoderConfig, "gags.models.train_tinyclip:run"),

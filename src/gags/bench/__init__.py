@@ -19,6 +19,10 @@ SCRIPTS = {"rasterize": "benchmarks/rasterize.py", "reconstruct": "benchmarks/re
 
 def run(config: BenchConfig) -> Any:
     """Run the benchmark named by ``config.which``."""
+    if config.which == "ablation":
+        from gags.bench.ablation import run as ablation
+
+        return ablation(config)
     if config.which == "query":
         from gags.bench.query import run as query
 

@@ -1,0 +1,426 @@
+"""``gags bench ablation``: every method and prompt mode over presets and seeds, as the GAGS paper's tables.
+
+Per preset and seed, in ``OUT/PRESET/seedN/`` (stages chained with :mod:`gags.pipeline`: a step whose final artifact
+exists is skipped, so an interrupted benchmark resumes where it stopped, and each stage resumes by itself)::
+
+    scene/               gags synth --preset PRESET --seed N (the scene and its LERF-OVS labels)
+    gas/                 gags reconstruct (once per preset and seed; every other folder shares its gaussians.ply),
+                         gags segment --prompts gags (GaS: depth-aware prompts), gags distill / gags eval of --methods
+    uniform/             gags segment --prompts uniform (LangSplat's 32x32 grid), distill / eval of --uniform-methods
+    gas-VARIANT/         GaD with one switch off (--variants), on the features of gas/ (shared, not recomputed)
+
+Shared inputs are symbolic links (``gaussians.ply``, ``points3D.ply``, ``language_features/``) next to a copy of
+``scene.json``. Seeds: the scene's seed is N; reconstruct, segment and distill run with their default seed + N.
+
+Results: ``OUT/ablation.json`` (settings, every run's figures with the path of its metrics.json, mean +- std over seeds
+per row, preset and split, and the tables) and ``OUT/ablation.md``:
+
+- Table 1 / Table 2 (layout of the paper's per-scene comparisons): localization accuracy / mIoU of every GaS method,
+  one column per preset and split, plus the mean over presets;
+- Table 4 (GaS and GaD ablation): uniform vs GaS prompts x averaged levels, one level, or GaD, over all presets;
+- Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time.
+
+A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all presets:
+per seed, the mean over the presets, then mean +- std of those over seeds.
+
+Defaults (4 presets x 3 seeds, 64 px, 24 views, 500 RGB iterations, 1,000 distillation iterations at 32 px, 11
+distillations per preset and seed) measured about 11 minutes per preset and seed on this project's shared 2-core
+machine (load 5-9), i.e. about 2 h 15 min; see the README for the figures of a 2-preset run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gags.config import BenchConfig, DistillConfig, EvalConfig, ReconstructConfig, SegmentConfig, SynthConfig
+from gags.errors import GagsError
+from gags.io import atomic_path, ensure_dir, read_json, write_json
+from gags.pipeline import Step, run_steps
+
+DEFAULT_OUT = Path("bench_ablation")
+RESULT_JSON = "ablation.json"
+RESULT_MD = "ablation.md"
+SETTINGS_FILE = "ablation_settings.json"
+TIMINGS_FILE = "ablation_timings.json"
+SPLITS = ("test", "train")
+"""Held-out views first: the split users asked for; training views are LangSplat's protocol."""
+METRICS = ("miou", "loc_acc")
+ALL_PRESETS = "all"
+"""Column of the mean over presets."""
+
+PROMPT_MODES = {"gas": "gags", "uniform": "uniform"}
+"""Folder name -> ``gags segment --prompts`` value: GaS (the release's depth ratio) and LangSplat's uniform grid."""
+METHODS = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
+VARIANTS: dict[str, dict[str, bool]] = {
+    "no-region-aware": {"region_aware": False},
+    "no-entropy": {"entropy": False},
+    "no-consistency": {"consistency": False},
+    "all-off": {"region_aware": False, "entropy": False, "consistency": False},
+}
+"""Table 6: GaD (method gags, GaS features) with DistillConfig switches off."""
+SWITCHES = ("region_aware", "entropy", "consistency")
+RESULT_SETTINGS = ("resolution", "views", "reconstruct_iterations", "max_gaussians", "distill_iterations", "segmenter",
+                   "encoder", "eval_downscale", "protocol_min_side")
+"""Settings that change the results: a benchmark folder holds runs of one set of them only."""
+METHOD_LABELS = {"gags": "GaD (gags)", "avg": "average of the levels", "level-s": "sub-part level only",
+                 "level-m": "part level only", "level-l": "whole level only", "langsplat": "LangSplat (3 fields)"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the tables: a method distilled from one prompt mode's features, with DistillConfig switches.
+
+    prompts: "gas" | "uniform"; variant: "" (the method as it is) or a key of ``VARIANTS`` (gags only).
+    """
+
+    prompts: str
+    method: str
+    variant: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.prompts}/{self.method}" + (f"/{self.variant}" if self.variant else "")
+
+    @property
+    def folder(self) -> str:
+        """The output folder of the row inside ``PRESET/seedN``."""
+        return self.prompts + (f"-{self.variant}" if self.variant else "")
+
+    def switches(self) -> dict[str, bool]:
+        return {k: VARIANTS.get(self.variant, {}).get(k, True) for k in SWITCHES}
+
+    def label(self) -> str:
+        text = f"{'GaS' if self.prompts == 'gas' else 'uniform'} + {METHOD_LABELS.get(self.method, self.method)}"
+        return text + (f", {self.variant}" if self.variant else "")
+
+
+def plan_rows(config: BenchConfig) -> list[Row]:
+    """The rows the config asks for (GaS methods, uniform methods, GaD variants); GagsError on unknown names."""
+    for name, values in (("--methods", config.methods), ("--uniform-methods", config.uniform_methods)):
+        unknown = [m for m in values if m not in METHODS]
+        if unknown:
+            raise GagsError(f"{name}: unknown method(s) {unknown}; choose among {', '.join(METHODS)}.")
+    unknown = [v for v in config.variants if v not in VARIANTS]
+    if unknown:
+        raise GagsError(f"--variants: unknown variant(s) {unknown}; choose among {', '.join(VARIANTS)}.")
+    rows = [Row("gas", m) for m in dict.fromkeys(config.methods)]
+    rows += [Row("uniform", m) for m in dict.fromkeys(config.uniform_methods)]
+    rows += [Row("gas", "gags", v) for v in dict.fromkeys(config.variants)]
+    if not rows:
+        raise GagsError("nothing to run: --methods, --uniform-methods and --variants are all empty.")
+    return rows
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def seed_folder(out: Path, preset: str, seed: int) -> Path:
+    return Path(out) / preset / f"seed{seed}"
+
+
+def metrics_path(out: Path, preset: str, seed: int, row: Row, split: str) -> Path:
+    """OUT/PRESET/seedN/FOLDER/eval/METHOD/SPLIT/metrics.json, written by ``gags eval``."""
+    return seed_folder(out, preset, seed) / row.folder / "eval" / row.method / split / "metrics.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the chain of stages
+
+
+def _link(target: Path, link: Path) -> None:
+    """``link`` -> ``target`` as a relative symbolic link (replacing an older link)."""
+    if link.is_symlink():
+        link.unlink()
+    if link.exists():
+        raise GagsError(f"{link} exists and is not a link to {target}; delete it, or use another --out.")
+    link.symlink_to(os.path.relpath(target, link.parent))
+
+
+def share_inputs(src: Path, dst: Path, features: bool) -> None:
+    """Make ``dst`` a scene output folder on the same scene and Gaussians as ``src``: a copy of scene.json, links to
+    gaussians.ply and points3D.ply and, with ``features``, to language_features/ (and the segment record)."""
+    ensure_dir(dst)
+    with atomic_path(dst / "scene.json") as tmp:
+        shutil.copyfile(src / "scene.json", tmp)
+    names = ["gaussians.ply", "points3D.ply"] + (["language_features"] if features else [])
+    for name in names:
+        if (src / name).exists():
+            _link(src / name, dst / name)
+    if features and (src / "segment" / "config.json").is_file():
+        ensure_dir(dst / "segment")
+        _link(src / "segment" / "config.json", dst / "segment" / "config.json")
+
+
+def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) -> list[Step]:
+    from gags.distill.train import run as distill
+    from gags.query.evaluate import run as evaluate
+    from gags.segment.extract import run as segment
+    from gags.splat.reconstruct import run as reconstruct
+    from gags.synth.scenes import run as synth
+
+    threads = config.threads
+    steps: list[Step] = []
+    for preset in config.presets:
+        for seed in range(config.seeds):
+            root = seed_folder(out, preset, seed)
+            scene, gas = root / "scene", root / "gas"
+            tag = f"{preset}/seed{seed}"
+            steps.append(Step(f"{tag} synth", scene / "transforms.json", lambda s=scene, p=preset, n=seed: synth(
+                SynthConfig(out=s, preset=p, seed=n, resolution=config.resolution, views=config.views))))
+            steps.append(Step(f"{tag} reconstruct", gas / "reconstruct" / "metrics.json",
+                              lambda s=scene, g=gas, n=seed: reconstruct(ReconstructConfig(
+                                  scene=s, out=g, iterations=config.reconstruct_iterations,
+                                  max_gaussians=config.max_gaussians, seed=_default(ReconstructConfig, "seed") + n,
+                                  threads=threads))))
+            for mode in dict.fromkeys(r.prompts for r in rows):
+                folder = root / mode
+
+                def run_segment(f: Path = folder, m: str = mode, g: Path = gas, n: int = seed) -> None:
+                    if f != g:
+                        share_inputs(g, f, features=False)
+                    segment(SegmentConfig(out=f, segmenter=config.segmenter, encoder=encoder,
+                                          prompts=PROMPT_MODES[m],  # type: ignore[arg-type]
+                                          seed=_default(SegmentConfig, "seed") + n, threads=threads))
+
+                steps.append(Step(f"{tag} segment {mode}", folder / "segment" / "timings.json", run_segment))
+            for row in rows:
+                folder = root / row.folder
+
+                def run_distill(f: Path = folder, r: Row = row, g: Path = gas, n: int = seed) -> None:
+                    if r.variant:
+                        share_inputs(g, f, features=True)
+                    distill(DistillConfig(out=f, method=r.method,  # type: ignore[arg-type]
+                                          iterations=config.distill_iterations, encoder=encoder,
+                                          seed=_default(DistillConfig, "seed") + n, threads=threads, **r.switches()))
+
+                steps.append(Step(f"{tag} distill {row.key}", folder / "field" / row.method / "field.safetensors",
+                                  run_distill))
+                steps.append(Step(f"{tag} eval {row.key}", metrics_path(out, preset, seed, row, "test"),
+                                  lambda f=folder, r=row: _evaluate(evaluate, EvalConfig(
+                                      out=f, method=r.method, split="all", encoder=encoder,
+                                      downscale=config.eval_downscale, figures=config.figures,
+                                      protocol_min_side=config.protocol_min_side), threads)))
+    return steps
+
+
+def _evaluate(evaluate: Any, config: EvalConfig, threads: int) -> None:
+    with torch_threads(threads):
+        evaluate(config)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch intra-op threads set to ``threads`` (0: unchanged) inside the block."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tables
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """{"mean", "std" (sample, n - 1; None for one value), "n", "values"} of ``values`` (mean None when empty)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n, "values": values}
+
+
+def collect_runs(out: Path, presets: Sequence[str], seeds: int, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Every finished run's figures: one record per (preset, seed, row, split) whose metrics.json exists."""
+    runs = []
+    for preset in presets:
+        for seed in range(seeds):
+            for row in rows:
+                for split in SPLITS:
+                    path = metrics_path(out, preset, seed, row, split)
+                    if not path.is_file():
+                        continue
+                    m = read_json(path)
+                    runs.append({"preset": preset, "seed": seed, "row": row.key, "prompts": row.prompts,
+                                 "method": row.method, "variant": row.variant, "split": split,
+                                 "miou": float(m["miou"]), "loc_acc": float(m["loc_acc"]),
+                                 "n_queries": int(m["n_queries"]), "metrics": str(path.relative_to(out))})
+    return runs
+
+
+def aggregate(runs: Sequence[dict[str, Any]], presets: Sequence[str], rows: Sequence[Row]) -> dict[str, Any]:
+    """row key -> preset (and ``ALL_PRESETS``) -> split -> metric -> :func:`mean_std` over seeds.
+
+    ``ALL_PRESETS``: per seed, the mean over the presets (seeds that have every preset only), then over seeds.
+    """
+    table: dict[str, Any] = {}
+    for row in rows:
+        by_row = [r for r in runs if r["row"] == row.key]
+        table[row.key] = {}
+        for preset in [*presets, ALL_PRESETS]:
+            table[row.key][preset] = {}
+            for split in SPLITS:
+                cell = {}
+                for metric in METRICS:
+                    if preset == ALL_PRESETS:
+                        per_seed: dict[int, dict[str, float]] = {}
+                        for r in by_row:
+                            if r["split"] == split:
+                                per_seed.setdefault(r["seed"], {})[r["preset"]] = r[metric]
+                        values = [math.fsum(v.values()) / len(v) for _, v in sorted(per_seed.items())
+                                  if set(v) == set(presets)]
+                    else:
+                        values = [r[metric] for r in sorted(by_row, key=lambda r: r["seed"])
+                                  if r["preset"] == preset and r["split"] == split]
+                    cell[metric] = mean_std(values)
+                table[row.key][preset][split] = cell
+    return table
+
+
+def _cell(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "-"
+    text = f"{100 * stat['mean']:.1f}"
+    return text + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
+
+
+def _check(flag: bool) -> str:
+    return "✓" if flag else "✗"
+
+
+def build_tables(results: dict[str, Any], presets: Sequence[str], rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """The tables as {"title", "header", "rows"}; numeric cells are :func:`mean_std` dicts, the others strings."""
+    columns = [(p, s) for p in [*presets, ALL_PRESETS] for s in SPLITS]
+    header = ["method"] + [f"{'mean' if p == ALL_PRESETS else p} {'held-out' if s == 'test' else 'train'}"
+                           for p, s in columns]
+    gas_rows = [r for r in rows if r.prompts == "gas" and not r.variant]
+    tables: dict[str, dict[str, Any]] = {}
+    for name, metric, what in (("table1", "loc_acc", "Localization accuracy (%)"), ("table2", "miou", "mIoU (%)")):
+        tables[name] = {
+            "title": f"{what} per scene, GaS features (layout of the paper's Tables 1-2)",
+            "header": header,
+            "rows": [[r.label()] + [results[r.key][p][s][metric] for p, s in columns] for r in gas_rows],
+        }
+    split_header = [f"{'held-out' if s == 'test' else 'train'} {'mIoU' if m == 'miou' else 'loc. acc.'}"
+                    for s in SPLITS for m in METRICS]
+    ablation_rows = [r for r in rows if not r.variant and r.method != "langsplat"]
+    ablation_rows.sort(key=lambda r: (r.method == "gags", METHODS.index(r.method), r.prompts == "gas"))
+    tables["table4"] = {
+        "title": "GaS and GaD ablation, mean over presets (layout of the paper's Table 4)",
+        "header": ["GaS prompts", "distillation", *split_header],
+        "rows": [[_check(r.prompts == "gas"), METHOD_LABELS[r.method]]
+                 + [results[r.key][ALL_PRESETS][s][m] for s in SPLITS for m in METRICS] for r in ablation_rows],
+    }
+    loss_rows = [r for r in rows if r.prompts == "gas" and r.method == "gags"]
+    tables["table6"] = {
+        "title": "GaD losses, GaS features, mean over presets (layout of the paper's Table 6)",
+        "header": ["region-aware", "entropy", "consistency", *split_header],
+        "rows": [[_check(r.switches()[k]) for k in SWITCHES]
+                 + [results[r.key][ALL_PRESETS][s][m] for s in SPLITS for m in METRICS] for r in loss_rows],
+    }
+    return tables
+
+
+def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs: int) -> str:
+    """The tables as Markdown, after a line of settings."""
+    summary = (f"Presets {', '.join(settings['presets'])}; seeds 0..{settings['seeds'] - 1}; "
+               f"{settings['resolution']} px, {settings['views']} training views, "
+               f"{settings['reconstruct_iterations']} RGB iterations, distillation iterations "
+               f"{settings['distill_iterations'] or 'default'}; encoder {settings['encoder']}, segmenter "
+               f"{settings['segmenter']}. {n_runs} evaluated (run, split) pairs. "
+               "Cells: mean ± std over seeds (sample std), in percent; '-' = not run yet.")
+    lines = ["# gags bench ablation", "", summary, ""]
+    for name, table in tables.items():
+        lines += [f"## {name[:5].capitalize()} {name[5:]}: {table['title']}", ""]
+        lines.append("| " + " | ".join(table["header"]) + " |")
+        lines.append("|" + "|".join("---" for _ in table["header"]) + "|")
+        for row in table["rows"]:
+            lines.append("| " + " | ".join(c if isinstance(c, str) else _cell(c) for c in row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, config: BenchConfig, rows: Sequence[Row], timings: dict[str, float]) -> dict[str, Any]:
+    """Collect every finished run, aggregate, and write OUT/ablation.json and OUT/ablation.md; returns the JSON."""
+    runs = collect_runs(out, config.presets, config.seeds, rows)
+    results = aggregate(runs, config.presets, rows)
+    tables = build_tables(results, config.presets, rows)
+    settings = settings_of(config)
+    record = {
+        "settings": settings,
+        "rows": {r.key: {"label": r.label(), "prompts": r.prompts, "method": r.method, "variant": r.variant,
+                         **r.switches()} for r in rows},
+        "results": results,
+        "tables": tables,
+        "runs": runs,
+        "seconds": timings,
+    }
+    write_json(out / RESULT_JSON, record)
+    with atomic_path(out / RESULT_MD) as tmp:
+        tmp.write_text(markdown(tables, settings, len(runs)))
+    return record
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def settings_of(config: BenchConfig) -> dict[str, Any]:
+    s = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("which", "folder", "out", "labels",
+                                                                        "repeats")}
+    s["encoder"] = config.encoder or "tiny"
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """A benchmark folder holds runs of one set of result-changing settings: refuse to mix."""
+    path = out / SETTINGS_FILE
+    now = {k: settings[k] for k in RESULT_SETTINGS}
+    if path.is_file():
+        then = read_json(path)
+        diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+        if diff:
+            raise GagsError(f"{out} holds ablation runs made with other settings ({diff}, as (then, now)). Run with "
+                            "the same settings to resume, or pass another --out.")
+    write_json(path, now)
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    """Run every step not done yet, then write the tables; returns the record written to OUT/ablation.json."""
+    if config.seeds < 1:
+        raise GagsError(f"--seeds must be at least 1, got {config.seeds}.")
+    if not config.presets:
+        raise GagsError("--presets is empty; name at least one preset (ramen, teatime, figurines, kitchen, random).")
+    from gags.synth.library import PRESETS
+
+    unknown = [p for p in config.presets if p not in PRESETS]
+    if unknown:
+        raise GagsError(f"--presets: unknown preset(s) {unknown}; choose among {', '.join(PRESETS)}.")
+    rows = plan_rows(config)
+    out = ensure_dir(Path(config.out) if config.out is not None else DEFAULT_OUT)
+    settings = settings_of(config)
+    _check_settings(out, settings)
+    steps = _steps(config, out, rows, settings["encoder"])
+    with torch_threads(config.threads):
+        done = run_steps(steps, out / TIMINGS_FILE)
+    record = write_results(out, config, rows, done.seconds)
+    record["ran"], record["skipped"] = done.ran, done.skipped
+    print(markdown(record["tables"], settings, len(record["runs"])))
+    print(f"gags bench ablation: {out / RESULT_MD}, {out / RESULT_JSON}")
+    return record

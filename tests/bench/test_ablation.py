@@ -1,0 +1,132 @@
+"""``gags bench ablation``: the tables' arithmetic on hand-made runs, and a miniature benchmark end to end (one preset,
+two seeds, a subset of methods, tiny images and iterations) whose tables are checked against the per-run metrics.json
+files, then rerun to check that finished runs are skipped."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gags.bench import ablation
+from gags.bench.ablation import ALL_PRESETS, Row, aggregate, mean_std, metrics_path, plan_rows
+from gags.config import BenchConfig
+from gags.errors import GagsError
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    stat = mean_std([0.1, 0.3, 0.8])
+    assert stat["mean"] == pytest.approx(0.4)
+    assert stat["std"] == pytest.approx(math.sqrt(((0.1 - 0.4) ** 2 + (0.3 - 0.4) ** 2 + (0.8 - 0.4) ** 2) / 2))
+    assert stat["n"] == 3
+    assert mean_std([0.5]) == {"mean": 0.5, "std": None, "n": 1, "values": [0.5]}
+    assert mean_std([])["mean"] is None
+
+
+def _run(preset, seed, row, split, miou, loc):
+    return {"preset": preset, "seed": seed, "row": row.key, "split": split, "miou": miou, "loc_acc": loc}
+
+
+def test_aggregate_over_seeds_and_presets():
+    gags, avg = Row("gas", "gags"), Row("gas", "avg")
+    runs = [
+        _run("ramen", 0, gags, "test", 0.2, 0.5), _run("ramen", 1, gags, "test", 0.4, 0.7),
+        _run("teatime", 0, gags, "test", 0.6, 0.1), _run("teatime", 1, gags, "test", 0.8, 0.3),
+        _run("ramen", 0, avg, "test", 0.1, 0.2),  # avg: one seed of one preset only
+        _run("ramen", 0, gags, "train", 0.9, 1.0),
+    ]
+    table = aggregate(runs, ["ramen", "teatime"], [gags, avg])
+    cell = table[gags.key]["ramen"]["test"]
+    assert cell["miou"]["mean"] == pytest.approx(0.3) and cell["miou"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert cell["loc_acc"]["values"] == [0.5, 0.7]
+    # over presets: per seed the mean over presets (0.4 and 0.6), then over seeds
+    every = table[gags.key][ALL_PRESETS]["test"]["miou"]
+    assert every["values"] == pytest.approx([0.4, 0.6]) and every["std"] == pytest.approx(math.sqrt(0.02))
+    assert table[gags.key][ALL_PRESETS]["train"]["miou"]["n"] == 0  # seed 0 has no teatime training figure
+    assert table[avg.key]["ramen"]["test"]["miou"] == {"mean": 0.1, "std": None, "n": 1, "values": [0.1]}
+    assert table[avg.key][ALL_PRESETS]["test"]["miou"]["mean"] is None
+
+
+def test_rows_and_user_errors(tmp_path):
+    rows = plan_rows(BenchConfig(which="ablation", methods=("gags", "langsplat"), uniform_methods=("avg",),
+                                 variants=("no-entropy",)))
+    assert [r.key for r in rows] == ["gas/gags", "gas/langsplat", "uniform/avg", "gas/gags/no-entropy"]
+    assert rows[-1].folder == "gas-no-entropy"
+    assert rows[-1].switches() == {"region_aware": True, "entropy": False, "consistency": True}
+    with pytest.raises(GagsError, match="unknown method"):
+        plan_rows(BenchConfig(which="ablation", methods=("best",)))
+    with pytest.raises(GagsError, match="unknown variant"):
+        plan_rows(BenchConfig(which="ablation", variants=("no-loss",)))
+    with pytest.raises(GagsError, match="unknown preset"):
+        ablation.run(BenchConfig(which="ablation", out=tmp_path, presets=("moon",)))
+    ablation._check_settings(tmp_path, ablation.settings_of(BenchConfig(which="ablation")))
+    with pytest.raises(GagsError, match="other settings"):
+        ablation.run(BenchConfig(which="ablation", out=tmp_path, resolution=96))
+
+
+def test_share_inputs_links_what_the_stages_read(tmp_path):
+    src, dst = tmp_path / "gas", tmp_path / "seed0" / "gas-no-entropy"
+    (src / "language_features").mkdir(parents=True)
+    (src / "segment").mkdir()
+    for name in ("scene.json", "gaussians.ply", "points3D.ply", "segment/config.json"):
+        (src / name).write_text(name)
+    ablation.share_inputs(src, dst, features=True)
+    ablation.share_inputs(src, dst, features=True)  # again: links are replaced, not an error
+    assert not (dst / "scene.json").is_symlink() and (dst / "scene.json").read_text() == "scene.json"
+    for name in ("gaussians.ply", "points3D.ply", "language_features", "segment/config.json"):
+        assert (dst / name).is_symlink() and (dst / name).resolve() == (src / name).resolve()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def miniature(out: Path, encoder_dir: Path) -> BenchConfig:
+    return BenchConfig(which="ablation", out=out, presets=("ramen",), seeds=2, resolution=32, views=6,
+                       reconstruct_iterations=20, max_gaussians=2000, distill_iterations=8, methods=("gags", "avg"),
+                       uniform_methods=("gags",), variants=("no-entropy",), encoder=f"openclip:local-dir:{encoder_dir}",
+                       figures=False, protocol_min_side=0)
+
+
+@pytest.mark.slow
+def test_miniature_ablation_tables_match_the_runs_and_resume(tmp_path, encoder_dir, capsys):
+    out = tmp_path / "bench"
+    config = miniature(out, encoder_dir)
+    record = ablation.run(config)
+    rows = plan_rows(config)
+    assert len(record["ran"]) == 2 * (1 + 1 + 2 + 2 * len(rows)) and record["skipped"] == []
+
+    written = json.loads((out / "ablation.json").read_text())
+    md = (out / "ablation.md").read_text()
+    tables = written["tables"]
+    assert set(tables) == {"table1", "table2", "table4", "table6"}
+    assert tables["table1"]["header"] == ["method", "ramen held-out", "ramen train", "mean held-out", "mean train"]
+    assert [r[0] for r in tables["table1"]["rows"]] == [Row("gas", "gags").label(), Row("gas", "avg").label()]
+    assert [r[:2] for r in tables["table4"]["rows"]] == [["✓", "average of the levels"], ["✗", "GaD (gags)"],
+                                                         ["✓", "GaD (gags)"]]
+    assert [r[:3] for r in tables["table6"]["rows"]] == [["✓", "✓", "✓"], ["✓", "✗", "✓"]]
+    assert len(written["runs"]) == 2 * len(rows) * 2  # seeds x rows x splits
+
+    for row in rows:
+        for split in ("test", "train"):
+            for metric in ("miou", "loc_acc"):
+                values = [json.loads(metrics_path(out, "ramen", s, row, split).read_text())[metric] for s in (0, 1)]
+                mean = sum(values) / 2
+                std = math.sqrt(sum((v - mean) ** 2 for v in values))  # n - 1 = 1
+                for preset in ("ramen", ALL_PRESETS):  # one preset: the mean over presets is that preset
+                    cell = written["results"][row.key][preset][split][metric]
+                    assert cell["values"] == pytest.approx(values)
+                    assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+    # the Markdown shows the same numbers, in percent
+    gags_test = written["results"]["gas/gags"]["ramen"]["test"]["loc_acc"]
+    first = next(line for line in md.splitlines() if line.startswith(f"| {Row('gas', 'gags').label()} |"))
+    assert first.split(" | ")[1] == f"{100 * gags_test['mean']:.1f} ± {100 * gags_test['std']:.1f}"
+
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    capsys.readouterr()
+    again = ablation.run(config)
+    assert again["ran"] == [] and len(again["skipped"]) == len(record["ran"])
+    assert "done already" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == finished
+    assert json.loads((out / "ablation.json").read_text())["results"] == written["results"]
