@@ -63,3 +63,14 @@ def test_no_folder_is_a_user_error():
     with pytest.raises(GagsError, match="needs the scene output folder"):
         run(BenchConfig(which="query"))
     assert main(["bench", "query"]) == 1
+
+
+@pytest.mark.parametrize("which, script", [("rasterize", "benchmarks/rasterize.py"),
+                                           ("reconstruct", "benchmarks/reconstruct.py"),
+                                           ("mask-nms", "benchmarks/mask_nms.py")])
+def test_script_benchmarks_say_which_script_to_run(which, script, capsys):
+    from pathlib import Path
+
+    assert (Path(__file__).resolve().parents[2] / script).is_file()
+    assert main(["bench", which]) == 1
+    assert f"python {script}" in capsys.readouterr().err
