@@ -17,12 +17,12 @@ method does what a query needs (``gags.query.render``, ``gags.query.metrics``; t
   and mask at the render resolution (``*_render_resolution``, ``ratio_render_resolution``), as ``gags query`` does.
 
 Protocol: text embeddings are computed once before timing (they are shared; their time is reported apart). One
-warm-up pass over the whole set per method, then ``repeats`` passes alternating the two methods (so that a change of
-machine load hits both); each method's figure is its fastest pass (the least disturbed by other processes), with that
-pass's breakdown. The 3D query (``gags.query.select3d.select_gaussians``: decode every Gaussian once and score one
-text, as ``gags query --ply`` does per text) is timed once per distinct query text after one warm-up query; its figure
-is the median over the texts (each one decodes every Gaussian, so one pass over many texts is already long). For
-reference, LangSplat is also timed with its three
+warm-up pass over the whole set per variant, then ``repeats`` passes, the variants alternating within each (so that a
+change of machine load hits all of them); each variant's figure is its fastest pass (the least disturbed by other
+processes), with that pass's breakdown. The 3D query (``gags.query.select3d.select_gaussians``: decode every Gaussian
+once and score one text, as ``gags query --ply`` does per text) is timed once per distinct query text after one
+warm-up query, the two methods alternating text by text; its figure is the median over the texts (each one decodes
+every Gaussian, so one pass over many texts is already long). For reference, LangSplat is also timed with its three
 levels rendered together as one 9-channel field (``langsplat_one_render``), which this rasterizer allows.
 
 Writes ``OUT/bench/query.json`` (atomically) and prints a summary.
@@ -205,11 +205,12 @@ def run(config: BenchConfig) -> dict[str, Any]:
         for _ in range(config.repeats):
             for name, args in variants.items():
                 passes[name].append(answer_frames(geometry, args[0], frames, canon, *args[1:]))
-        per_text: dict[str, list[float]] = {}
+        per_text: dict[str, list[float]] = {m: [] for m in METHODS}
         for method in METHODS:
             select_each(fields[method], embedded[:1], canon)  # warm-up
-        for method in METHODS:
-            per_text[method] = select_each(fields[method], embedded, canon)
+        for q in range(len(texts)):  # alternating, so that a change of load hits both methods
+            for method in METHODS:
+                per_text[method] += select_each(fields[method], embedded[q:q + 1], canon)
         load_after = os.getloadavg()
         threads = torch.get_num_threads()
     finally:
