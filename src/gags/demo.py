@@ -2,7 +2,8 @@
 
 synth -> reconstruct -> segment -> distill (gags + baselines) -> eval. Each stage writes into the same output folder
 and resumes by itself; a stage whose final artifact exists is skipped, so re-running the command after an interruption
-continues where it stopped. Time per stage goes to OUT/demo.json.
+continues where it stopped. Time per stage goes to OUT/demo.json. Last, the report (OUT/report.html, ``gags.report``)
+is written again on every run: it is cheap and shows what the stages did.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gags.config import (
 from gags.errors import GagsError
 from gags.io import ensure_dir, read_json, write_json
 from gags.pipeline import Step, run_steps
+from gags.report import write_report
 
 TIMINGS_FILE = "demo.json"
 
@@ -66,7 +68,10 @@ def run(config: DemoConfig) -> dict[str, Any]:
 
     summary = headline(out, ("gags", *config.baselines))
     write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary})
+    print("report ...", flush=True)
+    report = write_report(out)
     _print_summary(out, summary)
+    print(f"Report: {report}")
     return summary
 
 

@@ -296,7 +296,8 @@ def _queries_section(ctx: Context) -> str:
     split = next(s for s in ("test", "train") if (ctx.out / "eval" / method / s / "metrics.json").is_file())
     metrics = ctx.json(f"eval/{method}/{split}/metrics.json")
     frames = list(dict.fromkeys(q["frame"] for q in metrics["queries"]))
-    frame = frames[0]
+    counts = [sum(q["frame"] == f for q in metrics["queries"]) for f in frames]
+    frame = frames[counts.index(max(counts))]  # the view with the most labels (the first of them)
     queries = [q for q in metrics["queries"] if q["frame"] == frame]
     folder = ctx.out / "eval" / method / split
     others = {m: {(q["frame"], q["label"]): q for q in ctx.json(f"eval/{m}/{split}/metrics.json")["queries"]}
@@ -782,7 +783,9 @@ th,td{padding:6px 12px;border-bottom:1px solid var(--line);text-align:right}
 th{font-weight:600;background:#f6f8fa}
 .l{text-align:left}
 table.metrics td,table.metrics th{min-width:96px}
-table.metrics tr:first-of-type th{border-bottom:none}
+table.metrics th{background:none}
+table.metrics th[colspan]{text-align:center;border-bottom:2px solid #c8cfd9}
+table.metrics th[rowspan]{vertical-align:bottom}
 .timing td.bar{width:360px}
 .timing td.bar i{display:block;height:12px;border-radius:3px;background:var(--accent)}
 .timing tr.total td{font-weight:600;border-bottom:none}
