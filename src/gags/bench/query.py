@@ -177,6 +177,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if not views:
         raise GagsError(f"no labelled view of {out} matches an image of the scene; nothing to time.")
     encoder = config.encoder or render.default_encoder(out)
+    render.check_encoder_weights(out, encoder)
     texts = list(dict.fromkeys(c for name, _ in views for c in labels[name].categories))
 
     threads_before = torch.get_num_threads()
