@@ -375,6 +375,10 @@ def _granularity_section(ctx: Context) -> str:
                       "Only gags predicts a granularity per pixel; the baselines use fixed level weights.")
     field = render.load_field(ctx.out, "gags")
     geometry = render.load_geometry(ctx.out)
+    if len(field.features) != len(geometry):
+        raise Missing(f"The gags field has {len(field.features):,} Gaussians but OUT/gaussians.ply has "
+                      f"{len(geometry):,}: it was distilled on other Gaussians. Run `gags distill OUT --method gags "
+                      "--no-resume` again.")
     scene = ctx.scene()
     ids = list(scene.test_ids)[:MAX_VIEWS] or _spread(list(scene.train_ids), MAX_VIEWS)
     ones = torch.ones(len(field.features), 1)
