@@ -47,6 +47,19 @@ def test_same_point_same_masks_and_deterministic(kitchen_photo):
     assert torch.equal(ma[0], ma[1])  # same pixel
 
 
+def test_each_mask_is_the_region_under_its_point(kitchen_photo):
+    """Masks are built once per distinct region and gathered: the result must equal the direct definition."""
+    seg = HierarchySegmenter()
+    seg.set_image(kitchen_photo)
+    height, width = kitchen_photo.shape[:2]
+    points = np.concatenate([_random_points(150, height, width), np.full((5, 2), 20.5, np.float32)])  # repeats too
+    masks = seg.predict(points).masks.numpy()
+    xs, ys = points[:, 0].astype(int), points[:, 1].astype(int)
+    maps = seg._level_maps  # [3, H, W] region id per pixel and level
+    expected = maps[None] == maps[:, ys, xs].T[:, :, None, None]  # [P, 3, H, W]
+    assert np.array_equal(masks, expected)
+
+
 def _two_depth_scene():
     """A grey plane with a grey square (same colour) in front of it: only depth tells them apart. [96, 96]."""
     rgb = np.full((96, 96, 3), 128, np.uint8)

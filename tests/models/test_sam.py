@@ -79,3 +79,82 @@ def test_sam2_tiny_from_a_saved_checkpoint(tmp_path, kitchen_photo):
     assert torch.equal(seg.model.state_dict()[name], param)
     seg.set_image(kitchen_photo)
     _check_prediction(seg.predict(POINTS), *kitchen_photo.shape[:2])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# point convention: the project's points are continuous (pixel (i, j) has its centre at (j + 0.5, i + 0.5)); SAM and
+# SAM 2 take pixel indices and add the half pixel in their prompt encoders, so what they embed must be our point.
+
+CENTRES = np.array([[100.5, 40.5], [0.5, 0.5], [1023.5, 511.5]], np.float32)
+"""Centres of pixel (x=100, y=40), and of the first and the last pixel of a 1024 x 512 image."""
+
+
+def _spy_embedded_points(monkeypatch, prompt_encoder) -> list[torch.Tensor]:
+    """Record the points handed to ``prompt_encoder._embed_points`` (which adds 0.5 to them before embedding)."""
+    seen: list[torch.Tensor] = []
+    original = prompt_encoder._embed_points
+
+    def spy(points, labels, pad):
+        seen.append(points.detach().float().clone())
+        return original(points, labels, pad)
+
+    monkeypatch.setattr(prompt_encoder, "_embed_points", spy)
+    return seen
+
+
+def test_sam_embeds_the_pixel_centre_the_point_names(monkeypatch):
+    """A 1024-wide image is SAM's input size (no rescaling): SAM must embed exactly our continuous point."""
+    segment_anything = pytest.importorskip("segment_anything")
+    from segment_anything.build_sam import _build_sam
+
+    from gags.models import SamSegmenter
+
+    # vit_b's prompt encoder and mask decoder with a one-block, 16-wide image encoder: the point path is the real one
+    monkeypatch.setitem(segment_anything.sam_model_registry, "vit_b",
+                        lambda checkpoint=None: _build_sam(16, 1, 1, [], checkpoint=checkpoint))
+    torch.manual_seed(0)
+    seg = SamSegmenter("vit_b", device="cpu")
+    seen = _spy_embedded_points(monkeypatch, seg.model.prompt_encoder)
+    seg.set_image(np.zeros((512, 1024, 3), np.uint8))
+    seg.predict(CENTRES)
+    given = torch.cat(seen)[:, 0]  # [P, 2], the first point of each prompt (SAM pads a dummy second one)
+    assert torch.allclose(given + 0.5, torch.from_numpy(CENTRES))  # what SAM embeds, after its own + 0.5
+    assert torch.allclose(given, torch.tensor([[100.0, 40.0], [0.0, 0.0], [1023.0, 511.0]]))  # the pixel indices
+
+    seen.clear()  # a 512 x 256 image is upscaled 2x: pixel (100, 40) becomes SAM's pixel index (200, 80)
+    seg.set_image(np.zeros((256, 512, 3), np.uint8))
+    seg.predict(np.array([[100.5, 40.5]], np.float32))
+    assert torch.allclose(torch.cat(seen)[:, 0], torch.tensor([[200.0, 80.0]]))
+
+
+class _ZeroTrunk(torch.nn.Module):
+    """Stands for SAM 2's Hiera trunk: zero features at strides 4, 8, 16, 32 (fine to coarse), in a blink."""
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x.new_zeros(x.shape[0], c, x.shape[-2] // s, x.shape[-1] // s)
+                for c, s in zip(self.channels, (4, 8, 16, 32))]
+
+
+def test_sam2_embeds_the_pixel_centre_the_point_names(monkeypatch):
+    """SAM 2 stretches the image to 1024 x 1024; at that size it must embed exactly our continuous point."""
+    pytest.importorskip("sam2")
+    from gags.models import Sam2Segmenter
+
+    torch.manual_seed(0)
+    seg = Sam2Segmenter("sam2.1_hiera_tiny", device="cpu")
+    encoder = seg.model.image_encoder  # the real FPN neck and mask decoder on zero trunk features
+    encoder.trunk = _ZeroTrunk(list(reversed(encoder.neck.backbone_channel_list)))
+    seen = _spy_embedded_points(monkeypatch, seg.model.sam_prompt_encoder)
+    seg.set_image(np.zeros((1024, 1024, 3), np.uint8))
+    seg.predict(CENTRES)
+    given = torch.cat(seen)[:, 0]
+    assert torch.allclose(given + 0.5, torch.from_numpy(CENTRES), atol=1e-3)
+
+    seen.clear()  # a 512 x 512 image is stretched 2x: pixel (100, 40) becomes SAM 2's pixel index (200, 80)
+    seg.set_image(np.zeros((512, 512, 3), np.uint8))
+    seg.predict(np.array([[100.5, 40.5]], np.float32))
+    assert torch.allclose(torch.cat(seen)[:, 0], torch.tensor([[200.0, 80.0]]), atol=1e-3)

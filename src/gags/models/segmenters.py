@@ -160,6 +160,12 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 STABILITY_OFFSET = 1.0
 """Logit offset of the stability score (segment_anything SamAutomaticMaskGenerator: stability_score_offset=1.0)."""
+SAM_PIXEL_OFFSET = 0.5
+"""Subtracted from prompt points before SAM / SAM 2 see them. The project's points are continuous pixel coordinates
+(pixel (i, j) covers [j, j+1) x [i, i+1), its centre is (j + 0.5, i + 0.5); ``gags.cameras``, ``gags.segment.prompts``),
+while SAM and SAM 2 take a pixel's index: their predictors only rescale the coordinates to the model's 1024-pixel
+input and their prompt encoders add 0.5 ("shift to center of pixel", ``PromptEncoder._embed_points`` in both
+packages). Without the offset every prompt would land half a pixel right of and below the pixel it names."""
 MAX_LOGIT_ELEMENTS = 1 << 25
 """Bound on full-resolution logits held at once ([B, 3, H, W] float32, 128 MiB): sets the points per batch."""
 
@@ -172,7 +178,8 @@ class SamSegmenter:
     """segment_anything (``vit_b``, ``vit_l``, ``vit_h``) from a local checkpoint; batched ``predict_torch``.
 
     The three multimask outputs are sorted by area into sub-part, part, whole; scores are SAM's predicted IoU,
-    stability as SAM's automatic mask generator computes it. fp16 autocast on CUDA.
+    stability as SAM's automatic mask generator computes it. fp16 autocast on CUDA. Points are passed to SAM as
+    ``xy - SAM_PIXEL_OFFSET`` (SAM adds the half pixel itself).
     """
 
     def __init__(
@@ -212,7 +219,7 @@ class SamSegmenter:
         batch = max(1, MAX_LOGIT_ELEMENTS // (N_LEVELS * height * width))
         outs = []
         for start in range(0, max(len(pts), 1), batch):
-            chunk = torch.from_numpy(pts[start : start + batch]).to(self.device)
+            chunk = torch.from_numpy(pts[start : start + batch] - SAM_PIXEL_OFFSET).to(self.device)
             coords = self.predictor.transform.apply_coords_torch(chunk[:, None, :], (height, width))
             labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=self.device)
             with torch.inference_mode(), _autocast(self.device):
@@ -225,7 +232,8 @@ class Sam2Segmenter:
     """SAM 2 (package ``sam2``) with a config it ships (``sam2.1_hiera_large`` ...) from a local checkpoint.
 
     Batched point prompts through ``SAM2ImagePredictor.predict`` with three mask outputs, sorted by area into
-    sub-part, part, whole; stability as for SAM. fp16 autocast on CUDA.
+    sub-part, part, whole; stability as for SAM. fp16 autocast on CUDA. Points are passed as ``xy - SAM_PIXEL_OFFSET``
+    (SAM 2's prompt encoder adds the half pixel itself, as SAM's does).
     """
 
     def __init__(
@@ -268,7 +276,7 @@ class Sam2Segmenter:
         batch = max(1, MAX_LOGIT_ELEMENTS // (N_LEVELS * height * width))
         outs = []
         for start in range(0, max(len(pts), 1), batch):
-            chunk = pts[start : start + batch]
+            chunk = pts[start : start + batch] - SAM_PIXEL_OFFSET
             with torch.inference_mode(), _autocast(self.device):
                 logits, iou, _ = self.predictor.predict(
                     point_coords=chunk[:, None, :],
@@ -470,12 +478,33 @@ class HierarchySegmenter:
         xs = np.clip(np.floor(pts[:, 0]).astype(np.int64), 0, width - 1)
         ys = np.clip(np.floor(pts[:, 1]).astype(np.int64), 0, height - 1)
         sp = self.superpixels[ys, xs]  # [P]
-        regions = np.ascontiguousarray(self._level_labels[:, sp].T)  # [P, 3]
-        masks = np.empty((len(sp), N_LEVELS, height, width), bool)
-        np.equal(self._level_maps[None], regions[:, :, None, None], out=masks)  # numpy: ~4x faster than torch here
+        masks = _region_masks(self._level_maps, self._level_labels[:, sp].T)
         return MaskPrediction(
             torch.from_numpy(masks), torch.from_numpy(self._scores[sp]), torch.from_numpy(self._stability[sp])
         )
+
+
+def _region_masks(level_maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """level_maps: [L, H, W] region id per pixel and level; regions: [P, L] region of each point per level.
+
+    Returns [P, L, H, W] bool, the mask of each point's region at each level. Many points fall in the same region, so
+    each distinct (level, region) mask is painted once, by one scatter over the pixels of each level (O(L H W), not
+    one comparison of the whole image per mask), then gathered for the points (a copy per point and level).
+    """
+    n_points, n_levels = regions.shape
+    height, width = level_maps.shape[1:]
+    offsets = np.concatenate([[0], np.cumsum(level_maps.reshape(n_levels, -1).max(1) + 1)])  # [L + 1]
+    keys = (regions + offsets[:-1]).ravel()  # [P L] region ids, distinct across levels
+    unique, inverse = np.unique(keys, return_inverse=True)  # [U], [P L]
+    row = np.full(offsets[-1], -1, np.int64)  # row of each (level, region) in the distinct masks, -1 = not asked
+    row[unique] = np.arange(len(unique))
+    distinct = np.zeros((len(unique), height * width), bool)  # [U, H W]
+    pixel = np.arange(height * width)
+    for level in range(n_levels):  # three scatters, each over all pixels of one level
+        rows = row[level_maps[level].ravel() + offsets[level]]
+        asked = rows >= 0
+        distinct[rows[asked], pixel[asked]] = True
+    return distinct[inverse].reshape(n_points, n_levels, height, width)
 
 
 class _SuperpixelGraph:
