@@ -46,7 +46,7 @@ def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition"):
 def viewer(viewer_out, encoder_spec):
     from gags.viewer import start
 
-    handle = start(ViewConfig(out=viewer_out, port=0, encoder=encoder_spec, max_size=128, decode_size=64))
+    handle = start(ViewConfig(out=viewer_out, port=0, encoder=encoder_spec, max_size=128, decode_size=64, threads=0))
     yield handle
     handle.stop()
 
@@ -86,7 +86,7 @@ def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys):
             _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
-    run(ViewConfig(out=viewer_out, port=port, encoder=encoder_spec, max_size=64))
+    run(ViewConfig(out=viewer_out, port=port, encoder=encoder_spec, max_size=64, threads=0))
     assert answered == [True]
     assert not serving()
     printed = capsys.readouterr().out
