@@ -6,6 +6,7 @@ shows), and two tabs with different queries each get their own result.
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -93,12 +94,22 @@ def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys):
     assert f"http://localhost:{port}" in printed and "gags view: stopped" in printed
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip, or fail when GAGS_REQUIRE_BROWSER=1 (CI sets it, so that a missing browser cannot pass unnoticed)."""
+    if os.environ.get("GAGS_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"GAGS_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
-        pytest.skip(f"no browser at {CHROMIUM} (apt install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (its own browsers are not "
-                                                                  "needed: Debian's chromium is used)")
+        skip_or_fail(f"no browser at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_or_fail("playwright is not installed (pip install playwright; its own browser downloads are not needed: "
+                     "Debian's chromium is used)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
