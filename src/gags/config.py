@@ -296,7 +296,7 @@ class ViewConfig:
     host: str = "127.0.0.1"
     """Address to listen on; 127.0.0.1 keeps the viewer on this machine (0.0.0.0 opens it to the network)."""
     port: int = 8080
-    """Port to listen on (viser's default)."""
+    """Port to listen on; when it is taken, the next free one is used (the address is printed); 0: any free port."""
     method: str = "gags"
     """The field to show (gags, avg, level-s/m/l, langsplat, n2f2)."""
     encoder: str | None = None
