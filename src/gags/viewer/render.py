@@ -3,11 +3,13 @@
 :class:`Renderer` holds the loaded scene, a cache of encoded queries and one lock. Every torch computation happens
 under that lock, so concurrent requests (several browser tabs) run one after the other and never share partial
 state; a :class:`Frame` is built from its own request only. ``Renderer.render`` takes the requesting client's previous
-:class:`RenderPass` and reuses it when the camera did not move (a new query on a still view only decodes again).
+:class:`RenderPass` and reuses it when the camera did not move (a new query on a still view only takes dot products
+with the decoded features it keeps).
 
 Per frame, one rasterization gives the colour, the 16-d language features and the expected depth together
-(``render_mode="RGB+ED"`` over ``[rgb, features]`` channels); only covered pixels (alpha above ``COVERED_ALPHA``)
-are decoded. Modes:
+(``render_mode="RGB+ED"`` over ``[rgb, features]`` channels). The features are area-averaged to at most
+``decode_size`` pixels on the longer side (decoding is the costly part) and only covered pixels (alpha above
+``COVERED_ALPHA``) are decoded; the maps are upsampled back to the frame. Modes:
 
 - ``rgb``: the Gaussians' colours.
 - ``relevancy``: the relevancy of the query (``gags.query.relevancy``, as ``gags query`` computes it per pixel),
@@ -24,7 +26,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -252,9 +254,9 @@ class Renderer:
                 render, depth, alpha = rasterize_pass(self.scene, camera, rgb_and_features)
                 base = RenderPass(camera=camera, rgb=render[..., :3], features=render[..., 3:], depth=depth,
                                   alpha=alpha)
-            image, relevancy, info = self._colour(base, mode, text)
+            image, rel, info = self._colour(base, mode, text)
             frame = Frame(image=to_uint8(image), depth=base.depth.numpy().astype(np.float32), mode=mode,
-                          query=text if mode in QUERY_MODES else "", camera=camera, relevancy=relevancy, info=info,
+                          query=text if mode in QUERY_MODES else "", camera=camera, relevancy=rel, info=info,
                           seconds=time.perf_counter() - start)
         return frame, base
 
@@ -333,9 +335,3 @@ def upsample(values: np.ndarray, width: int, height: int) -> np.ndarray:
     if values.shape[:2] == (height, width):
         return values
     return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def with_size(camera: Camera, max_size: int) -> Camera:
-    """``camera`` resized so that its longer side has ``max_size`` pixels (aspect kept)."""
-    factor = max_size / max(camera.width, camera.height)
-    return camera if factor == 1 else replace(camera.scaled(factor), name=camera.name)
