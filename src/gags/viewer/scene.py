@@ -110,6 +110,7 @@ def load_viewer_scene(out: Path, method: str = "gags", encoder: str | None = Non
                         f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} --method "
                         f"{method} --no-resume`.")
     spec = encoder or query_render.default_encoder(out)
+    query_render.check_encoder_weights(out, spec)
     text_encoder = load_encoder(spec, device="cpu")
     dim = query_render.field_dim(field)
     if text_encoder.dim != dim:
