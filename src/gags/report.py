@@ -204,11 +204,11 @@ def _page(ctx: Context, sections: list[Section], headline: str) -> str:
 <title>{html.escape(title)}</title><style>{CSS}</style></head>
 <body><header><div class="wrap"><h1>{html.escape(title)}</h1>
 <p class="sub">Open-vocabulary 3D scene understanding with Gaussian splatting (GAGS). Output folder
-<code>{html.escape(str(ctx.out))}</code>, report made {made}.</p>{headline}
+<code>{html.escape(str(ctx.out.resolve()))}</code>, report made {made}.</p>{headline}
 <nav>{toc}</nav></div></header>
 <main class="wrap">{body}
-<footer>Made by gags from the files in <code>{html.escape(str(ctx.out))}</code>. Every image is embedded in this file;
-run <code>gags report {html.escape(str(ctx.out))}</code> to make it again.</footer></main></body></html>
+<footer>Made by gags from the files in <code>{html.escape(str(ctx.out.resolve()))}</code>. Every image is embedded in this file;
+run <code>gags report {html.escape(str(ctx.out.resolve()))}</code> to make it again.</footer></main></body></html>
 """
 
 
