@@ -199,16 +199,17 @@ def _page(ctx: Context, sections: list[Section], headline: str) -> str:
         f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2><p class="lead">{html.escape(s.lead)}</p>{s.body}'
         "</section>" for s in sections)
     made = time.strftime("%Y-%m-%d %H:%M")
+    folder = html.escape(str(ctx.out.resolve()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{CSS}</style></head>
 <body><header><div class="wrap"><h1>{html.escape(title)}</h1>
 <p class="sub">Open-vocabulary 3D scene understanding with Gaussian splatting (GAGS). Output folder
-<code>{html.escape(str(ctx.out.resolve()))}</code>, report made {made}.</p>{headline}
+<code>{folder}</code>, report made {made}.</p>{headline}
 <nav>{toc}</nav></div></header>
 <main class="wrap">{body}
-<footer>Made by gags from the files in <code>{html.escape(str(ctx.out.resolve()))}</code>. Every image is embedded in this file;
-run <code>gags report {html.escape(str(ctx.out.resolve()))}</code> to make it again.</footer></main></body></html>
+<footer>Made by gags from the files in <code>{folder}</code>. Every image is embedded in this file; run
+<code>gags report {folder}</code> to make it again.</footer></main></body></html>
 """
 
 
