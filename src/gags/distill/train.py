@@ -66,6 +66,7 @@ from gags.field import (
     LanguageField,
 )
 from gags.io import atomic_path, ensure_dir, write_json
+from gags.threads import scoped_torch_threads
 
 FEATURES_DIR = "language_features"
 FIELD_DIR = "field"
@@ -671,13 +672,8 @@ def _phrase_embeddings(config: DistillConfig, clip_dim: int) -> Tensor:
 
 def run(config: DistillConfig) -> dict[str, Any]:
     """Run the stage; returns the record written to OUT/field/METHOD/curves.json (without the curves)."""
-    threads = torch.get_num_threads()
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    try:
+    with scoped_torch_threads(config.threads):
         return _run(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: DistillConfig) -> dict[str, Any]:

@@ -72,6 +72,7 @@ from gags.data.features import (LEVEL_NAMES, check_features, check_unique_stems,
                                  write_language_features)
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
+from gags.threads import scoped_torch_threads
 
 FEATURES_DIR = "language_features"
 PROMPTS_DIR = "prompts"
@@ -452,17 +453,6 @@ def torch_threads(config: SegmentConfig) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, config.workers))
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` PyTorch threads in this process, then restore the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 _PROCESS_WORKER: _ImageWorker | None = None  # one per worker process (set by _init_process_worker)
 
 
@@ -482,7 +472,7 @@ def _run_images(config: SegmentConfig, indices: Sequence[int]) -> Iterator[dict[
     workers = max(1, min(config.workers, len(indices)))
     threads = torch_threads(config)
     if workers == 1:
-        with _torch_threads(threads):
+        with scoped_torch_threads(threads):
             worker = _ImageWorker(config)
             for index in indices:
                 yield worker.process(index)
@@ -497,7 +487,7 @@ def _run_images(config: SegmentConfig, indices: Sequence[int]) -> Iterator[dict[
                     local.worker = _ImageWorker(config)
             return local.worker.process(index)
 
-        with _torch_threads(threads), futures.ThreadPoolExecutor(workers) as pool:
+        with scoped_torch_threads(threads), futures.ThreadPoolExecutor(workers) as pool:
             yield from _as_completed(pool, run_one, indices)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads is not safe
@@ -634,10 +624,10 @@ def run(config: SegmentConfig) -> dict[str, Any]:
             or not (depth_dir / f"{feature_stem(names[i])}.npy").is_file()]
     rendered = 0.0
     if need:
-        with timer.step("depth"), _torch_threads(torch_threads(config)):
+        with timer.step("depth"), scoped_torch_threads(torch_threads(config)):
             gaussians = read_ply(gaussians_path)
             depths, rendered = _stage_depths(config, gaussians, cameras, settings["gaussians"])
-        with timer.step("visibility_prompts"), _torch_threads(torch_threads(config)):
+        with timer.step("visibility_prompts"), scoped_torch_threads(torch_threads(config)):
             points = prompts_for_views(config, gaussians, cameras, depths, need)
             for i, pts in points.items():
                 with atomic_path(prompt_dir / f"{feature_stem(names[i])}.npy") as tmp:

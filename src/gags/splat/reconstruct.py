@@ -44,6 +44,7 @@ from gags.splat.gaussians import (
     splats_from_ply,
 )
 from gags.splat.ssim import SSIM_WINDOW, psnr, ssim
+from gags.threads import scoped_torch_threads
 
 # --- 3DGS / gsplat simple_trainer learning rates (Kerbl et al. 2023, Sec. 7.1; gsplat examples/simple_trainer.py) ---
 LR_MEANS = 1.6e-4
@@ -435,13 +436,8 @@ def resolve_budget(iterations: int | None, max_gaussians: int | None, on_gpu: bo
 
 def run(config: ReconstructConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics written to OUT/reconstruct/metrics.json."""
-    threads = torch.get_num_threads()
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    try:
+    with scoped_torch_threads(config.threads):
         return _run(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: ReconstructConfig) -> dict[str, Any]:

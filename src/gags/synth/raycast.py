@@ -17,7 +17,6 @@ Conventions of ``Render``:
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from gags.cameras import Camera
 from gags.errors import GagsError
 from gags.synth.world import TEXTURES, World
+from gags.threads import scoped_torch_threads
 
 AMBIENT = 0.32
 """Share of light that reaches every surface (no shadow, no orientation)."""
@@ -544,19 +544,6 @@ def _shadowed(comp: Compiled, points: torch.Tensor) -> torch.Tensor:
     return blocked
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run torch ops single-threaded inside the block: the renderer issues many small tensor ops, for which intra-op
-    threads cost more than they give (measured on a loaded 2-core machine: 25 s per view with 2 threads, 0.33 s
-    with 1). The previous setting is restored on exit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def render(world: World, camera: Camera, supersample: int = 2, compiled: Compiled | None = None) -> Render:
     """Render ``world`` from ``camera`` (OpenCV, pixel centres at +0.5): RGB, z-depth and ids at three levels.
 
@@ -567,7 +554,9 @@ def render(world: World, camera: Camera, supersample: int = 2, compiled: Compile
     if not 1 <= supersample <= MAX_SUPERSAMPLE:
         raise GagsError(f"supersample must be 1..{MAX_SUPERSAMPLE}, got {supersample}.")
     comp = compile_world(world) if compiled is None else compiled
-    with _one_thread():
+    # One thread: the renderer issues many small tensor ops, for which intra-op threads cost more than they give
+    # (measured on a loaded 2-core machine: 25 s per view with 2 threads, 0.33 s with 1).
+    with scoped_torch_threads(1):
         return _render(comp, camera, supersample)
 
 
