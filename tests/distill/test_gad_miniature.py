@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from gags.cameras import Camera, intrinsics, look_at
 from gags.config import DistillConfig
 from gags.distill.baselines import method_spec
-from gags.distill.train import Gaussians, TrainView, build_field, new_state, train_field
+from gags.distill.train import TrainView, build_field, new_state, train_field
+from gags.splat.gaussians import FrozenGaussians
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,7 @@ DIM = 32
 """Feature dimension of the constructed 'CLIP' features."""
 
 
-def square_gaussians() -> tuple[Gaussians, torch.Tensor]:
+def square_gaussians() -> tuple[FrozenGaussians, torch.Tensor]:
     """GRID x GRID flat opaque Gaussians covering [-1, 1]^2 on z = 0; also their centres' (x, y) [N, 2]."""
     step = 2.0 / GRID
     c = torch.linspace(-1 + step / 2, 1 - step / 2, GRID)
@@ -49,7 +50,7 @@ def square_gaussians() -> tuple[Gaussians, torch.Tensor]:
     quats = torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1)
     scales = torch.tensor([0.6 * step, 0.6 * step, 0.01 * step]).repeat(n, 1)
     opacities = torch.full((n,), 0.95)
-    return Gaussians(means, quats, scales, opacities), xy
+    return FrozenGaussians(means, quats, scales, opacities), xy
 
 
 def segment_ids(xy: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,7 @@ def constructed_views(consistent: int, n_views: int = 8, seed: int = 0) -> tuple
     return views, feats
 
 
-def distill(method: str, views: list[TrainView], gaussians: Gaussians, iterations: int, **overrides):
+def distill(method: str, views: list[TrainView], gaussians: FrozenGaussians, iterations: int, **overrides):
     config = DistillConfig(out=None, method=method, seed=0, **overrides)  # type: ignore[arg-type]
     spec = method_spec(method, config.feature_dim)
     state = new_state(spec, len(gaussians), DIM, config)

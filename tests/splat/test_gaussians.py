@@ -7,6 +7,7 @@ from gags.cameras import Camera, intrinsics, look_at
 from gags.errors import GagsError
 from gags.splat.gaussians import (
     SH_C0,
+    FrozenGaussians,
     activated,
     frustum_bounds,
     in_any_frustum,
@@ -115,3 +116,17 @@ def test_splats_from_ply_pads_sh():
     assert torch.equal(s["shN"][:, :3], data["shN"]) and (s["shN"][:, 3:] == 0).all()
     s0 = splats_from_ply(data, sh_degree=0)
     assert s0["shN"].shape == (n, 0, 3)
+
+
+def test_frozen_gaussians_are_the_activated_ply(tmp_path):
+    from gags.data import write_ply
+
+    splats = init_splats(torch.rand(5, 3), torch.rand(5, 3), sh_degree=0, generator=torch.Generator().manual_seed(0))
+    raw = {k: v.detach() for k, v in splats.items()}
+    write_ply(tmp_path / "g.ply", raw)
+    frozen = FrozenGaussians.from_ply(tmp_path / "g.ply")
+    assert len(frozen) == 5
+    torch.testing.assert_close(frozen.scales, raw["scales"].exp())
+    torch.testing.assert_close(frozen.opacities, torch.sigmoid(raw["opacities"]))
+    torch.testing.assert_close(frozen.means, raw["means"])
+    torch.testing.assert_close(frozen.quats, raw["quats"])

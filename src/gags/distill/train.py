@@ -66,6 +66,7 @@ from gags.field import (
     LanguageField,
 )
 from gags.io import atomic_path, ensure_dir, write_json
+from gags.splat.gaussians import FrozenGaussians
 from gags.threads import scoped_torch_threads
 
 FEATURES_DIR = "language_features"
@@ -84,29 +85,6 @@ CURVE_POINTS = 200
 
 # ----------------------------------------------------------------------------------------------------------------------
 # inputs
-
-
-@dataclass
-class Gaussians:
-    """Frozen geometry, activated as the rasterizer takes it. means [N, 3], quats [N, 4], scales [N, 3] (standard
-    deviations), opacities [N] in (0, 1)."""
-
-    means: Tensor
-    quats: Tensor
-    scales: Tensor
-    opacities: Tensor
-
-    def __len__(self) -> int:
-        return int(self.means.shape[0])
-
-    @classmethod
-    def from_ply(cls, path: Path, device: torch.device | str = "cpu") -> Gaussians:
-        """Read a 3DGS PLY (log scales, logit opacities) and activate it."""
-        from gags.data import read_ply
-
-        g = read_ply(path)
-        return cls(g["means"].to(device), g["quats"].to(device), g["scales"].exp().to(device),
-                   torch.sigmoid(g["opacities"]).to(device))
 
 
 @dataclass
@@ -316,7 +294,7 @@ def load_state(path: Path, state: FieldState) -> FieldState:
 # one iteration
 
 
-def render_features(gaussians: Gaussians, features: Tensor, camera: Camera) -> Tensor:
+def render_features(gaussians: FrozenGaussians, features: Tensor, camera: Camera) -> Tensor:
     """Render per-Gaussian features [N, C] into ``camera``: [C, h, w] (zero where no Gaussian is hit)."""
     from gags.splat import rasterize
 
@@ -399,7 +377,7 @@ def head_losses(render: Tensor, view: TrainView, head: Head, spec: MethodSpec, s
     return out
 
 
-def train_field(gaussians: Gaussians, views: Sequence[TrainView], spec: MethodSpec, config: DistillConfig,
+def train_field(gaussians: FrozenGaussians, views: Sequence[TrainView], spec: MethodSpec, config: DistillConfig,
                 iterations: int, state: FieldState, *, checkpoint_path: Path | None = None,
                 checkpoint_every: int | None = None, checkpoint_extra: dict[str, Any] | None = None,
                 progress: bool = True) -> FieldState:
@@ -698,7 +676,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     iterations = config.iterations if config.iterations is not None else iterations
     downscale = float(config.downscale) if config.downscale is not None else downscale
 
-    gaussians = Gaussians.from_ply(ply, device)
+    gaussians = FrozenGaussians.from_ply(ply, device)
     views = load_views(scene, scene.train_ids, folder, downscale, device)
     clip_dim = int(views[0].table.shape[1])
     phrases = _phrase_embeddings(config, clip_dim) if spec.name == "n2f2" else None

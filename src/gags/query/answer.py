@@ -33,6 +33,7 @@ from gags.errors import GagsError
 from gags.io import ensure_dir, write_json
 from gags.query import render
 from gags.query.metrics import MASK_THRESHOLD, box_filter, localize, segment
+from gags.splat.gaussians import FrozenGaussians
 
 QUERY_DIR = "query"
 RESULT_FILE = "result.json"
@@ -56,7 +57,7 @@ def choose_views(scene: Any, views: tuple[str, ...], all_views: bool) -> list[in
     return list(dict.fromkeys(by_name[v] for v in views))
 
 
-def answer_view(geometry: render.Geometry, field: Any, camera: Any, query: torch.Tensor,
+def answer_view(geometry: FrozenGaussians, field: Any, camera: Any, query: torch.Tensor,
                 canon: torch.Tensor) -> dict[str, Any]:
     """Relevancy, localization and mask of one query in one view.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,6 +32,7 @@ from gags.errors import GagsError
 from gags.field import LanguageField
 from gags.io import atomic_path
 from gags.query.relevancy import relevancy
+from gags.splat.gaussians import FrozenGaussians
 
 FIELD_DIR = "field"
 FIELD_FILE = "field.safetensors"
@@ -62,28 +63,12 @@ POINT_COLOR = (255, 255, 255)
 # inputs
 
 
-@dataclass
-class Geometry:
-    """Frozen Gaussians, activated. means [N, 3], quats [N, 4], scales [N, 3] (standard deviations), opacities [N]."""
-
-    means: Tensor
-    quats: Tensor
-    scales: Tensor
-    opacities: Tensor
-
-    def __len__(self) -> int:
-        return int(self.means.shape[0])
-
-
-def load_geometry(out: Path) -> Geometry:
+def load_geometry(out: Path) -> FrozenGaussians:
     """Read ``OUT/gaussians.ply`` (log scales, logit opacities) and activate it."""
-    from gags.data import read_ply
-
     path = Path(out) / GAUSSIANS_PLY
     if not path.is_file():
         raise GagsError(f"{path} does not exist. Run `gags reconstruct` (or put a 3DGS .ply there) first.")
-    g = read_ply(path)
-    return Geometry(g["means"], g["quats"], g["scales"].exp(), torch.sigmoid(g["opacities"]))
+    return FrozenGaussians.from_ply(path)
 
 
 def field_methods(out: Path) -> list[str]:
@@ -188,7 +173,7 @@ def camera_at(camera: Camera, width: int, height: int) -> Camera:
 
 
 @torch.no_grad()
-def render_features(geometry: Geometry, features: Tensor, camera: Camera) -> Tensor:
+def render_features(geometry: FrozenGaussians, features: Tensor, camera: Camera) -> Tensor:
     """Render per-Gaussian features [N, F] into ``camera``: [H, W, F] (zero where no Gaussian is hit)."""
     from gags.splat import rasterize
 
@@ -227,7 +212,7 @@ def decoded_relevancy(field: LanguageField, features: Tensor, query: Tensor, can
     return out.reshape(query.shape[0], field.levels, *lead)
 
 
-def view_relevancy(geometry: Geometry, field: LanguageField, camera: Camera, query: Tensor, canon: Tensor) -> Tensor:
+def view_relevancy(geometry: FrozenGaussians, field: LanguageField, camera: Camera, query: Tensor, canon: Tensor) -> Tensor:
     """Relevancy maps of every query in one view: [Q, L, H, W] (one render, one decode)."""
     return decoded_relevancy(field, render_features(geometry, field.features, camera), query, canon)
 

@@ -14,7 +14,9 @@ The parameters live in a ``torch.nn.ParameterDict`` with gsplat's ``simple_train
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -146,6 +148,34 @@ def activated(splats: torch.nn.ParameterDict) -> dict[str, torch.Tensor]:
         "opacities": torch.sigmoid(splats["opacities"]),
         "colors": torch.cat([splats["sh0"], splats["shN"]], dim=1),
     }
+
+
+@dataclass
+class FrozenGaussians:
+    """Gaussians that are no longer trained (``gags distill``, ``query``, ``eval`` and the viewer render features with
+    them), activated as the rasterizer takes them: means [N, 3], quats [N, 4] (wxyz, raw), scales [N, 3] (standard
+    deviations), opacities [N] in (0, 1)."""
+
+    means: torch.Tensor
+    quats: torch.Tensor
+    scales: torch.Tensor
+    opacities: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @classmethod
+    def from_splats(cls, splats: Mapping[str, torch.Tensor], device: torch.device | str = "cpu") -> FrozenGaussians:
+        """Activate raw 3DGS parameters (log scales, logit opacities), as ``gags.data.read_ply`` returns them."""
+        return cls(splats["means"].to(device), splats["quats"].to(device), splats["scales"].exp().to(device),
+                   torch.sigmoid(splats["opacities"]).to(device))
+
+    @classmethod
+    def from_ply(cls, path: Path, device: torch.device | str = "cpu") -> FrozenGaussians:
+        """Read a 3DGS PLY and activate it."""
+        from gags.data import read_ply
+
+        return cls.from_splats(read_ply(path), device)
 
 
 def _stack_cameras(cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ from gags.cameras import Camera
 from gags.errors import GagsError
 from gags.field import LanguageField
 from gags.query import render as query_render
+from gags.splat.gaussians import FrozenGaussians
 
 SCENE_JSON = "scene.json"
 
@@ -34,7 +35,7 @@ class ViewerScene:
     """
 
     out: Path
-    geometry: query_render.Geometry
+    geometry: FrozenGaussians
     sh: Tensor
     sh_degree: int
     field: LanguageField
@@ -103,8 +104,7 @@ def load_viewer_scene(out: Path, method: str = "gags", encoder: str | None = Non
     field = query_render.load_field(out, method)
     scene = load_scene_json(out)
     splats = read_ply(out / query_render.GAUSSIANS_PLY)
-    geometry = query_render.Geometry(splats["means"], splats["quats"], splats["scales"].exp(),
-                                     torch.sigmoid(splats["opacities"]))
+    geometry = FrozenGaussians.from_splats(splats)
     if len(field.features) != len(geometry):
         raise GagsError(f"the {method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} has "
                         f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} --method "
