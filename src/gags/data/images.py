@@ -13,7 +13,9 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +38,10 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file from its header, without decoding the pixels."""
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """The image file opened by PIL for the block; a missing file, or one PIL cannot read (in the block too: decoding
+    is lazy), is a GagsError. PIL's decompression-bomb warning is silenced for large photos."""
     path = Path(path)
     if not path.is_file():
         raise GagsError(f"image {path} does not exist. Restore it, or remove it from the scene's camera model.")
@@ -45,9 +49,15 @@ def image_size(path: Path) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                return int(img.size[0]), int(img.size[1])
+                yield img
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise GagsError(f"image {path} is corrupt or not an image ({exc}). Replace or re-export it.") from exc
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header, without decoding the pixels."""
+    with _open_image(path) as img:
+        return int(img.size[0]), int(img.size[1])
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -58,17 +68,9 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         GagsError: missing, corrupt or truncated file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GagsError(f"image {path} does not exist. Restore it, or remove it from the scene's camera model.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return _to_rgb8(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise GagsError(f"image {path} is corrupt or not an image ({exc}). Replace or re-export it.") from exc
+    with _open_image(path) as img:
+        img.load()
+        return _to_rgb8(img)
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
