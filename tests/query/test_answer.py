@@ -1,8 +1,8 @@
-"""``gags query`` on the hand-made OUT of ``test_eval_stage.py``: files, the point on the object, the mask, 3D PLYs."""
+"""``gags query`` on the hand-made OUT of ``tests/handmade_scene.py``: files, the point on the object, the mask, 3D
+PLYs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,23 +13,9 @@ import torch
 
 from gags.config import QueryConfig
 from gags.errors import GagsError
+from tests import handmade_scene as helpers
 
-_spec = importlib.util.spec_from_file_location("eval_stage_helpers", Path(__file__).with_name("test_eval_stage.py"))
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory) -> Path:
-    return helpers.make_encoder(tmp_path_factory.mktemp("clip") / "clip")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

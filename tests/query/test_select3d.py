@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -17,10 +14,7 @@ from gags.query.select3d import (
     select_gaussians,
     write_selection_plys,
 )
-
-_spec = importlib.util.spec_from_file_location("eval_stage_helpers", Path(__file__).with_name("test_eval_stage.py"))
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
+from tests import handmade_scene as helpers
 
 DIM = 8
 

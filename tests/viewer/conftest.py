@@ -1,51 +1,39 @@
-"""A miniature scene output folder for the viewer: the hand-made OUT of ``tests/query/test_eval_stage.py`` (a plane,
-a "bowl" square and an "egg" square of small Gaussians seen from above, four cameras) with a gags field whose decoded
-feature is exactly the embedding of each Gaussian's phrase, plus a granularity decoder, so every mode has something
-known to show. Built in about a second, shared by the viewer's tests."""
+"""A miniature scene output folder for the viewer: the hand-made OUT of ``tests/handmade_scene.py`` (a plane, a "bowl"
+square and an "egg" square of small Gaussians seen from above, four cameras) with a gags field whose decoded feature is
+exactly the embedding of each Gaussian's phrase, plus a granularity decoder, so every mode has something known to show.
+Built in about a second, shared by the viewer's tests."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-pytest.importorskip("open_clip")
+from tests import handmade_scene
 
-_spec = importlib.util.spec_from_file_location(
-    "eval_stage_helpers", Path(__file__).resolve().parents[1] / "query" / "test_eval_stage.py")
-_helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_helpers)
+pytest.importorskip("open_clip")
 
 
 @pytest.fixture(scope="session")
 def scene_helpers():
-    """The scene-building helpers of tests/query/test_eval_stage.py (cameras(), scene_gaussians(), label_json()...)."""
-    return _helpers
+    """The scene-building helpers of tests/handmade_scene.py (cameras(), scene_gaussians(), label_json()...)."""
+    return handmade_scene
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread) -> None:
+    """Every viewer test runs with one PyTorch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
-def viewer_encoder_dir(tmp_path_factory, scene_helpers) -> Path:
-    return scene_helpers.make_encoder(tmp_path_factory.mktemp("viewer_clip") / "clip")
-
-
-@pytest.fixture(scope="session")
-def viewer_out(tmp_path_factory, viewer_encoder_dir, scene_helpers) -> Path:
+def viewer_out(tmp_path_factory, encoder_dir, scene_helpers) -> Path:
     """OUT with scene.json, gaussians.ply and field/gags (feature + granularity decoders); read-only for tests."""
     from gags.field import GranularityDecoder, LanguageField
 
     out = scene_helpers.make_out(tmp_path_factory.mktemp("viewer_scene"))
     _, owner = scene_helpers.scene_gaussians()
-    emb = scene_helpers.phrase_embeddings(viewer_encoder_dir)
+    emb = scene_helpers.phrase_embeddings(encoder_dir)
     torch.manual_seed(0)
     field = LanguageField("gags", scene_helpers.one_hot_features(owner),
                           feature_decoder=scene_helpers.embedding_decoder(emb),
@@ -55,5 +43,5 @@ def viewer_out(tmp_path_factory, viewer_encoder_dir, scene_helpers) -> Path:
 
 
 @pytest.fixture(scope="session")
-def encoder_spec(viewer_encoder_dir) -> str:
-    return f"openclip:local-dir:{viewer_encoder_dir}"
+def encoder_spec(encoder_dir) -> str:
+    return f"openclip:local-dir:{encoder_dir}"

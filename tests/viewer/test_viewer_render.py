@@ -221,12 +221,11 @@ def test_cli_reports_a_missing_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err + capsys.readouterr().out
 
 
-def test_langsplat_field_picks_its_level(viewer_out, viewer_encoder_dir, encoder_spec, scene_helpers, tmp_path, cam,
-                                         box):
+def test_langsplat_field_picks_its_level(viewer_out, encoder_dir, encoder_spec, scene_helpers, tmp_path, cam, box):
     """A three-level (langsplat) field: no granularity mode; relevancy from the level that knows the objects."""
     out = tmp_path / "out"
     shutil.copytree(viewer_out, out)
-    scene_helpers.write_field(out, "langsplat", viewer_encoder_dir)
+    scene_helpers.write_field(out, "langsplat", encoder_dir)
     renderer = Renderer(load_viewer_scene(out, "langsplat", encoder_spec), decode_size=64)
     assert renderer.modes == ("rgb", "relevancy", "selected")
     frame, _ = renderer.render(cam, "relevancy", "egg")
