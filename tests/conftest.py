@@ -1,8 +1,9 @@
 """Fixtures shared by tests of several folders: one PyTorch thread, a random-weights CLIP of open_clip's architecture
-(so that tests do not depend on the shipped tiny CLIP) and the configuration of a miniature demo."""
+(so that tests do not depend on the shipped tiny CLIP), and a miniature ``gags demo`` run once per session."""
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,13 @@ def small_demo(encoder_dir) -> Callable[[Path], DemoConfig]:
 
     return make
 
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, small_demo) -> tuple[Path, dict[str, Any]]:
+    """A miniature demo run once for the session: its OUT and the summary ``gags.demo.run`` returned. The folder is
+    shared: copy it before changing anything in it."""
+    from gags.demo import run
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    summary = run(small_demo(out))
+    return out, summary

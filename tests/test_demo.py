@@ -1,8 +1,9 @@
 """``gags demo`` chains every stage: run it end to end on a very small scene (random-weights CLIP of open_clip's
-architecture, so the test does not depend on the shipped tiny CLIP; fixtures in conftest.py), then check that a rerun
-resumes."""
+architecture, so the test does not depend on the shipped tiny CLIP; the session's one run, ``demo_run`` in
+conftest.py), then check that a rerun resumes."""
 
 import json
+import shutil
 
 import pytest
 
@@ -13,9 +14,9 @@ from gags.errors import GagsError
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_resumes(tmp_path, small_demo, capsys):
-    out = tmp_path / "demo"
-    summary = run(small_demo(out))
+def test_demo_runs_every_stage_and_resumes(demo_run, tmp_path, small_demo, capsys):
+    shared, summary = demo_run
+    out = shutil.copytree(shared, tmp_path / "demo")  # the rerun below rewrites demo.json and the report
     for path in ("scene/transforms.json", "gaussians.ply", "reconstruct/metrics.json", "segment/timings.json",
                  "field/gags/field.safetensors", "field/avg/field.safetensors", "eval/gags/test/metrics.json",
                  "eval/avg/train/metrics.json", "demo.json"):

@@ -147,12 +147,9 @@ def test_line_chart_scales_and_skips_bad_values():
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory, small_demo) -> Path:
-    from gags.demo import run
-
-    out = tmp_path_factory.mktemp("report") / "demo"
-    run(small_demo(out))
-    return out
+def demo_out(tmp_path_factory, demo_run) -> Path:
+    """A copy of the session's miniature demo (the first test rewrites its report)."""
+    return shutil.copytree(demo_run[0], tmp_path_factory.mktemp("report") / "demo")
 
 
 @pytest.mark.slow
