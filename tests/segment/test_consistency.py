@@ -16,16 +16,10 @@ from gags.segment.consistency import (
     purity_completeness,
     view_pairs,
 )
+from gags.threads import scoped_torch_threads
 
 RES, VIEWS = 48, 6
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +29,8 @@ def world(tmp_path_factory):
     from gags.synth.scenes import run as synth
 
     root = tmp_path_factory.mktemp("consistency") / "synth"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with scoped_torch_threads(1):
         synth(SynthConfig(out=root, preset="ramen", resolution=RES, views=VIEWS, supersample=1, points=500))
-    finally:
-        torch.set_num_threads(before)
     scene = load_scene(root)
     stems = [n.split(".")[0] for n in scene.names]
     depths = [torch.from_numpy(np.load(root / "depth" / f"{s}.npy")) for s in stems]

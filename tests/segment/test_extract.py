@@ -31,27 +31,12 @@ from gags.segment.extract import (
     validate_language_features,
 )
 from gags.segment.masks import LEVELS, granularity_levels, masks_to_boxes
+from gags.threads import scoped_torch_threads
 
-open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("open_clip")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # encoder_dir: tests/conftest.py
 
-ENCODER_CFG = {
-    "model_cfg": {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    },
-    "preprocess_cfg": {"interpolation": "bilinear", "resize_mode": "squash"},
-}
 RES, VIEWS = 48, 5
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Many small tensor ops: on a shared 2-core machine intra-op threads only add waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_point_gaussians(scene, path: Path) -> None:
@@ -77,32 +62,14 @@ def scene_out(tmp_path_factory) -> Path:
     from gags.synth.scenes import run as synth
 
     root = tmp_path_factory.mktemp("segment")
-    with_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with scoped_torch_threads(1):
         synth(SynthConfig(out=root / "synth", preset="ramen", resolution=RES, views=VIEWS, supersample=1,
                           points=3000))
         scene = load_scene(root / "synth")
         out = root / "out"
         save_scene_json(scene, out)
         write_point_gaussians(scene, out / "gaussians.ply")
-    finally:
-        torch.set_num_threads(with_threads)
     return out
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory) -> Path:
-    """A random-weights open_clip model in local-dir format (32-px ViT, 32-d)."""
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("clip") / "clip"
-    path.mkdir()
-    (path / "open_clip_config.json").write_text(json.dumps(ENCODER_CFG))
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
-    return path
 
 
 def fresh_out(scene_out: Path, tmp_path: Path) -> Path:
