@@ -12,15 +12,6 @@ from gags.distill.autoencoder import (
 from gags.errors import GagsError
 
 
-@pytest.fixture
-def one_thread():
-    """The autoencoder is a tiny MLP: one thread is as fast, and far faster on a shared, oversubscribed machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def clustered(m: int, k: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     centres = F.normalize(torch.randn(k, 512, generator=g), dim=-1)
@@ -43,7 +34,7 @@ def test_default_epochs():
     assert default_autoencoder_epochs(10_000_000, 64, 20_000) == 1
 
 
-def test_reconstructs_clustered_features(one_thread):
+def test_reconstructs_clustered_features(one_torch_thread):
     # 6 clusters of CLIP-like unit features; within-cluster cosine to the centre is 0.975 (the noise floor).
     # Measured with seeds 0-5: reconstruction cosine min 0.971, mean 0.976; the centres come back at > 0.999.
     x, centres, labels = clustered(256, 6, 0.01, seed=100)
@@ -58,7 +49,7 @@ def test_reconstructs_clustered_features(one_thread):
     assert codes.shape == (256, 3) and torch.allclose(codes.norm(dim=-1), torch.ones(256), atol=1e-5)
 
 
-def test_same_seed_same_model_and_global_rng_untouched(one_thread):
+def test_same_seed_same_model_and_global_rng_untouched(one_torch_thread):
     x, _, _ = clustered(130, 3, 0.05, seed=1)  # 130 = 2 * 64 + 2: a last batch of 2
     torch.manual_seed(1234)
     state = torch.get_rng_state()
@@ -76,7 +67,7 @@ def test_same_seed_same_model_and_global_rng_untouched(one_thread):
     assert not a.training
 
 
-def test_single_leftover_feature_is_skipped(one_thread):
+def test_single_leftover_feature_is_skipped(one_torch_thread):
     x, _, _ = clustered(65, 2, 0.05, seed=2)  # the last batch would hold one feature: BatchNorm cannot train on it
     model = train_autoencoder(x, epochs=1, batch_size=64, lr=1e-4, cos_weight=0.001, seed=0)
     assert torch.isfinite(reconstruction_cosine(model, x)).all()

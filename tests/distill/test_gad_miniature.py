@@ -21,15 +21,7 @@ from gags.distill.baselines import method_spec
 from gags.distill.train import TrainView, build_field, new_state, train_field
 from gags.splat.gaussians import FrozenGaussians
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Many small tensor operations: on a shared 2-core machine, intra-op threads only add waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GRID = 16
 """Gaussians per side of the square [-1, 1]^2."""

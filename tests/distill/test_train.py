@@ -34,21 +34,14 @@ from gags.distill.train import (
 )
 from gags.errors import GagsError
 from gags.field import LanguageField
+from tests.helpers import tiny_clip_cfg, write_random_clip
 
 SIZE = 16
 """Image side of the constructed scene (pixels)."""
 DIM = 32
-"""Feature dimension (the random open_clip model below embeds in 32 dimensions)."""
+"""Feature dimension (the random open_clip model of tests/conftest.py embeds in 32 dimensions)."""
 N_VIEWS = 4
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Many small tensor operations: on a shared 2-core machine, intra-op threads only add waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cameras(n: int) -> list[Camera]:
@@ -112,23 +105,6 @@ def make_out(root: Path, float_s: bool = True, feature_scale: int = 2) -> Path:
         np.save(folder / f"{stem}_f.npy", feats.astype(np.float16))
         np.save(folder / f"{stem}_s.npy", seg.astype(np.float32) if float_s else seg.astype(np.int32))
     return out
-
-
-def random_clip_dir(path: Path) -> Path:
-    """An open_clip local-dir model with random weights that embeds in DIM dimensions (as tests/models use)."""
-    open_clip = pytest.importorskip("open_clip")
-    from safetensors.torch import save_file
-
-    cfg = {"model_cfg": {"embed_dim": DIM,
-                         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-                         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
-           "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}}
-    path.mkdir()
-    (path / "open_clip_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
-    return path
 
 
 def _config(out: Path, **kwargs) -> DistillConfig:
@@ -206,10 +182,9 @@ def test_every_method_writes_a_loadable_field(tmp_path, method):
     assert checkpoint_info(stage / CHECKPOINT_FILE)["step"] == 6
 
 
-def test_n2f2_fuses_the_levels_with_the_encoders_phrases(tmp_path):
+def test_n2f2_fuses_the_levels_with_the_encoders_phrases(tmp_path, encoder_dir):
     out = make_out(tmp_path)
-    encoder = random_clip_dir(tmp_path / "clip")
-    run(_config(out, method="n2f2", encoder=f"openclip:local-dir:{encoder}"))
+    run(_config(out, method="n2f2", encoder=f"openclip:local-dir:{encoder_dir}"))
     field = LanguageField.load(out / "field" / "n2f2" / FIELD_FILE)
     assert field.features.shape == (144, 16) and field.feature_decoder is not None
     weights = field.config["n2f2_mean_weights"]
@@ -218,24 +193,11 @@ def test_n2f2_fuses_the_levels_with_the_encoders_phrases(tmp_path):
 
 
 def test_n2f2_refuses_an_encoder_of_another_dimension(tmp_path):
+    pytest.importorskip("open_clip")
     out = make_out(tmp_path)
+    write_random_clip(tmp_path / "clip24", tiny_clip_cfg(embed_dim=24))
     with pytest.raises(GagsError, match="embeds text in 24 dimensions"):
-        run(_config(out, method="n2f2", encoder=f"openclip:local-dir:{_other_dim_clip(tmp_path)}"))
-
-
-def _other_dim_clip(tmp_path: Path) -> Path:
-    path = random_clip_dir(tmp_path / "clip")
-    cfg = json.loads((path / "open_clip_config.json").read_text())
-    cfg["model_cfg"]["embed_dim"] = 24
-    other = tmp_path / "clip24"
-    other.mkdir()
-    (other / "open_clip_config.json").write_text(json.dumps(cfg))
-    import open_clip
-    from safetensors.torch import save_file
-
-    model = open_clip.create_model(f"local-dir:{other}", load_weights=False).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(other / "open_clip_model.safetensors"))
-    return other
+        run(_config(out, method="n2f2", encoder=f"openclip:local-dir:{tmp_path / 'clip24'}"))
 
 
 def test_integer_and_float_segment_maps_give_the_same_field(tmp_path):

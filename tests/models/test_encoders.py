@@ -13,26 +13,14 @@ open_clip = pytest.importorskip("open_clip")
 
 from gags.errors import GagsError  # noqa: E402
 from gags.models import Encoder, OpenClipEncoder, load_encoder  # noqa: E402
+from tests.helpers import tiny_clip_cfg, write_random_clip  # noqa: E402
 
-TINY_CFG = {
-    "model_cfg": {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    },
-    "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic"},
-}
+TINY_CFG = tiny_clip_cfg(preprocess={"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic"})
+"""The tiny CLIP with a preprocessing of its own (not OpenAI's mean and std), so that the encoder must read it."""
 
 
-def _local_dir(path: Path, cfg: dict = TINY_CFG, seed: int = 0) -> tuple[Path, torch.nn.Module]:
-    from safetensors.torch import save_file
-
-    path.mkdir()
-    (path / "open_clip_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
-    return path, model
+def _local_dir(path: Path, cfg: dict = TINY_CFG) -> tuple[Path, torch.nn.Module]:
+    return path, write_random_clip(path, cfg)
 
 
 def _crops(n: int, height: int = 40, width: int = 40, seed: int = 0) -> np.ndarray:
