@@ -23,15 +23,7 @@ from gags.splat.reconstruct import (
 )
 
 SIZE = 40
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small problems: on a busy machine, waiting OpenMP workers cost more than a second thread gains."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ground_truth(seed: int = 0, n: int = 12) -> torch.nn.ParameterDict:

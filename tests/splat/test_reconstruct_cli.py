@@ -23,18 +23,9 @@ KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "mipnerf360_
 if not KITCHEN.is_dir():  # CI clones the repository beside shared/
     KITCHEN = Path(__file__).resolve().parents[3] / "shared" / "data" / "mipnerf360_kitchen_small"
 pytestmark = [pytest.mark.skipif(not KITCHEN.is_dir(), reason=f"{KITCHEN} not found"),
-              pytest.mark.filterwarnings("ignore::UserWarning")]
+              pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_torch_thread")]
 # images_8 (195x130) downscaled 4x more: 49x32 pixels, 20 training and 3 held-out views.
 ARGS = ["--images-dir", "images_8", "--downscale", "4"]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small problems: on a busy machine, waiting OpenMP workers cost more than a second thread gains."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(out: Path, **kwargs) -> ReconstructConfig:

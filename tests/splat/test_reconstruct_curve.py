@@ -13,14 +13,7 @@ from gags.splat.checkpoint import load_checkpoint
 from gags.splat.gaussians import activated, init_splats, make_splats, rgb_to_sh
 
 SIZE = 32
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scene() -> tuple[rec.Views, torch.nn.ParameterDict]:
