@@ -84,6 +84,51 @@ def test_depth_separates_an_object_that_colour_cannot():
     assert iou(whole_with) > 0.8  # with depth it is its own object
 
 
+def _bowl_scene(contents_depth: float):
+    """A grey table (depth 4) with a red ring (a bowl's rim, depth 2) holding an orange disk (its contents) at
+    ``contents_depth``; rim and contents differ by ~30 Lab units, less than the whole level's cut. [128, 128]."""
+    yy, xx = np.mgrid[:128, :128] + 0.5
+    r = np.hypot(xx - 64, yy - 64)
+    rim, contents = (r >= 18) & (r < 30), r < 18
+    rgb = np.full((128, 128, 3), 128, np.uint8)
+    rgb[rim] = (190, 60, 50)
+    rgb[contents] = (215, 105, 40)
+    rgb += np.random.default_rng(0).integers(0, 3, size=rgb.shape, dtype=np.uint8)
+    depth = np.full((128, 128), 4.0, np.float32)
+    depth[rim] = 2.0
+    depth[contents] = contents_depth
+    return rgb, depth, rim, contents
+
+
+def test_contents_seen_through_a_rim_belong_to_its_object():
+    """At the whole level, a region hidden all around by one neighbour (the contents inside a bowl's rim) joins it;
+    a region in front of its neighbour (a ball resting in a ring) does not; the table behind stays apart."""
+    iou = lambda m, t: float((m & t).sum() / (m | t).sum())  # noqa: E731
+    seg = HierarchySegmenter()
+    rgb, depth, rim, contents = _bowl_scene(contents_depth=2.6)  # behind the rim: seen through it
+    seg.set_image(rgb, depth)
+    masks = seg.predict(np.array([[64.5, 64.5]], np.float32)).masks[0].numpy()  # a point on the contents
+    assert iou(masks[1], contents) > 0.8  # part: the contents alone
+    assert iou(masks[2], rim | contents) > 0.8  # whole: the bowl
+    rgb, depth, rim, contents = _bowl_scene(contents_depth=1.5)  # in front of the ring
+    seg.set_image(rgb, depth)
+    masks = seg.predict(np.array([[64.5, 64.5]], np.float32)).masks[0].numpy()
+    assert iou(masks[2], contents) > 0.8
+
+
+def test_a_blurred_depth_edge_keeps_its_height():
+    """Rendered expected depth smears an occluding edge over a few pixels; the step read across a pixel pair at
+    STEP_SPAN pixels on either side still sees most of it, the two neighbours alone do not."""
+    from gags.models.segmenters import _depth_steps
+
+    log_depth = np.log(np.interp(np.arange(16), [6, 9], [2.0, 4.0]))[None].astype(np.float32)  # ramp over 3 pixels
+    valid = np.ones_like(log_depth, bool)
+    full = np.log(2.0)
+    assert _depth_steps(log_depth, valid, 1).max() > 0.75 * full
+    assert _depth_steps(log_depth, valid, 0).max() < 0.45 * full
+    assert (_depth_steps(log_depth, ~valid, 1) == 0).all()  # unknown depth: no step
+
+
 def test_unknown_depth_is_ignored():
     rgb, depth = _two_depth_scene()
     depth[:] = np.nan
