@@ -9,17 +9,15 @@ its weight on the consistent level and decode its features; averaging the levels
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gags.cameras import Camera, intrinsics, look_at
 from gags.config import DistillConfig
 from gags.distill.baselines import method_spec
 from gags.distill.train import TrainView, build_field, new_state, train_field
 from gags.splat.gaussians import FrozenGaussians
+from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,54 +27,6 @@ SIZE = 24
 """Image width and height."""
 DIM = 32
 """Feature dimension of the constructed 'CLIP' features."""
-
-
-def square_gaussians() -> tuple[FrozenGaussians, torch.Tensor]:
-    """GRID x GRID flat opaque Gaussians covering [-1, 1]^2 on z = 0; also their centres' (x, y) [N, 2]."""
-    step = 2.0 / GRID
-    c = torch.linspace(-1 + step / 2, 1 - step / 2, GRID)
-    y, x = torch.meshgrid(c, c, indexing="ij")
-    xy = torch.stack([x.reshape(-1), y.reshape(-1)], 1)
-    n = xy.shape[0]
-    means = torch.cat([xy, torch.zeros(n, 1)], 1)
-    quats = torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1)
-    scales = torch.tensor([0.6 * step, 0.6 * step, 0.01 * step]).repeat(n, 1)
-    opacities = torch.full((n,), 0.95)
-    return FrozenGaussians(means, quats, scales, opacities), xy
-
-
-def segment_ids(xy: torch.Tensor) -> torch.Tensor:
-    """Segment index of points (x, y) [..., 2] per level -> [3, ...] (s: 0..15, m: 0..3, l: 0..1; -1 outside)."""
-    inside = (xy.abs() <= 1.0).all(-1)
-    u = ((xy + 1.0) / 2.0).clamp(0.0, 1.0 - 1e-6)  # [0, 1)
-    s = (u[..., 1] * 4).long() * 4 + (u[..., 0] * 4).long()
-    m = (u[..., 1] * 2).long() * 2 + (u[..., 0] * 2).long()
-    whole = (u[..., 0] * 2).long()
-    ids = torch.stack([s, m, whole])
-    return torch.where(inside, ids, torch.full_like(ids, -1))
-
-
-def cameras(n: int) -> list[Camera]:
-    """n cameras on a ring above the square, all looking at its centre, the square filling most of the image."""
-    K = intrinsics(SIZE * 1.1, SIZE * 1.1, SIZE / 2, SIZE / 2)
-    cams = []
-    for i in range(n):
-        a = 2 * math.pi * i / n
-        eye = torch.tensor([0.6 * math.cos(a), 0.6 * math.sin(a), 2.4])
-        cams.append(Camera(f"view_{i:02d}.png", K, look_at(eye, torch.zeros(3), torch.tensor([0.0, 1.0, 0.0])),
-                           SIZE, SIZE))
-    return cams
-
-
-def pixel_points(cam: Camera) -> torch.Tensor:
-    """Where each pixel centre's ray meets z = 0: [H, W, 2] (x, y)."""
-    v, u = torch.meshgrid(torch.arange(cam.height) + 0.5, torch.arange(cam.width) + 0.5, indexing="ij")
-    rays = torch.stack([u, v, torch.ones_like(u)], -1) @ torch.linalg.inv(cam.K).T  # camera frame
-    c2w = cam.cam_to_world
-    dirs = rays @ c2w[:3, :3].T
-    eye = c2w[:3, 3]
-    t = -eye[2] / dirs[..., 2]
-    return (eye + t[..., None] * dirs)[..., :2]
 
 
 def constructed_views(consistent: int, n_views: int = 8, seed: int = 0) -> tuple[list[TrainView], torch.Tensor]:
@@ -89,7 +39,7 @@ def constructed_views(consistent: int, n_views: int = 8, seed: int = 0) -> tuple
     feats = F.normalize(torch.randn(3, 16, DIM, generator=gen), dim=-1)  # level k uses the first counts[k] rows
     offsets = (0, 16, 20)
     views = []
-    for cam in cameras(n_views):
+    for cam in ring_cameras(n_views, SIZE):
         table = []
         for k in range(3):  # a shuffled level draws its segments' features from its pool of 16, anew in every view
             order = torch.arange(counts[k]) if k == consistent else torch.randperm(16, generator=gen)[: counts[k]]
@@ -127,7 +77,7 @@ FAST = {"feature_lr": 1e-2, "decoder_lr": 1e-3}
 
 def test_granularity_converges_to_the_consistent_level_and_avg_does_not():
     torch.manual_seed(0)
-    gaussians, xy = square_gaussians()
+    gaussians, xy = square_gaussians(GRID)
     views, feats = constructed_views(consistent=1)
     field, state = distill("gags", views, gaussians, 150, **FAST)
     # measured: mean g over the counted pixels (0.000, 1.000, 0.000) from iteration ~110 on
@@ -152,7 +102,7 @@ def test_granularity_converges_to_the_consistent_level_and_avg_does_not():
 def test_granularity_finds_the_finest_and_the_coarsest_consistent_level(consistent, iterations):
     """The same with the sub-part level (16 cells: needs more iterations; measured ~200) or the whole level as the
     consistent one."""
-    gaussians, xy = square_gaussians()
+    gaussians, xy = square_gaussians(GRID)
     views, feats = constructed_views(consistent=consistent)
     field, state = distill("gags", views, gaussians, iterations, **FAST)
     g = state.history[-1]["granularity"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from gags.cameras import Camera, intrinsics, look_at
+from gags.cameras import Camera
 from gags.config import DistillConfig
 from gags.data import Scene, save_scene_json
 from gags.data.features import read_language_features
@@ -34,6 +34,7 @@ from gags.distill.train import (
 )
 from gags.errors import GagsError
 from gags.field import LanguageField
+from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians
 from tests.helpers import tiny_clip_cfg, write_random_clip
 
 SIZE = 16
@@ -44,55 +45,27 @@ N_VIEWS = 4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _cameras(n: int) -> list[Camera]:
-    K = intrinsics(SIZE * 1.1, SIZE * 1.1, SIZE / 2, SIZE / 2)
-    cams = []
-    for i in range(n):
-        a = 2 * math.pi * i / n
-        eye = torch.tensor([0.6 * math.cos(a), 0.6 * math.sin(a), 2.4])
-        cams.append(Camera(f"frame_{i:05d}.jpg", K, look_at(eye, torch.zeros(3), torch.tensor([0.0, 1.0, 0.0])),
-                           SIZE, SIZE))
-    return cams
-
-
 def _seg_map(cam: Camera, scale: int) -> np.ndarray:
     """[4, S, S] LangSplat levels of the quadrants of the square [-1, 1]^2 seen by ``cam`` at ``scale`` x its size:
     s = 16 cells, m = 4 quadrants, l = 2 halves (indices into a 22-row _f), default = m; -1 off the square."""
-    size = SIZE * scale
-    v, u = torch.meshgrid((torch.arange(size) + 0.5) / scale, (torch.arange(size) + 0.5) / scale, indexing="ij")
-    rays = torch.stack([u, v, torch.ones_like(u)], -1) @ torch.linalg.inv(cam.K).T
-    c2w = cam.cam_to_world
-    dirs = rays @ c2w[:3, :3].T
-    t = -c2w[2, 3] / dirs[..., 2]
-    xy = (c2w[:3, 3] + t[..., None] * dirs)[..., :2]
-    inside = (xy.abs() <= 1.0).all(-1)
-    q = ((xy + 1.0) / 2.0).clamp(0, 1 - 1e-6)
-    s = (q[..., 1] * 4).long() * 4 + (q[..., 0] * 4).long()
-    m = 16 + (q[..., 1] * 2).long() * 2 + (q[..., 0] * 2).long()
-    whole = 20 + (q[..., 0] * 2).long()
-    levels = torch.stack([m, s, m, whole])
-    return torch.where(inside, levels, torch.full_like(levels, -1)).numpy()
+    s, m, whole = segment_ids(pixel_points(cam, scale))
+    levels = torch.stack([m + 16, s, m + 16, whole + 20])
+    return torch.where(s >= 0, levels, torch.full_like(levels, -1)).numpy()
 
 
 def make_out(root: Path, float_s: bool = True, feature_scale: int = 2) -> Path:
     """A scene output folder as other tools leave it: scene.json, gaussians.ply and LangSplat-format features (float
     ``_s`` at ``feature_scale`` x the image size, float16 ``_f``, no prompts/ folder), with one held-out view."""
     out = root / "out"
-    cams = _cameras(N_VIEWS + 1)
+    cams = ring_cameras(N_VIEWS + 1, SIZE, "frame_{i:05d}.jpg")
     scene = Scene(root=root, source_format="transforms", cameras=cams,
                   image_paths=[root / c.name for c in cams], train_ids=list(range(N_VIEWS)), test_ids=[N_VIEWS])
     save_scene_json(scene, out)
-    grid = 12
-    step = 2.0 / grid
-    c = torch.linspace(-1 + step / 2, 1 - step / 2, grid)
-    y, x = torch.meshgrid(c, c, indexing="ij")
-    n = grid * grid
+    gaussians, _ = square_gaussians(12)
+    n = len(gaussians)
     write_ply(out / "gaussians.ply", {
-        "means": torch.stack([x.reshape(-1), y.reshape(-1), torch.zeros(n)], 1),
-        "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
-        "scales": torch.tensor([0.6 * step, 0.6 * step, 0.01 * step]).log().repeat(n, 1),
-        "opacities": torch.logit(torch.full((n,), 0.95)),
-        "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 0, 3)})
+        "means": gaussians.means, "quats": gaussians.quats, "scales": gaussians.scales.log(),
+        "opacities": torch.logit(gaussians.opacities), "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 0, 3)})
     folder = out / "language_features"
     folder.mkdir()
     rng = np.random.default_rng(0)
