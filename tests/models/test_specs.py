@@ -26,35 +26,26 @@ def test_sam2_spec_maps_checkpoint_names_to_shipped_configs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "spec, words",
+    "load, spec, words",
     [
-        ("sam", ["Accepted forms", "hierarchy", "sam2:"]),
-        ("sam:vit_h", ["Accepted forms"]),
-        ("felzenszwalb", ["unknown segmenter spec", "hierarchy"]),
-        ("sam:vit_x:/tmp/x.pth", ["vit_x", "vit_b, vit_l, vit_h"]),
-        ("sam2:sam2.1_hiera_huge:/tmp/x.pt", ["sam2.1_hiera_huge", "sam2.1_hiera_large"]),
-        ("sam:vit_h:/no/such/sam.pth", ["/no/such/sam.pth", "does not exist", "--segmenter hierarchy"]),
+        (load_segmenter, "sam", ["Accepted forms", "hierarchy", "sam2:"]),
+        (load_segmenter, "sam:vit_h", ["Accepted forms"]),
+        (load_segmenter, "felzenszwalb", ["unknown segmenter spec", "hierarchy"]),
+        (load_segmenter, "sam:vit_x:/tmp/x.pth", ["vit_x", "vit_b, vit_l, vit_h"]),
+        (load_segmenter, "sam2:sam2.1_hiera_huge:/tmp/x.pt", ["sam2.1_hiera_huge", "sam2.1_hiera_large"]),
+        (load_segmenter, "sam:vit_h:/no/such/sam.pth",
+         ["/no/such/sam.pth", "does not exist", "--segmenter hierarchy"]),
+        (load_encoder, "clip", ["unknown encoder spec", "tiny", "openclip:local-dir:"]),
+        (load_encoder, "openclip:ViT-B-16", ["Accepted forms"]),
+        (load_encoder, "openclip:ViT-B-16:/no/such/model.bin",
+         ["/no/such/model.bin", "does not exist", "--encoder tiny"]),
+        (load_encoder, "openclip:local-dir:/no/such/dir", ["/no/such/dir", "does not exist", "open_clip_config.json"]),
     ],
+    ids=lambda value: value.__name__ if callable(value) else None,
 )
-def test_bad_segmenter_specs_say_what_is_accepted(spec, words):
+def test_bad_specs_say_what_is_accepted(load, spec, words):
     with pytest.raises(GagsError) as exc:
-        load_segmenter(spec)
-    for word in words:
-        assert word in str(exc.value)
-
-
-@pytest.mark.parametrize(
-    "spec, words",
-    [
-        ("clip", ["unknown encoder spec", "tiny", "openclip:local-dir:"]),
-        ("openclip:ViT-B-16", ["Accepted forms"]),
-        ("openclip:ViT-B-16:/no/such/model.bin", ["/no/such/model.bin", "does not exist", "--encoder tiny"]),
-        ("openclip:local-dir:/no/such/dir", ["/no/such/dir", "does not exist", "open_clip_config.json"]),
-    ],
-)
-def test_bad_encoder_specs_say_what_is_accepted(spec, words):
-    with pytest.raises(GagsError) as exc:
-        load_encoder(spec)
+        load(spec)
     for word in words:
         assert word in str(exc.value)
 
