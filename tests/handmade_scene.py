@@ -197,3 +197,11 @@ def write_field(out: Path, method: str, encoder_dir: Path, swap: bool = False) -
     else:
         field = LanguageField(method, feats, feature_decoder=embedding_decoder(emb))
     field.save(out / "field" / method / "field.safetensors")
+
+
+def make_out_with_fields(root: Path, encoder_dir: Path) -> Path:
+    """``make_out(root)`` with a hand-made gags field and a hand-made langsplat field; returns OUT."""
+    out = make_out(root)
+    write_field(out, "gags", encoder_dir)
+    write_field(out, "langsplat", encoder_dir)
+    return out

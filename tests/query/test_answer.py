@@ -20,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def base_out(tmp_path_factory, encoder_dir) -> Path:
-    out = helpers.make_out(tmp_path_factory.mktemp("queryscene"))
-    helpers.write_field(out, "gags", encoder_dir)
-    helpers.write_field(out, "langsplat", encoder_dir)
-    return out
+    return helpers.make_out_with_fields(tmp_path_factory.mktemp("queryscene"), encoder_dir)
 
 
 @pytest.fixture
