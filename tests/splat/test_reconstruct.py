@@ -8,11 +8,10 @@ import torch
 from gags.cameras import Camera, intrinsics, look_at
 from gags.splat import rasterize
 from gags.splat.checkpoint import Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states, save_checkpoint
-from gags.splat.gaussians import activated, init_splats, make_splats, rgb_to_sh
+from gags.splat.gaussians import init_splats, make_splats
 from gags.splat.reconstruct import (
     LR_MEANS,
     LR_MEANS_FINAL_FACTOR,
-    Views,
     densification_strategy,
     evaluate,
     make_optimizers,
@@ -21,17 +20,14 @@ from gags.splat.reconstruct import (
     train,
     view_index,
 )
+from tests.splat.rendered_truth import random_gaussians, render_views
 
 SIZE = 40
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ground_truth(seed: int = 0, n: int = 12) -> torch.nn.ParameterDict:
-    g = torch.Generator().manual_seed(seed)
-    return make_splats(means=torch.randn(n, 3, generator=g) * 0.4, quats=torch.randn(n, 4, generator=g),
-                       scales=torch.log(torch.rand(n, 3, generator=g) * 0.15 + 0.08),
-                       opacities=torch.full((n,), 2.0), sh0=rgb_to_sh(torch.rand(n, 1, 3, generator=g)),
-                       shN=torch.zeros(n, 15, 3))
+    return random_gaussians(n, torch.Generator().manual_seed(seed), min_scale=0.08)
 
 
 def _cameras(n: int) -> list[Camera]:
@@ -44,21 +40,11 @@ def _cameras(n: int) -> list[Camera]:
     return cams
 
 
-@torch.no_grad()
-def _render_views(splats, cams) -> Views:
-    images = []
-    for c in cams:
-        img, _, _ = rasterize(**activated(splats), viewmat=c.world_to_cam, K=c.K, width=c.width, height=c.height,
-                              sh_degree=0)
-        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
-    return Views(cams, images)
-
-
 def _scene():
     gt = _ground_truth()
     cams = _cameras(9)
-    train_views = _render_views(gt, cams[:8:1][:7])
-    test_views = _render_views(gt, [cams[7], cams[8]])
+    train_views = render_views(gt, cams[:8:1][:7])
+    test_views = render_views(gt, [cams[7], cams[8]])
     # "SfM points": noisy copies of the true centres with grey colours
     g = torch.Generator().manual_seed(1)
     pts = torch.cat([gt["means"].detach() + 0.08 * torch.randn(12, 3, generator=g) for _ in range(4)])

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gags.cameras import Camera, intrinsics, look_at
-from gags.splat import rasterize
 from gags.splat import reconstruct as rec
 from gags.splat.checkpoint import load_checkpoint
-from gags.splat.gaussians import activated, init_splats, make_splats, rgb_to_sh
+from gags.splat.gaussians import init_splats, make_splats
+from tests.splat.rendered_truth import random_gaussians, render_views
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -20,22 +20,15 @@ def _scene() -> tuple[rec.Views, torch.nn.ParameterDict]:
     """Four views of 8 coloured Gaussians (rendered by the rasterizer), and grey noisy Gaussians to start from."""
     g = torch.Generator().manual_seed(0)
     n = 8
-    truth = make_splats(means=torch.randn(n, 3, generator=g) * 0.4, quats=torch.randn(n, 4, generator=g),
-                        scales=torch.log(torch.rand(n, 3, generator=g) * 0.15 + 0.1),
-                        opacities=torch.full((n,), 2.0), sh0=rgb_to_sh(torch.rand(n, 1, 3, generator=g)),
-                        shN=torch.zeros(n, 15, 3))
-    cams, images = [], []
+    truth = random_gaussians(n, g, min_scale=0.1)
+    cams = []
     for i in range(4):
         a = 2 * math.pi * i / 4
         eye = torch.tensor([2.5 * math.cos(a), 2.5 * math.sin(a), 0.5])
-        cam = Camera(f"v{i}.png", intrinsics(30, 30, SIZE / 2, SIZE / 2), look_at(eye, torch.zeros(3)), SIZE, SIZE)
-        with torch.no_grad():
-            img, _, _ = rasterize(**activated(truth), viewmat=cam.world_to_cam, K=cam.K, width=SIZE, height=SIZE,
-                                  sh_degree=0)
-        cams.append(cam)
-        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        cams.append(Camera(f"v{i}.png", intrinsics(30, 30, SIZE / 2, SIZE / 2), look_at(eye, torch.zeros(3)), SIZE,
+                           SIZE))
     pts = truth["means"].detach() + 0.1 * torch.randn(n, 3, generator=g)
-    return rec.Views(cams, images), init_splats(pts, torch.full_like(pts, 0.5), sh_degree=0, generator=g)
+    return render_views(truth, cams), init_splats(pts, torch.full_like(pts, 0.5), sh_degree=0, generator=g)
 
 
 def test_curve_averages_stretches_of_the_run(monkeypatch):
