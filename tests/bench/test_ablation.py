@@ -49,6 +49,22 @@ def test_aggregate_over_seeds_and_presets():
     assert table[avg.key][ALL_PRESETS]["test"]["miou"]["mean"] is None
 
 
+def test_figures_per_query_granularity_and_final_granularity(tmp_path):
+    queries = [{"label": "bowl", "iou": 0.5, "hit": True}, {"label": "bowl", "iou": 0.1, "hit": False},
+               {"label": "egg yolk", "iou": 0.3, "hit": True}, {"label": "unknown", "iou": 1.0, "hit": True}]
+    levels = {"bowl": "whole", "egg yolk": "subpart"}
+    got = ablation.by_query_level(queries, levels)
+    assert got["miou_whole"] == pytest.approx(0.3) and got["loc_acc_whole"] == 0.5
+    assert got["miou_subpart"] == pytest.approx(0.3) and got["loc_acc_subpart"] == 1.0
+    assert got["miou_part"] is None and got["loc_acc_part"] is None
+
+    curves = tmp_path / "curves.json"
+    assert ablation.final_granularity(curves) is None
+    history = [{"granularity": [0.2, 0.3, 0.5]}, {"granularity": [0.0, 0.1, 0.9]}, {"granularity": [0.0, 0.0, 0.0]}]
+    curves.write_text(json.dumps({"history": history}))
+    assert ablation.final_granularity(curves) == [0.0, 0.1, 0.9]  # the last step had no pixel to train
+
+
 def test_rows_and_user_errors(tmp_path):
     rows = plan_rows(BenchConfig(which="ablation", methods=("gags", "langsplat"), uniform_methods=("avg",),
                                  variants=("no-entropy",)))
@@ -100,7 +116,10 @@ def test_miniature_ablation_tables_match_the_runs_and_resume(tmp_path, encoder_d
     written = json.loads((out / "ablation.json").read_text())
     md = (out / "ablation.md").read_text()
     tables = written["tables"]
-    assert set(tables) == {"table1", "table2", "table4", "table6"}
+    assert set(tables) == {"table1", "table2", "table4", "table6", "levels", "granularity"}
+    assert [r[0] for r in tables["granularity"]["rows"]] == [r.label() for r in rows if r.method == "gags"]
+    assert tables["granularity"]["header"] == ["method", "ramen seed0", "ramen seed1"]
+    assert len(tables["levels"]["rows"]) == len(rows) and len(tables["levels"]["header"]) == 7
     assert tables["table1"]["header"] == ["method", "ramen held-out", "ramen train", "mean held-out", "mean train"]
     assert [r[0] for r in tables["table1"]["rows"]] == [Row("gas", "gags").label(), Row("gas", "avg").label()]
     assert [r[:2] for r in tables["table4"]["rows"]] == [["✓", "average of the levels"], ["✗", "GaD (gags)"],
@@ -118,6 +137,17 @@ def test_miniature_ablation_tables_match_the_runs_and_resume(tmp_path, encoder_d
                     cell = written["results"][row.key][preset][split][metric]
                     assert cell["values"] == pytest.approx(values)
                     assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+    # figures per query granularity, from the per-query lists and the scene's queries.json
+    for level in ("whole", "part", "subpart"):
+        values = []
+        for seed in (0, 1):
+            levels = {q["text"]: q["level"] for q in json.loads(
+                (out / "ramen" / f"seed{seed}" / "scene" / "queries.json").read_text())["queries"]}
+            queries = json.loads(metrics_path(out, "ramen", seed, Row("gas", "gags"), "test").read_text())["queries"]
+            hits = [q["hit"] for q in queries if levels[q["label"]] == level]
+            if hits:
+                values.append(sum(hits) / len(hits))
+        assert written["results"]["gas/gags"]["ramen"]["test"][f"loc_acc_{level}"]["values"] == pytest.approx(values)
     # the Markdown shows the same numbers, in percent
     gags_test = written["results"]["gas/gags"]["ramen"]["test"]["loc_acc"]
     first = next(line for line in md.splitlines() if line.startswith(f"| {Row('gas', 'gags').label()} |"))

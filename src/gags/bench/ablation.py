@@ -18,7 +18,10 @@ per row, preset and split, and the tables) and ``OUT/ablation.md``:
 - Table 1 / Table 2 (layout of the paper's per-scene comparisons): localization accuracy / mIoU of every GaS method,
   one column per preset and split, plus the mean over presets;
 - Table 4 (GaS and GaD ablation): uniform vs GaS prompts x averaged levels, one level, or GaD, over all presets;
-- Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time.
+- Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time;
+- by query granularity: every row on the held-out views, queries grouped by what they name (whole objects, parts,
+  sub-parts: ``scene/queries.json``), to see which granularity a method serves;
+- GaD granularity: the mean level weights (s, m, l) GaD ends training with (``curves.json``), per preset and seed.
 
 A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all presets:
 per seed, the mean over the presets, then mean +- std of those over seeds.
@@ -55,6 +58,11 @@ TIMINGS_FILE = "ablation_timings.json"
 SPLITS = ("test", "train")
 """Held-out views first: the split users asked for; training views are LangSplat's protocol."""
 METRICS = ("miou", "loc_acc")
+QUERY_LEVELS = ("whole", "part", "subpart")
+"""Granularity of the procedural world's queries (``scene/queries.json``: ``gags.synth.world.LEVELS``), coarse first."""
+LEVEL_METRICS = tuple(f"{m}_{level}" for level in QUERY_LEVELS for m in METRICS)
+"""Per-run figures over the queries of one granularity (e.g. ``miou_part``)."""
+GRANULARITY_NAMES = ("s", "m", "l")
 ALL_PRESETS = "all"
 """Column of the mean over presets."""
 
@@ -246,12 +254,45 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "n": n, "values": values}
 
 
+def query_levels(scene: Path) -> dict[str, str]:
+    """Query text -> granularity ("whole", "part", "subpart") from a synthetic scene's queries.json ({} if none)."""
+    path = Path(scene) / "queries.json"
+    if not path.is_file():
+        return {}
+    return {q["text"]: q["level"] for q in read_json(path).get("queries", [])}
+
+
+def by_query_level(queries: Sequence[dict[str, Any]], levels: dict[str, str]) -> dict[str, float | None]:
+    """``LEVEL_METRICS`` of one evaluation: mIoU and localization accuracy over the queries of each granularity."""
+    out: dict[str, float | None] = {}
+    for level in QUERY_LEVELS:
+        chosen = [q for q in queries if levels.get(q["label"]) == level]
+        out[f"miou_{level}"] = math.fsum(q["iou"] for q in chosen) / len(chosen) if chosen else None
+        out[f"loc_acc_{level}"] = math.fsum(bool(q["hit"]) for q in chosen) / len(chosen) if chosen else None
+    return out
+
+
+def final_granularity(curves: Path) -> list[float] | None:
+    """Mean level weights (s, m, l) over the training pixels at the last logged iteration of a gags field (None when
+    there is no curves.json or no granularity; logged steps whose view had no pixel to train are skipped)."""
+    if not curves.is_file():
+        return None
+    logged = [h.get("granularity") for h in read_json(curves).get("history", [])]
+    logged = [g for g in logged if g and math.fsum(g) > 0.5]
+    return [float(v) for v in logged[-1]] if logged else None
+
+
 def collect_runs(out: Path, presets: Sequence[str], seeds: int, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Every finished run's figures: one record per (preset, seed, row, split) whose metrics.json exists."""
+    """Every finished run's figures: one record per (preset, seed, row, split) whose metrics.json exists, with the
+    figures per query granularity and, for GaD, the final granularity weights."""
     runs = []
     for preset in presets:
         for seed in range(seeds):
+            levels = query_levels(seed_folder(out, preset, seed) / "scene")
             for row in rows:
+                folder = seed_folder(out, preset, seed) / row.folder
+                granularity = final_granularity(folder / "field" / row.method / "curves.json") \
+                    if row.method == "gags" else None
                 for split in SPLITS:
                     path = metrics_path(out, preset, seed, row, split)
                     if not path.is_file():
@@ -260,14 +301,17 @@ def collect_runs(out: Path, presets: Sequence[str], seeds: int, rows: Sequence[R
                     runs.append({"preset": preset, "seed": seed, "row": row.key, "prompts": row.prompts,
                                  "method": row.method, "variant": row.variant, "split": split,
                                  "miou": float(m["miou"]), "loc_acc": float(m["loc_acc"]),
+                                 **by_query_level(m["queries"], levels), "granularity": granularity,
                                  "n_queries": int(m["n_queries"]), "metrics": str(path.relative_to(out))})
     return runs
 
 
-def aggregate(runs: Sequence[dict[str, Any]], presets: Sequence[str], rows: Sequence[Row]) -> dict[str, Any]:
+def aggregate(runs: Sequence[dict[str, Any]], presets: Sequence[str], rows: Sequence[Row],
+              metrics: Sequence[str] = METRICS) -> dict[str, Any]:
     """row key -> preset (and ``ALL_PRESETS``) -> split -> metric -> :func:`mean_std` over seeds.
 
-    ``ALL_PRESETS``: per seed, the mean over the presets (seeds that have every preset only), then over seeds.
+    ``ALL_PRESETS``: per seed, the mean over the presets (seeds that have every preset only), then over seeds. A run
+    without a figure (None, e.g. no query of that granularity) does not count.
     """
     table: dict[str, Any] = {}
     for row in rows:
@@ -277,17 +321,17 @@ def aggregate(runs: Sequence[dict[str, Any]], presets: Sequence[str], rows: Sequ
             table[row.key][preset] = {}
             for split in SPLITS:
                 cell = {}
-                for metric in METRICS:
+                for metric in metrics:
                     if preset == ALL_PRESETS:
                         per_seed: dict[int, dict[str, float]] = {}
                         for r in by_row:
-                            if r["split"] == split:
+                            if r["split"] == split and r.get(metric) is not None:
                                 per_seed.setdefault(r["seed"], {})[r["preset"]] = r[metric]
                         values = [math.fsum(v.values()) / len(v) for _, v in sorted(per_seed.items())
                                   if set(v) == set(presets)]
                     else:
                         values = [r[metric] for r in sorted(by_row, key=lambda r: r["seed"])
-                                  if r["preset"] == preset and r["split"] == split]
+                                  if r["preset"] == preset and r["split"] == split and r.get(metric) is not None]
                     cell[metric] = mean_std(values)
                 table[row.key][preset][split] = cell
     return table
@@ -313,6 +357,7 @@ def build_tables(results: dict[str, Any], presets: Sequence[str], rows: Sequence
     tables: dict[str, dict[str, Any]] = {}
     for name, metric, what in (("table1", "loc_acc", "Localization accuracy (%)"), ("table2", "miou", "mIoU (%)")):
         tables[name] = {
+            "name": f"Table {name[-1]}",
             "title": f"{what} per scene, GaS features (layout of the paper's Tables 1-2)",
             "header": header,
             "rows": [[r.label()] + [results[r.key][p][s][metric] for p, s in columns] for r in gas_rows],
@@ -322,6 +367,7 @@ def build_tables(results: dict[str, Any], presets: Sequence[str], rows: Sequence
     ablation_rows = [r for r in rows if not r.variant and r.method != "langsplat"]
     ablation_rows.sort(key=lambda r: (r.method == "gags", METHODS.index(r.method), r.prompts == "gas"))
     tables["table4"] = {
+        "name": "Table 4",
         "title": "GaS and GaD ablation, mean over presets (layout of the paper's Table 4)",
         "header": ["GaS prompts", "distillation", *split_header],
         "rows": [[_check(r.prompts == "gas"), METHOD_LABELS[r.method]]
@@ -329,12 +375,41 @@ def build_tables(results: dict[str, Any], presets: Sequence[str], rows: Sequence
     }
     loss_rows = [r for r in rows if r.prompts == "gas" and r.method == "gags"]
     tables["table6"] = {
+        "name": "Table 6",
         "title": "GaD losses, GaS features, mean over presets (layout of the paper's Table 6)",
         "header": ["region-aware", "entropy", "consistency", *split_header],
         "rows": [[_check(r.switches()[k]) for k in SWITCHES]
                  + [results[r.key][ALL_PRESETS][s][m] for s in SPLITS for m in METRICS] for r in loss_rows],
     }
+    tables["levels"] = {
+        "name": "By query granularity",
+        "title": "held-out views, queries grouped by the granularity of what they name, mean over presets",
+        "header": ["method"] + [f"{level} {'mIoU' if m == 'miou' else 'loc. acc.'}" for level in QUERY_LEVELS
+                                for m in METRICS],
+        "rows": [[r.label()] + [results[r.key][ALL_PRESETS]["test"][m] for m in LEVEL_METRICS] for r in rows],
+    }
     return tables
+
+
+def granularity_table(runs: Sequence[dict[str, Any]], presets: Sequence[str], seeds: int,
+                      rows: Sequence[Row]) -> dict[str, Any]:
+    """GaD's mean level weights (s, m, l) over the training pixels at the end of training, per preset and seed."""
+    columns = [(p, n) for p in presets for n in range(seeds)]
+    found = {(r["row"], r["preset"], r["seed"]): r["granularity"] for r in runs if r.get("granularity")}
+    table_rows = []
+    for row in rows:
+        if row.method != "gags":
+            continue
+        cells = []
+        for p, n in columns:
+            g = found.get((row.key, p, n))
+            cells.append("-" if g is None else " / ".join(f"{v:.2f}" for v in g)
+                         + f" ({GRANULARITY_NAMES[max(range(len(g)), key=g.__getitem__)]})")
+        table_rows.append([row.label(), *cells])
+    return {"name": "GaD granularity",
+            "title": "mean weights s / m / l over the training pixels at the end of training (the largest in "
+                     "brackets)",
+            "header": ["method"] + [f"{p} seed{n}" for p, n in columns], "rows": table_rows}
 
 
 def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs: int) -> str:
@@ -346,8 +421,8 @@ def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs
                f"{settings['segmenter']}. {n_runs} evaluated (run, split) pairs. "
                "Cells: mean ± std over seeds (sample std), in percent; '-' = not run yet.")
     lines = ["# gags bench ablation", "", summary, ""]
-    for name, table in tables.items():
-        lines += [f"## {name[:5].capitalize()} {name[5:]}: {table['title']}", ""]
+    for table in tables.values():
+        lines += [f"## {table['name']}: {table['title']}", ""]
         lines.append("| " + " | ".join(table["header"]) + " |")
         lines.append("|" + "|".join("---" for _ in table["header"]) + "|")
         for row in table["rows"]:
@@ -359,8 +434,9 @@ def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs
 def write_results(out: Path, config: BenchConfig, rows: Sequence[Row], timings: dict[str, float]) -> dict[str, Any]:
     """Collect every finished run, aggregate, and write OUT/ablation.json and OUT/ablation.md; returns the JSON."""
     runs = collect_runs(out, config.presets, config.seeds, rows)
-    results = aggregate(runs, config.presets, rows)
+    results = aggregate(runs, config.presets, rows, METRICS + LEVEL_METRICS)
     tables = build_tables(results, config.presets, rows)
+    tables["granularity"] = granularity_table(runs, config.presets, config.seeds, rows)
     settings = settings_of(config)
     record = {
         "settings": settings,
