@@ -78,7 +78,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
 """Table 6: GaD (method gags, GaS features) with DistillConfig switches off."""
 SWITCHES = ("region_aware", "entropy", "consistency")
 RESULT_SETTINGS = ("resolution", "views", "reconstruct_iterations", "max_gaussians", "distill_iterations", "segmenter",
-                   "encoder", "eval_downscale", "protocol_min_side")
+                   "min_region_area", "encoder", "eval_downscale", "protocol_min_side")
 """Settings that change the results: a benchmark folder holds runs of one set of them only."""
 METHOD_LABELS = {"gags": "GaD (gags)", "avg": "average of the levels", "level-s": "sub-part level only",
                  "level-m": "part level only", "level-l": "whole level only", "langsplat": "LangSplat (3 fields)"}
@@ -199,7 +199,8 @@ def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) ->
                         share_inputs(g, f, features=False)
                     segment(SegmentConfig(out=f, segmenter=config.segmenter, encoder=encoder,
                                           prompts=PROMPT_MODES[m],  # type: ignore[arg-type]
-                                          seed=_default(SegmentConfig, "seed") + n, threads=threads))
+                                          seed=_default(SegmentConfig, "seed") + n, threads=threads,
+                                          min_region_area=config.min_region_area))
 
                 steps.append(Step(f"{tag} segment {mode}", folder / "segment" / "timings.json", run_segment))
             for row in rows:
@@ -469,8 +470,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / SETTINGS_FILE
     now = {k: settings[k] for k in RESULT_SETTINGS}
     if path.is_file():
-        then = read_json(path)
-        diff = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+        then = read_json(path)  # a setting added since that folder was made had its default value then
+        then = {k: then.get(k, _default(BenchConfig, k)) for k in RESULT_SETTINGS}
+        diff = {k: (then[k], v) for k, v in now.items() if then[k] != v}
         if diff:
             raise GagsError(f"{out} holds ablation runs made with other settings ({diff}, as (then, now)). Run with "
                             "the same settings to resume, or pass another --out.")
