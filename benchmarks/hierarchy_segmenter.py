@@ -5,7 +5,7 @@
         [--depth exact|points|none] [--out quality.json] [--set thresholds=10,25,60 --set superpixel_area=100 ...]
         (--set: any HierarchySegmenter argument)
 
-speed: set_image + predict on the shared kitchen photos (images_4, resized to 256 x 256).
+speed: set_image + predict on the shared kitchen photos (images_4, resized to 256 x 256), after one warm-up call.
 quality: prompt points on the objects (not the table, floor or walls) of rendered views of every preset, worlds
 ``seed-base .. seed-base + seeds - 1``; for each point and level, the IoU between the predicted mask and the exact mask
 of the entity under the point at that level ("iou"), and the best IoU of any of the three predicted masks with it
@@ -48,6 +48,7 @@ def speed(args: argparse.Namespace, seg: HierarchySegmenter) -> list[dict]:
         raise SystemExit(f"no photos in {KITCHEN}")
     images = [np.asarray(Image.open(p).convert("RGB").resize((256, 256), Image.BILINEAR)) for p in paths]
     rng = np.random.default_rng(0)
+    seg.set_image(images[0])  # warm-up: the first call imports scipy and scikit-image
     results = []
     for n_points in args.points:
         set_times, predict_times = [], []
