@@ -103,7 +103,9 @@ def _bowl_scene(contents_depth: float):
 def test_contents_seen_through_a_rim_belong_to_its_object():
     """At the whole level, a region hidden all around by one neighbour (the contents inside a bowl's rim) joins it;
     a region in front of its neighbour (a ball resting in a ring) does not; the table behind stays apart."""
-    iou = lambda m, t: float((m & t).sum() / (m | t).sum())  # noqa: E731
+    def iou(m, t):
+        return float((m & t).sum() / (m | t).sum())
+
     seg = HierarchySegmenter()
     rgb, depth, rim, contents = _bowl_scene(contents_depth=2.6)  # behind the rim: seen through it
     seg.set_image(rgb, depth)

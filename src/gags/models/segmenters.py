@@ -85,7 +85,8 @@ def _check_points(points: np.ndarray | torch.Tensor, height: int, width: int) ->
     outside = (pts[:, 0] < 0) | (pts[:, 0] > width) | (pts[:, 1] < 0) | (pts[:, 1] > height)
     if outside.any():
         raise GagsError(
-            f"{int(outside.sum())} prompt point(s) lie outside the {width}x{height} image, e.g. {pts[outside][0].tolist()}; "
+            f"{int(outside.sum())} prompt point(s) lie outside the {width}x{height} image, "
+            f"e.g. {pts[outside][0].tolist()}; "
             "points are pixel (x, y) of the image given to set_image."
         )
     return pts
@@ -321,10 +322,10 @@ each other (42% of part-boundary pixels step by > 4%), but whole objects are nea
 LEVEL_THRESHOLDS = (10.0, 25.0, 60.0)
 """Cut heights (edge-weight units: CIE Lab distance + depth term) of the sub-part, part and whole levels.
 
-SUPERPIXEL_AREA, LIGHTNESS_WEIGHT and BLUR_SIGMA were chosen by a grid search for the best mean IoU with the exact entity
-masks of renders of the procedural world (benchmarks/hierarchy_segmenter.py quality); DEPTH_WEIGHTS and
-LEVEL_THRESHOLDS by the mean IoU over the three levels with exact and with rendered ("points") depth, on worlds 100-103
-only; worlds from 200 on are held out for reporting."""
+SUPERPIXEL_AREA, LIGHTNESS_WEIGHT and BLUR_SIGMA were chosen by a grid search for the best mean IoU with the exact
+entity masks of renders of the procedural world (benchmarks/hierarchy_segmenter.py quality); DEPTH_WEIGHTS,
+OCCLUSION_STEP, STEP_SPAN and LEVEL_THRESHOLDS by the mean IoU over the three levels with exact and with rendered
+("points") depth, on worlds 100-103 only; worlds from 200 on are held out for reporting."""
 
 
 class HierarchySegmenter:
@@ -382,7 +383,9 @@ class HierarchySegmenter:
         if len(thresholds) != N_LEVELS or not all(0 < a < b for a, b in zip(thresholds, thresholds[1:])):
             raise GagsError(f"thresholds must be 3 increasing positive numbers; got {thresholds}.")
         if len(depth_weights) != N_LEVELS or min(depth_weights) < 0:
-            raise GagsError(f"depth_weights must be 3 non-negative numbers (sub-part, part, whole); got {depth_weights}.")
+            raise GagsError(
+                f"depth_weights must be 3 non-negative numbers (sub-part, part, whole); got {depth_weights}."
+            )
         if not 0 < stability_delta < 1:
             raise GagsError(f"stability_delta must lie in (0, 1); got {stability_delta}.")
         if occlusion_step <= 0 or int(step_span) < 0:
