@@ -310,15 +310,17 @@ STEP_SPAN = 1
 """The depth step across the boundary between pixels x and x + 1 is read between x - span and x + 1 + span. Rendered
 expected depth (what the segment stage passes) blurs an occluding edge over a few pixels; read between the two
 neighbours only (span 0), those edges mostly vanish: on depth rendered from untrained Gaussians the whole-level IoU
-drops from 0.52 (span 1) to 0.32 (span 0), worlds 100-103 of benchmarks/hierarchy_segmenter.py --depth points."""
+drops from 0.52 (span 1) to 0.30 (span 0), while exact depth gives 0.61 either way (worlds 100-103 of
+benchmarks/hierarchy_segmenter.py quality --depth points / exact)."""
 OCCLUSION_STEP = 0.1
 """Log-depth step (about a 10% depth ratio) from which a boundary pixel pair counts as a full occlusion; smaller steps
-count in proportion. On renders of the procedural world the median step across true object / background boundaries is
-about 0.095 and across the part boundaries inside an object about 0.034."""
+count in proportion. On renders of the procedural world (worlds 100-101, exact depth, log-depth range in a 3 x 3
+window) the median across true object / background boundaries is 0.095, across part boundaries inside an object 0.034.
+"""
 DEPTH_WEIGHTS = (15.0, 60.0, 250.0)
 """Edge weight (Lab units) that a boundary occluding all along adds, per level (sub-part, part, whole). Depth counts
 more at coarser levels: surfaces of one part often fold (a bowl's rim, a slanted lid), parts of an object often occlude
-each other (42% of part-boundary pixels step by > 4%), but whole objects are nearly always outlined by occlusion."""
+each other (42% of part-boundary pixels step by > 4%), while whole objects are mostly outlined by occlusion (66%)."""
 LEVEL_THRESHOLDS = (10.0, 25.0, 60.0)
 """Cut heights (edge-weight units: CIE Lab distance + depth term) of the sub-part, part and whole levels.
 
