@@ -352,8 +352,7 @@ class BenchConfig:
     segmenter: str = "hierarchy"
     """ablation: segmenter spec, as `gags segment --segmenter`."""
     min_region_area: int = 100
-    """ablation: `gags segment --min-region-area` (pixels of the segmented image; the release's 100 is set for ~1000 px
-    frames: at 64 px it removes most whole-object masks, see gags.bench.ablation)."""
+    """ablation: `gags segment --min-region-area`; the release's 100 px suit ~1000 px frames (gags.bench.ablation)."""
     encoder: str | None = None
     """Encoder spec; ablation: default tiny; query: default the one `gags segment` recorded."""
     eval_downscale: float = 1.0
