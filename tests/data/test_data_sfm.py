@@ -33,7 +33,7 @@ def _similarity_residuals(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 def test_sfm_on_kitchen_images_8(kitchen, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = run_sfm(kitchen / "images_8", tmp_path / "out")
+        model = run_sfm(kitchen / "images_8", tmp_path / "out", num_threads=1)  # threaded matching varies run to run
     assert model == tmp_path / "out" / "sfm" / "sparse" / "0"
     rec = pycolmap.Reconstruction(str(model))
     assert rec.num_reg_images() >= MIN_REGISTERED
