@@ -59,13 +59,15 @@ def test_server_serves_the_page_on_localhost(viewer):
         assert response.status == 200 and b"<html" in response.read().lower()
 
 
-def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys):
-    """``gags view`` blocks serving; Ctrl-C (KeyboardInterrupt in the main thread) stops the server and returns."""
-    import _thread
-    import socket
-    import threading
+def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys, monkeypatch):
+    """``gags view`` blocks serving; Ctrl-C (KeyboardInterrupt in the main thread) stops the server and returns.
 
-    from gags.viewer import run
+    The Ctrl-C is raised by the serving loop's own wait, once the page answers: an interrupt sent from another thread
+    could land while the server is still starting, in code that is not the loop's."""
+    import socket
+    import types
+
+    from gags.viewer import run, server
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,13 +82,12 @@ def test_run_serves_until_ctrl_c(viewer_out, encoder_spec, capsys):
 
     answered = []
 
-    def press_ctrl_c() -> None:
-        try:
-            answered.append(wait_until(lambda: serving() or None, what="the server to answer"))
-        finally:
-            _thread.interrupt_main()
+    def sleep_then_ctrl_c(seconds: float) -> None:
+        answered.append(wait_until(lambda: serving() or None, what="the server to answer"))
+        raise KeyboardInterrupt
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    patched = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+    monkeypatch.setattr(server, "time", types.SimpleNamespace(**{**patched, "sleep": sleep_then_ctrl_c}))
     run(ViewConfig(out=viewer_out, port=port, encoder=encoder_spec, max_size=64, threads=0))
     assert answered == [True]
     assert not serving()

@@ -275,8 +275,9 @@ def start(config: ViewConfig) -> ViewerHandle:
 
 def run(config: ViewConfig) -> None:
     """``gags view OUT``: serve the viewer until Ctrl-C."""
-    handle = start(config)
-    try:
+    handle = None
+    try:  # Ctrl-C while the server starts stops it too
+        handle = start(config)
         print(f"gags view: {handle.url} (field {handle.renderer.scene.field.method}, "
               f"{len(handle.renderer.scene.geometry)} Gaussians); Ctrl-C to stop", flush=True)
         while True:
@@ -284,4 +285,5 @@ def run(config: ViewConfig) -> None:
     except KeyboardInterrupt:
         print("gags view: stopped")
     finally:
-        handle.stop()
+        if handle is not None:
+            handle.stop()
