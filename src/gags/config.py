@@ -319,7 +319,7 @@ class BenchConfig:
 
     ablation: synth -> reconstruct -> segment (GaS and uniform prompts) -> distill every method -> eval, per preset and
     seed, then Markdown and JSON tables of mean +- std over seeds (OUT/ablation.md, OUT/ablation.json); resumes.
-    Defaults: 4 presets x 3 seeds at 64x64 px, 24 views; measured about 11 minutes per (preset, seed) on a shared
+    Defaults: 4 presets x 3 seeds at 64x64 px, 24 views; measured 10-12.5 minutes per (preset, seed) on a shared
     2-core CPU, so about 2 h 15 min in all (see gags.bench.ablation). query: time to answer every (frame, query) pair of
     a scene's evaluation set with GAGS vs LangSplat (OUT/bench/query.json).
     """

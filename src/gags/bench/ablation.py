@@ -26,9 +26,18 @@ per row, preset and split, and the tables) and ``OUT/ablation.md``:
 A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all presets:
 per seed, the mean over the presets, then mean +- std of those over seeds.
 
-Defaults (4 presets x 3 seeds, 64 px, 24 views, 500 RGB iterations, 1,000 distillation iterations at 32 px, 11
-distillations per preset and seed) measured about 11 minutes per preset and seed on this project's shared 2-core
-machine (load 5-9), i.e. about 2 h 15 min; see the README for the figures of a 2-preset run.
+Time: the defaults (4 presets x 3 seeds, 64 px, 24 views, 500 RGB iterations, 1,000 distillation iterations at 32 px,
+11 distillations per preset and seed) took 10-12.5 minutes per preset and seed on a 2-core machine shared with other
+jobs (ramen, 3 seeds: 33.6 min, load 2-9; 80 % of it distillation, 10 % evaluation), so about 2 h 15 min for all 12.
+Add presets and seeds later: the same command with more of them reuses every finished run.
+
+Scale: the segment stage's constants are the official release's, in pixels of ~1000 px frames; 64 px is far from that.
+Both prompt modes reach every region of the embedded hierarchy segmenter at 64 px (GaS draws ~3,000 points per 64 x 64
+image, the uniform grid 1,024), so they give the same masks there and the GaS axis of Table 4 is not exercised. The
+release's --min-region-area 100 removes the whole-object masks of scenes whose objects are smaller than 100 px (ramen at
+64 px: the pixels covered at all three levels, the only ones GaD and the level baselines train on, are 8 % of an image;
+teatime: 52 %); --min-region-area 1 covers more but trades them for specks whose crops carry little (every method lost
+about half its mIoU on ramen).
 """
 
 from __future__ import annotations
