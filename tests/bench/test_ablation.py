@@ -15,6 +15,8 @@ from gags.bench.ablation import ALL_PRESETS, Row, aggregate, mean_std, metrics_p
 from gags.config import BenchConfig
 from gags.errors import GagsError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_mean_std_is_the_sample_standard_deviation():
     stat = mean_std([0.1, 0.3, 0.8])

@@ -11,13 +11,16 @@ from gags.bench.query import PARTS, run
 from gags.cli import main
 from gags.config import BenchConfig
 from gags.errors import GagsError
+from tests.handmade_scene import LABELLED
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bench(out, encoder_dir, **kwargs) -> BenchConfig:
     return BenchConfig(which="query", folder=out, encoder=f"openclip:local-dir:{encoder_dir}", repeats=1, **kwargs)
 
 
-def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, helpers, capsys):
+def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, capsys):
     # through the command line: the scene folder is the positional argument
     code = main(["bench", "query", str(query_out), "--encoder", f"openclip:local-dir:{encoder_dir}", "--repeats", "1"])
     assert code == 0
@@ -29,8 +32,8 @@ def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, helpers, cap
                 "ratio_render_resolution", "protocol_resolution"):
         assert key in written, key
     # every labelled view (two training views and the held-out one) with its two labels
-    assert written["n_frames"] == len(helpers.LABELLED)
-    assert written["n_queries"] == 2 * len(helpers.LABELLED)
+    assert written["n_frames"] == len(LABELLED)
+    assert written["n_queries"] == 2 * len(LABELLED)
     assert written["torch_threads"] == 1
     assert written["gags_s"] > 0 and written["langsplat_s"] > 0
     # 128 x 96 labels: localization and mask on maps upsampled to 720 px, as gags eval does

@@ -42,22 +42,20 @@ about half its mIoU on ramen).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from gags.config import BenchConfig, DistillConfig, EvalConfig, ReconstructConfig, SegmentConfig, SynthConfig
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
 from gags.pipeline import Step, run_steps
+from gags.threads import scoped_torch_threads
 
 DEFAULT_OUT = Path("bench_ablation")
 RESULT_JSON = "ablation.json"
@@ -233,20 +231,8 @@ def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) ->
 
 
 def _evaluate(evaluate: Any, config: EvalConfig, threads: int) -> None:
-    with torch_threads(threads):
+    with scoped_torch_threads(threads):
         evaluate(config)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch intra-op threads set to ``threads`` (0: unchanged) inside the block."""
-    before = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -504,7 +490,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     settings = settings_of(config)
     _check_settings(out, settings)
     steps = _steps(config, out, rows, settings["encoder"])
-    with torch_threads(config.threads):
+    with scoped_torch_threads(config.threads):
         done = run_steps(steps, out / TIMINGS_FILE)
     record = write_results(out, config, rows, done.seconds)
     record["ran"], record["skipped"] = done.ran, done.skipped

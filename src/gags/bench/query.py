@@ -46,6 +46,7 @@ from gags.config import BenchConfig
 from gags.errors import GagsError
 from gags.io import write_json
 from gags.query.evaluate import PROTOCOL_MIN_SIDE
+from gags.threads import scoped_torch_threads
 
 BENCH_DIR = "bench"
 RESULT_FILE = "query.json"
@@ -180,10 +181,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     render.check_encoder_weights(out, encoder)
     texts = list(dict.fromkeys(c for name, _ in views for c in labels[name].categories))
 
-    threads_before = torch.get_num_threads()
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    try:
+    with scoped_torch_threads(config.threads):
         start = time.perf_counter()
         embedded, canon = render.text_embeddings(encoder, texts, dims.pop())
         text_s = time.perf_counter() - start
@@ -214,8 +212,6 @@ def run(config: BenchConfig) -> dict[str, Any]:
                 per_text[method] += select_each(fields[method], embedded[q:q + 1], canon)
         load_after = os.getloadavg()
         threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads_before)
 
     best = {name: _fastest(p) for name, p in passes.items()}
     gags_s, langsplat_s = best["gags"]["total"], best["langsplat"]["total"]
