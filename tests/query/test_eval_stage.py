@@ -15,7 +15,6 @@ from gags.config import EvalConfig
 from gags.errors import GagsError
 from tests.handmade_scene import (
     HEIGHT,
-    LABELLED,  # noqa: F401 (tests/bench/conftest.py loads this file by path and reads it, make_out and write_field)
     PHRASES,
     WIDTH,
     embedding_autoencoder,
