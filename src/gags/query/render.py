@@ -101,32 +101,33 @@ def load_field(out: Path, method: str) -> LanguageField:
     return LanguageField.load(Path(out) / FIELD_DIR / method / FIELD_FILE)
 
 
-def default_encoder(out: Path) -> str:
-    """The encoder spec ``gags segment`` recorded in ``OUT/segment/config.json`` (what made the features), else tiny."""
+def segment_settings(out: Path) -> dict[str, typing.Any]:
+    """The settings `gags segment` recorded in ``OUT/segment/config.json``; {} when there are none (e.g. features
+    made by LangSplat's preprocessing) or the record is unreadable."""
     import json
 
-    record = Path(out) / "segment" / "config.json"
     try:
-        spec = json.loads(record.read_text())["settings"]["encoder"]
+        settings = json.loads((Path(out) / "segment" / "config.json").read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        return "tiny"
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def default_encoder(out: Path) -> str:
+    """The encoder spec ``gags segment`` recorded in ``OUT/segment/config.json`` (what made the features), else tiny."""
+    spec = segment_settings(out).get("encoder")
     return spec if isinstance(spec, str) and spec else "tiny"
 
 
 def check_encoder_weights(out: Path, encoder_spec: str) -> None:
     """GagsError when ``encoder_spec`` names the encoder `gags segment` used for OUT's features but its weights file
     changed since (e.g. a package upgrade shipped new tiny CLIP weights): text and image embeddings would not match."""
-    import json
-
     from gags.models.specs import parse_encoder_spec
     from gags.segment.extract import file_fingerprint
 
     record = Path(out) / "segment" / "config.json"
-    try:
-        settings = json.loads(record.read_text())["settings"]
-        then_spec, then_weights = settings["encoder"], settings["encoder_weights"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # features from elsewhere (e.g. LangSplat's preprocessing): nothing recorded to compare with
+    settings = segment_settings(out)
+    then_spec, then_weights = settings.get("encoder"), settings.get("encoder_weights")
     if then_spec != encoder_spec or then_weights is None:
         return
     checkpoint = parse_encoder_spec(encoder_spec).checkpoint
