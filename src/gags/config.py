@@ -381,12 +381,12 @@ class TrainEncoderConfig:
     """Print the zero-shot accuracy table of the shipped weights (or of --weights) and exit."""
     weights: Path | None = None
     """With --eval-only: an open_clip local-dir folder to evaluate instead of the shipped weights."""
-    worlds: int = 16
+    worlds: int = 14
     """Training worlds per preset (ramen, teatime, figurines, kitchen, random)."""
     views: int = 6
     """Rendered views per training world."""
-    epochs: int = 6
-    batch_size: int = 256
+    epochs: int = 12
+    batch_size: int = 128
     lr: float = 2e-3
     """Peak learning rate (AdamW; linear warm-up, cosine decay)."""
     workers: int = 2

@@ -162,3 +162,51 @@ def test_user_mistakes_are_gags_errors(tmp_path):
         run(TrainEncoderConfig(out=tmp_path, worlds=0))
     with pytest.raises(GagsError, match="--seed"):
         run(TrainEncoderConfig(out=tmp_path, seed=999))
+
+
+class _OracleEncoder:
+    """Text i of the vocabulary (and each generic phrase) is the i-th axis; image b scores 1 for its chosen name and
+    0.5 for its runner-up."""
+
+    def __init__(self, predicted: list[tuple[str, str]]) -> None:
+        self.axes = vocabulary_names() + list(GENERIC)
+        self.predicted = predicted
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.one_hot(torch.tensor([self.axes.index(t) for t in texts]), len(self.axes)).float()
+
+    def encode_images(self, crops: np.ndarray) -> torch.Tensor:
+        assert len(crops) == len(self.predicted)
+        first, second = zip(*self.predicted)
+        return self.encode_text(list(first)) + 0.5 * self.encode_text(list(second))
+
+
+def test_evaluation_counts_hits_and_the_level_of_every_miss():
+    from gags.models.train_tinyclip import evaluate
+
+    truth = ["mug", "mug", "apple", "apple", "mug handle"]
+    predicted = [("mug", "apple"), ("mug body", "mug"), ("apple", "mug"), ("mug", "apple"), ("mug handle", "mug")]
+    data = _crop_set([(t, "red", "plain", False) for t in truth])
+    data.level = np.array([2, 2, 2, 2, 1])
+    metrics = evaluate(_OracleEncoder(predicted), data)
+    # among all names: two of the four wholes are missed, one to a part ("mug body"), one to another whole
+    assert metrics["whole"]["n"] == 4 and metrics["whole"]["top1_all_names"] == 0.5
+    assert metrics["whole"]["misses_to"] == {"subpart": 0, "part": 1, "whole": 1}
+    # among whole names only, "mug body" is no candidate and its runner-up "mug" is right
+    assert metrics["whole"]["top1_level_names"] == 0.75
+    assert metrics["part"]["top1_all_names"] == 1.0 and sum(metrics["part"]["misses_to"].values()) == 0
+
+
+def test_defaults_reproduce_the_shipped_tiny_clip():
+    """`gags train-encoder` without options trains the model the package ships (same data, schedule, architecture)."""
+    from gags.config import TrainEncoderConfig
+    from gags.models.specs import TINY_CLIP_DIR
+    from gags.models.train_tinyclip import MODEL_CFG
+
+    shipped = json.loads((TINY_CLIP_DIR / "training.json").read_text())
+    config = TrainEncoderConfig()
+    assert (config.seed, config.worlds, config.views, config.epochs, config.batch_size, config.lr) == (
+        shipped["seed"], shipped["worlds_per_preset"], shipped["views_per_world"], shipped["epochs"],
+        shipped["batch_size"], shipped["lr"])
+    assert config.eval_worlds == shipped["heldout"]["worlds_per_preset"]
+    assert json.loads((TINY_CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"] == MODEL_CFG
