@@ -507,6 +507,7 @@ def evaluate(encoder, data: CropSet) -> dict:
     image = encoder.encode_images(data.crops)  # [M, D]
     scores = image @ text.T
     predicted = scores.argmax(1).numpy()
+    missed = predicted != data.name
     # LERF relevancy of every name on every crop: min over the canonical phrases c of softmax(10 [s_q, s_c])[0]
     canonical = image @ encoder.encode_text(list(GENERIC)).T  # [M, 4]
     relevancy = torch.sigmoid(RELEVANCY_TEMPERATURE * (scores[:, :, None] - canonical[:, None, :])).amin(-1)
@@ -530,11 +531,11 @@ def evaluate(encoder, data: CropSet) -> dict:
             rel, tru = relevancy[torch.from_numpy(sel)], truth[torch.from_numpy(sel)]
             out[key] = {
                 "n": int(sel.sum()),
-                "top1_all_names": float((predicted[sel] == data.name[sel]).mean()),
+                "top1_all_names": float(1.0 - missed[sel].mean()),
                 "top1_level_names": float((level_pred[sel] == data.name[sel]).mean()),
                 "relevancy_true_name": float(rel[tru].mean()),
                 "relevancy_other_names": float(rel[~tru].mean()),
-                "misses_to": {other: int(((predicted != data.name) & sel & (name_level[predicted] == k)).sum())
+                "misses_to": {other: int((missed & sel & (name_level[predicted] == k)).sum())
                               for k, other in enumerate(LEVEL_NAMES)},
             }
     return out
