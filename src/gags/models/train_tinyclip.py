@@ -62,13 +62,12 @@ of 64 crops), too slowly for the one-hour CPU budget. Text tower: a transformer 
 tokens (the longest caption, e.g. "dark green checkered bear snout", takes 10 with start and end; ``Captions``
 checks that every caption fits).
 
-Two better-scoring models were not shipped because their language fields were worse. A deeper tower (2, 3, 4, 2
-blocks) on 28 worlds x 4 views for 19 epochs (48 min) reaches held-out top-1 whole / part / sub-part 78.9 / 73.8 /
-77.8% (shipped: 69.7 / 65.2 / 65.6%); the same with segmenter fragments captioned by the entity that contains them,
-78.4 / 73.0 / 75.4%. Over six 64-px ablation scenes (ramen and teatime, seeds 0-2) GaS + GaD got 6.5 and 7.5%
-held-out mIoU, 20.1 and 20.7% localization, against 9.4 and 25.8% with the shipped model. Their gain is on exact
-masks; on the embedded segmenter's masks, which are what the pipeline encodes, the three models find a whole object by
-its name about as often (README, "Models")."""
+Better-scoring models were not shipped because their language fields were worse (README, "Models"). A deeper tower
+(2, 3, 4, 2 blocks) on 28 worlds x 4 views for 19 epochs (48 min) reaches held-out top-1 whole / part / sub-part
+78.9 / 73.8 / 77.8% (shipped: 69.7 / 65.2 / 65.6%); on 42 worlds x 4 views for 13 epochs (49 min), 81.9 / 75.0 /
+75.6%. Over six 64-px ablation scenes (ramen and teatime, seeds 0-2) GaS + GaD then got 6.5 and 5.9% held-out mIoU,
+20.1 and 16.6% localization, against 9.4 and 25.8% with the shipped model, although they find objects as well or better
+among the embedded segmenter's masks: the loss arises in distillation."""
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG = {"size": INPUT_SIZE, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
