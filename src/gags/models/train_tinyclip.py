@@ -556,11 +556,10 @@ def format_table(metrics: dict) -> str:
 def format_misses(metrics: dict) -> str:
     """One line per level: how the misses among all names split by the level of the name predicted."""
     lines = ["Misses among all names, by the level of the name predicted:", ""]
-    for key in ("whole", "part", "subpart"):
-        if key in metrics and "misses_to" in metrics[key]:
-            to = metrics[key]["misses_to"]
-            lines.append(f"- {key}: {sum(to.values())} misses, {to['whole']} to a whole, {to['part']} to a part, "
-                         f"{to['subpart']} to a sub-part")
+    for key in ("whole", "part", "subpart"):  # evaluate() always returns these three
+        to = metrics[key]["misses_to"]
+        lines.append(f"- {key}: {sum(to.values())} misses, {to['whole']} to a whole, {to['part']} to a part, "
+                     f"{to['subpart']} to a sub-part")
     lines += ["", "A whole and its main part can differ by a few pixels (\"glass of water\" and \"glass\", \"apple\" "
               "and \"apple body\", where the part is all but the object's stem): "
               "a miss to the object's own main part is often a crop that shows little more than that part."]
