@@ -2,15 +2,17 @@
 
     python benchmarks/hierarchy_segmenter.py speed   [--points 64 400] [--repeats 5] [--out speed.json]
     python benchmarks/hierarchy_segmenter.py quality [--seeds 2] [--seed-base 100] [--views 3] [--points 150]
-        [--depth exact|points|none] [--out quality.json] [--set thresholds=10,25,60 --set superpixel_area=100 ...]
+        [--size 256] [--depth exact|points|none] [--out quality.json]
+        [--set thresholds=10,25,60 --set superpixel_area=100 ...]
         (--set: any HierarchySegmenter argument)
 
 speed: set_image + predict on the shared kitchen photos (images_4, resized to 256 x 256), after one warm-up call.
-quality: prompt points on the objects (not the table, floor or walls) of rendered views of every preset, worlds
-``seed-base .. seed-base + seeds - 1``; for each point and level, the IoU between the predicted mask and the exact mask
-of the entity under the point at that level ("iou"), and the best IoU of any of the three predicted masks with it
-("best"); the share of masks more than twice ("over_2x") or less than half ("under_half") the true area; the share of
-masks that pass the segment stage's filters (score >= 0.7, stability >= 0.85).
+quality: prompt points on the objects (not the table, floor or walls) of views rendered at ``--size`` x ``--size``
+pixels (default 256) of every preset, worlds ``seed-base .. seed-base + seeds - 1``; for each point and level, the IoU
+between the predicted mask and the exact mask of the entity under the point at that level ("iou"), and the best IoU of
+any of the three predicted masks with it ("best"); the share of masks more than twice ("over_2x") or less than half
+("under_half") the true area; the share of masks that pass the segment stage's filters (score >= 0.7,
+stability >= 0.85).
 
 Depth given to the segmenter (``--depth``): "exact", the renderer's z-depth; "points", the expected depth rendered
 (``gags.splat.rasterize``) from Gaussians placed on surface samples of the views (as ``gags synth`` writes
@@ -110,7 +112,7 @@ def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
         for seed in range(args.seed_base, args.seed_base + args.seeds):
             world = build_world(preset, seed)
             compiled = compile_world(world)
-            cameras = sample_cameras(world, args.views, 256, seed=seed)
+            cameras = sample_cameras(world, args.views, args.size, seed=seed)
             renders = [render(world, camera, supersample=2, compiled=compiled) for camera in cameras]
             if args.depth == "points":
                 depths = points_depth(cameras, renders, seed)
@@ -140,7 +142,7 @@ def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
     over, under = np.concatenate(over), np.concatenate(under)
     return {
         "points": int(len(ious)), "levels": ["subpart", "part", "whole"],
-        "worlds": [args.seed_base, args.seed_base + args.seeds - 1], "depth": args.depth,
+        "worlds": [args.seed_base, args.seed_base + args.seeds - 1], "depth": args.depth, "size": args.size,
         "iou": ious.mean(0).round(4).tolist(), "iou_mean": round(float(ious.mean()), 4),
         "best": bests.mean(0).round(4).tolist(), "best_mean": round(float(bests.mean()), 4),
         "over_2x": over.mean(0).round(4).tolist(), "under_half": under.mean(0).round(4).tolist(),
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--seed-base", type=int, default=100, help="first world seed (tuning: 100-103)")
     parser.add_argument("--depth", choices=("exact", "points", "none"), default="exact")
     parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256, help="quality: rendered image side in pixels")
     parser.add_argument("--set", action="append", default=[], help="name=value HierarchySegmenter argument")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

