@@ -64,7 +64,7 @@ that every caption fits).
 
 Depth against data (held-out top-1 whole / part / sub-part, README "Models"): 2, 2, 2, 2 blocks on 14 worlds x 6 views
 for 12 epochs (26 min) reach 69.7 / 65.2 / 65.6%; 2, 3, 4, 2 blocks on 28 worlds x 4 views for 19 epochs (48 min)
-78.9 / 73.8 / 77.8%; on 42 worlds x 4 views for 13 epochs (49 min, the shipped model) 81.9 / 75.0 / 75.6%."""
+78.9 / 73.8 / 77.8%; on 42 worlds x 4 views for 13 epochs (43 min, the shipped model) 81.9 / 75.0 / 75.6%."""
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_CFG = {"size": INPUT_SIZE, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
