@@ -126,3 +126,12 @@ def test_rgba_and_grey_and_16bit(tmp_path):
     assert (read_image(tmp_path / "g.png") == 77).all()
     Image.fromarray(np.full((4, 5), 65535, np.uint16)).save(tmp_path / "w.png")
     assert (read_image(tmp_path / "w.png") == 255).all()
+
+
+def test_read_image_is_writable(tmp_path):
+    """Decoded RGB arrays are writable: torch.as_tensor on them must not warn about read-only memory."""
+    from gags.data.images import read_image
+
+    Image.fromarray(np.full((4, 5, 3), 9, np.uint8)).save(tmp_path / "c.png")
+    image = read_image(tmp_path / "c.png")
+    assert image.flags.writeable and image.flags.c_contiguous

@@ -64,7 +64,7 @@ def read_image(path: Path) -> np.ndarray:
     """Decode an image file to RGB.
 
     Returns:
-        [H, W, 3] uint8 (alpha composited on black, grey repeated, 16-bit scaled to 8-bit).
+        [H, W, 3] uint8, writable (alpha composited on black, grey repeated, 16-bit scaled to 8-bit).
     Raises:
         GagsError: missing, corrupt or truncated file.
     """
@@ -88,7 +88,7 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         return rgb.astype(np.uint8)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    return np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
 
 
 def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -392,8 +392,7 @@ def _settings(config: ReconstructConfig) -> dict[str, Any]:
 
 def _load_views(scene: Any, ids: Sequence[int], downscale: int) -> Views:
     cameras = [scene.camera(i, downscale) for i in ids]
-    # a copy: the decoded image may be a read-only view of the file's buffer, which torch would warn about
-    images = [torch.tensor(scene.load_image(i, downscale)) for i in ids]
+    images = [torch.as_tensor(np.ascontiguousarray(scene.load_image(i, downscale))) for i in ids]
     return Views(cameras, images)
 
 
