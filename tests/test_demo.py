@@ -34,7 +34,11 @@ def test_demo_runs_every_stage_and_resumes(demo_run, tmp_path, small_demo, capsy
     assert printed.count("done already") == 6
 
 
-def test_unknown_baseline_is_a_user_error(tmp_path):
+def test_unknown_baseline_is_a_user_error(tmp_path, capsys):
     with pytest.raises(GagsError, match="unknown baseline"):
         run(DemoConfig(out=tmp_path, baselines=("best",)))
-    assert main(["demo", "--out", str(tmp_path), "--baselines", "best"]) == 1
+    # on the command line the choices come from the method registry: a usage error (exit 2) that lists them
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--out", str(tmp_path), "--baselines", "best"])
+    assert exit_.value.code == 2
+    assert "level-s" in capsys.readouterr().err

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from gags.errors import GagsError
+from gags.workspace import REPORT_HTML as REPORT_FILE
 from gags.report import (
     LEVEL_COLORS,
     MAX_SIDE,
-    REPORT_FILE,
     level_map,
     line_chart,
     png_data_uri,

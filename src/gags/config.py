@@ -5,11 +5,13 @@ Every constant a stage uses has a name here, with where it comes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 import tyro
+
+from gags.methods import BaselineName, MethodName
 
 Positional = tyro.conf.Positional
 
@@ -38,7 +40,7 @@ class SynthConfig:
 
 @dataclass
 class ReconstructConfig:
-    """Train RGB 3D Gaussians from posed images (3DGS recipe) and write OUT/gaussians.ply."""
+    """Train RGB 3D Gaussians from posed images (3DGS recipe) and write them into OUT as a 3DGS PLY."""
 
     scene: Positional[Path | None] = None
     """Scene folder: a COLMAP model (sparse/0), a transforms.json, or a synthetic scene. Omit with --images."""
@@ -49,7 +51,8 @@ class ReconstructConfig:
     init_ply: Path | None = None
     """Start from this 3DGS .ply instead of the scene's points."""
     images_dir: str | None = None
-    """Image folder inside a COLMAP scene (e.g. images_8); default: the first of images, images_2, images_4, images_8."""
+    """Image folder inside a COLMAP scene (e.g. images_8); default: the first of images, images_2, images_4,
+    images_8."""
     downscale: int = 1
     """Train on images downscaled by this integer factor."""
     iterations: int | None = None
@@ -67,7 +70,7 @@ class ReconstructConfig:
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every N iterations."""
     resume: bool = True
-    """Continue from OUT/reconstruct/checkpoint.safetensors if there is one."""
+    """Continue from the stage's checkpoint in OUT if there is one."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """Rasterizer backend: gsplat when CUDA is available, else the pure PyTorch one."""
     random_init_points: int = 20_000
@@ -86,7 +89,7 @@ class SegmentConfig:
     """Granularity-aware segmentation (GaS): prompt points, 3-level masks and CLIP features per image."""
 
     out: Positional[Path]
-    """Scene output folder (OUT) with scene.json and gaussians.ply."""
+    """Scene output folder (OUT) where `gags reconstruct` ran."""
     segmenter: str = "hierarchy"
     """hierarchy (embedded) | sam:vit_h:/path/sam_vit_h_4b8939.pth | sam2:sam2.1_hiera_large:/path.pt"""
     encoder: str = "tiny"
@@ -148,10 +151,11 @@ class DistillConfig:
     """
 
     out: Positional[Path]
-    """Scene output folder (OUT) with gaussians.ply and language_features/."""
-    method: Literal["gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"] = "gags"
+    """Scene output folder (OUT) where `gags reconstruct` and `gags segment` ran."""
+    method: MethodName = "gags"
     """gags (GaD) or a baseline: avg (mean of the levels), level-s|m|l (one level), langsplat (three 3-d fields through
-    LangSplat's autoencoder), n2f2 (three levels fused per Gaussian by their relevancy to generic phrases)."""
+    LangSplat's autoencoder), n2f2 (three levels fused per Gaussian by their relevancy to generic phrases); see
+    gags.methods."""
     iterations: int | None = None
     """Iterations; default 30,000 on a GPU, 1,000 on a CPU."""
     downscale: float | None = None
@@ -199,7 +203,7 @@ class DistillConfig:
     checkpoint_every: int = 500
     """Write a resumable checkpoint every N iterations."""
     resume: bool = True
-    """Continue from OUT/field/METHOD/checkpoint.safetensors if there is one."""
+    """Continue from the method's checkpoint in OUT if there is one."""
     threads: int = 1
     """PyTorch CPU threads (0: PyTorch's default, one per core). 1 by default: at CPU training sizes the work per
     operation is small, and on a busy 2-core machine two threads made an iteration 10x slower (distill measurements)."""
@@ -253,7 +257,8 @@ class EvalConfig:
 
 @dataclass
 class DemoConfig:
-    """Every stage on a synthetic scene with the embedded models, on a CPU: synth, reconstruct, segment, distill, eval."""
+    """Every stage on a synthetic scene with the embedded models, on a CPU: synth, reconstruct, segment, distill,
+    eval."""
 
     out: Path = Path("gags_demo")
     """Demo output folder: the synthetic scene goes to OUT/scene, every stage's output to OUT."""
@@ -271,8 +276,8 @@ class DemoConfig:
     """Gaussian budget of the RGB training (bounds the time of every later stage on a CPU)."""
     distill_iterations: int | None = None
     """Distillation iterations; default: the CPU default of `gags distill`."""
-    baselines: tuple[str, ...] = ("avg",)
-    """Baselines distilled and evaluated next to gags (any of avg, level-s, level-m, level-l, langsplat, n2f2)."""
+    baselines: tuple[BaselineName, ...] = ("avg",)
+    """Baselines distilled and evaluated next to gags (any method of gags.methods but gags)."""
     segmenter: str = "hierarchy"
     """Segmenter spec, as `gags segment --segmenter`."""
     encoder: str = "tiny"
@@ -281,7 +286,7 @@ class DemoConfig:
 
 @dataclass
 class ReportConfig:
-    """Write OUT/report.html: one self-contained page (images embedded) of whatever stages ran in OUT."""
+    """Write OUT's report: one self-contained HTML page (images embedded) of whatever stages ran in OUT."""
 
     out: Positional[Path]
     """Scene output folder (OUT), e.g. the folder `gags demo` filled."""
@@ -292,7 +297,7 @@ class ViewConfig:
     """Interactive viewer (viser) with a text box: orbit the scene, type a query, see its relevancy."""
 
     out: Positional[Path]
-    """Scene output folder (OUT) with gaussians.ply, scene.json and a distilled field in OUT/field/METHOD/."""
+    """Scene output folder (OUT) where `gags reconstruct`, `gags segment` and `gags distill` ran."""
     host: str = "127.0.0.1"
     """Address to listen on; 127.0.0.1 keeps the viewer on this machine (0.0.0.0 opens it to the network)."""
     port: int = 8080
@@ -314,59 +319,219 @@ class ViewConfig:
 
 
 @dataclass
-class BenchConfig:
-    """Benchmarks: the ablation tables (mIoU and localization over presets and seeds) and speed figures, as JSON.
+class BenchAblationConfig:
+    """The ablation tables over presets and seeds: synth -> reconstruct -> segment (GaS and uniform prompts) -> distill
+    every method -> eval, per preset and seed, then Markdown and JSON tables of mean +- std over seeds
+    (OUT/ablation.md, OUT/ablation.json); resumes (see gags.bench.ablation)."""
 
-    ablation: synth -> reconstruct -> segment (GaS and uniform prompts) -> distill every method -> eval, per preset and
-    seed, then Markdown and JSON tables of mean +- std over seeds (OUT/ablation.md, OUT/ablation.json); resumes.
-    Defaults: 4 presets x 3 seeds at 64x64 px, 24 views; measured 10-12.5 minutes per (preset, seed) on a shared
-    2-core CPU, so about 2 h 15 min in all (see gags.bench.ablation). query: time to answer every (frame, query) pair of
-    a scene's evaluation set with GAGS vs LangSplat (OUT/bench/query.json).
-    """
-
-    which: Positional[Literal["ablation", "query", "rasterize", "reconstruct", "mask-nms"]]
-    folder: Positional[Path | None] = None
-    """query: the scene output folder (OUT) where `gags distill` ran with --method gags and --method langsplat."""
-    out: Path | None = None
-    """ablation: the benchmark folder (default bench_ablation); query: the scene output folder (as FOLDER)."""
+    out: Path = Path("bench_ablation")
+    """The benchmark folder: one scene output folder per preset, seed and prompt mode, and the tables."""
     presets: tuple[str, ...] = ("ramen", "teatime", "figurines", "kitchen")
-    """ablation: scene presets of `gags synth`."""
+    """Scene presets of `gags synth`."""
     seeds: int = 3
-    """ablation: seeds 0..N-1 per preset (the scene's seed; every stage's seed is its default + the seed)."""
+    """Seeds 0..N-1 per preset (the scene's seed; every stage's seed is its default + the seed)."""
     resolution: int = 64
-    """ablation: image size of the synthetic scenes (the time of every stage grows with it)."""
+    """Image size of the synthetic scenes (the time of every stage grows with it)."""
     views: int = 24
-    """ablation: training views per scene (held-out views are added, one per 8)."""
+    """Training views per scene (held-out views are added, one per 8)."""
     reconstruct_iterations: int = 500
-    """ablation: RGB training iterations."""
+    """RGB training iterations."""
     max_gaussians: int = 10_000
-    """ablation: ceiling on the Gaussians densification may reach (the synthetic scenes start from 20,000 points)."""
+    """Ceiling on the Gaussians densification may reach (the synthetic scenes start from 20,000 points)."""
     distill_iterations: int | None = None
-    """ablation: distillation iterations; default the CPU default of `gags distill` (1,000 at <= 40 px)."""
-    methods: tuple[str, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
-    """ablation: methods distilled from the GaS (depth-aware) prompts."""
-    uniform_methods: tuple[str, ...] = ("gags", "avg")
-    """ablation: methods distilled from the uniform prompt grid (GaD without GaS, and neither)."""
+    """Distillation iterations; default the CPU default of `gags distill` (1,000 at <= 40 px)."""
+    methods: tuple[MethodName, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
+    """Methods distilled from the GaS (depth-aware) prompts."""
+    uniform_methods: tuple[MethodName, ...] = ("gags", "avg")
+    """Methods distilled from the uniform prompt grid (GaD without GaS, and neither)."""
     variants: tuple[str, ...] = ("no-region-aware", "no-entropy", "no-consistency")
-    """ablation: GaD with switches off (Table 6): no-region-aware, no-entropy, no-consistency, or all-off."""
+    """GaD with switches off (Table 6): no-region-aware, no-entropy, no-consistency, or all-off."""
     segmenter: str = "hierarchy"
-    """ablation: segmenter spec, as `gags segment --segmenter`."""
+    """Segmenter spec, as `gags segment --segmenter`."""
     min_region_area: int = 100
-    """ablation: `gags segment --min-region-area`; the release's 100 px suit ~1000 px frames (gags.bench.ablation)."""
+    """`gags segment --min-region-area`; the release's 100 px suit ~1000 px frames (gags.bench.ablation)."""
     encoder: str | None = None
-    """Encoder spec; ablation: default tiny; query: default the one `gags segment` recorded."""
+    """Encoder spec; default tiny."""
     eval_downscale: float = 1.0
-    """ablation: render the evaluation at the label resolution divided by this (1 = LERF-OVS protocol)."""
+    """Render the evaluation at the label resolution divided by this (1 = LERF-OVS protocol)."""
     protocol_min_side: int = 720
-    """ablation: labels smaller than this are evaluated enlarged to it, as `gags eval --protocol-min-side`."""
+    """Labels smaller than this are evaluated enlarged to it, as `gags eval --protocol-min-side`."""
     figures: bool = True
-    """ablation: write the per-query PNGs of `gags eval` (to look at failures)."""
-    labels: Path | None = None
-    """query: label folder; default the synthetic scene's own labels."""
-    repeats: int = 3
-    """query: timed passes per method after one warm-up; each method's fastest pass is reported."""
+    """Write the per-query PNGs of `gags eval` (to look at failures)."""
     threads: int = 1
-    """PyTorch CPU threads (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
+    """PyTorch CPU threads (0: PyTorch's default, one per core)."""
+
+
+@dataclass
+class BenchQueryConfig:
+    """Query speed, GAGS vs LangSplat: time to answer every (frame, query) pair of a scene's evaluation set
+    (OUT/bench/query.json; see gags.bench.query)."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT) where `gags distill` ran with --method gags and --method langsplat."""
+    labels: Path | None = None
+    """Label folder; default the synthetic scene's own labels."""
+    encoder: str | None = None
+    """Text encoder spec; default the one `gags segment` recorded."""
+    repeats: int = 3
+    """Timed passes per method after one warm-up; each method's fastest pass is reported."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default, one per core)."""
+
+
+@dataclass
+class BenchRasterizeConfig:
+    """The PyTorch rasterizer: forward and forward+backward time, (Gaussian, pixel) pairs per second, over a grid of
+    sizes (see gags.bench.rasterize)."""
+
+    out: Path = Path("bench_out/rasterize.json")
+    """Where to write the JSON record."""
+    repeats: int = 3
+    """Timed runs per case after one warm-up; the fastest is reported."""
+    quick: bool = False
+    """Only the target case (20k Gaussians, 128x128, 16 channels)."""
+    threads: int = 0
+    """PyTorch intra-op threads (0: PyTorch's default)."""
+
+
+@dataclass
+class BenchReconstructConfig:
+    """`gags reconstruct` on real photos: held-out PSNR/SSIM along the run, wall and CPU time, time split (see
+    gags.bench.reconstruct)."""
+
+    scene: Positional[Path]
+    """A scene `gags reconstruct` reads (e.g. a COLMAP scene folder)."""
+    images_dir: str = "images_8"
+    """Image folder inside the scene."""
+    downscale: int = 1
+    """Train on images downscaled by this integer factor."""
+    iterations: int = 7000
+    """Training iterations (the 3DGS schedule scaled to them)."""
+    checkpoints: tuple[int, ...] = (1000, 3000, 7000)
+    """Iteration counts whose figures are reported apart."""
+    eval_every: int = 500
+    """Evaluate the held-out views every N iterations."""
+    max_gaussians: int | None = None
+    """Ceiling on the Gaussians densification may reach; default: the CPU default of `gags reconstruct`."""
+    threads: int = 0
+    """PyTorch threads (0: PyTorch's default)."""
+    target_psnr: float = 20.0
+    """Held-out PSNR (dB) whose first crossing is reported with its time."""
+    work: Path | None = None
+    """Scene output folder to keep (default: a temporary one, deleted afterwards)."""
+    out: Path = Path("bench_out/reconstruct.json")
+    """Where to write the JSON record."""
+
+
+@dataclass
+class BenchMaskNmsConfig:
+    """LangSplat's mask NMS: the vectorised implementation against a literal per-pair loop of its rules, on SAM-like
+    masks (see gags.bench.mask_nms)."""
+
+    out: Path = Path("bench_out/mask_nms.json")
+    """Where to write the JSON record."""
+    objects: int = 400
+    """Objects per image (most are partly hidden)."""
+    seeds: int = 1
+    """Random images per size."""
+    repeats: int = 3
+    """Runs of the vectorised version (the fastest is kept)."""
+    sizes: tuple[str, ...] = ("256x256", "730x988")
+    """Image sizes, as HxW."""
+    threads: int = 0
+    """PyTorch threads for both versions (0: PyTorch's default)."""
+
+
+@dataclass
+class BenchSegmenterConfig:
+    """The embedded hierarchy segmenter: speed, or mask quality on renders of the procedural world (see
+    gags.bench.hierarchy_segmenter)."""
+
+    what: Positional[Literal["speed", "quality"]]
+    """speed: set_image + predict on photos; quality: IoU of its masks with the exact entities."""
+    images: Path | None = None
+    """speed: a folder of photos (resized to 256 x 256)."""
+    points: tuple[int, ...] = ()
+    """Prompt points per image (speed: default 64 and 400; quality: default 150, the first value)."""
+    repeats: int = 5
+    """speed: images timed."""
+    seeds: int = 2
+    """quality: worlds per preset."""
+    seed_base: int = 100
+    """quality: the first world seed (the constants were tuned on 100-103; report 200 onwards as held out)."""
+    depth: Literal["exact", "points", "none"] = "exact"
+    """quality: the depth given to the segmenter: the renderer's, one rendered from untrained Gaussians, or none."""
+    views: int = 3
+    """quality: views per world."""
+    size: int = 256
+    """quality: rendered image side in pixels."""
+    set: tuple[str, ...] = ()
+    """NAME=VALUE HierarchySegmenter arguments (e.g. thresholds=10,25,60 superpixel_area=100)."""
+    out: Path | None = None
+    """Where to write the JSON record (default: printed only)."""
+
+
+@dataclass
+class BenchConsistencyConfig:
+    """Multi-view consistency and purity of the segments of `gags segment`, GaS against uniform prompts (see
+    gags.bench.segment_consistency)."""
+
+    out: Path = Path("bench_out/segment_consistency")
+    """Working folder (scenes and segment outputs) and its JSON record."""
+    presets: tuple[str, ...] = ("ramen", "teatime", "figurines")
+    """Scene presets of `gags synth`."""
+    modes: tuple[Literal["gags", "paper", "uniform"], ...] = ("gags", "paper", "uniform")
+    """Prompt modes of `gags segment --prompts`."""
+    resolution: int = 128
+    """Image size of the synthetic scenes."""
+    views: int = 12
+    """Training views per scene."""
+    seed: int = 0
+    """Seed of the scenes."""
+    encoder: str | None = None
+    """Encoder spec (default: tiny)."""
+    threads: int = 1
+    """PyTorch threads."""
+
+
+@dataclass
+class BenchSynthConfig:
+    """`gags synth`: time per view of the procedural renderer, and optionally a reconstruction's held-out PSNR on
+    its scenes (see gags.bench.synth)."""
+
+    out: Path = Path("bench_out/synth.json")
+    """Where to write the JSON record."""
+    presets: tuple[str, ...] = ("ramen", "teatime", "figurines", "kitchen")
+    """Scene presets."""
+    resolution: int = 256
+    """Image size."""
+    views: int = 40
+    """Training views."""
+    seed: int = 0
+    """Seed of the scenes."""
+    reconstruct: int = 0
+    """Also reconstruct each preset for this many iterations and report the held-out PSNR (0: no)."""
+    skip_synth: bool = False
+    """Only the --reconstruct figure."""
+
+
+BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Annotated members)
+    Annotated[BenchAblationConfig, tyro.conf.subcommand("ablation")],
+    Annotated[BenchQueryConfig, tyro.conf.subcommand("query")],
+    Annotated[BenchRasterizeConfig, tyro.conf.subcommand("rasterize")],
+    Annotated[BenchReconstructConfig, tyro.conf.subcommand("reconstruct")],
+    Annotated[BenchMaskNmsConfig, tyro.conf.subcommand("mask-nms")],
+    Annotated[BenchSegmenterConfig, tyro.conf.subcommand("hierarchy-segmenter")],
+    Annotated[BenchConsistencyConfig, tyro.conf.subcommand("segment-consistency")],
+    Annotated[BenchSynthConfig, tyro.conf.subcommand("synth")],
+]
+
+
+@dataclass
+class BenchConfig:
+    """Benchmarks: each measures, prints and writes its figures as JSON (gags bench NAME --help)."""
+
+    benchmark: tyro.conf.OmitSubcommandPrefixes[BenchmarkConfig]
 
 
 @dataclass
@@ -374,7 +539,8 @@ class TrainEncoderConfig:
     """Train the embedded tiny CLIP on renders of the procedural world (or evaluate the shipped weights)."""
 
     out: Path = Path("tinyclip_out")
-    """Working folder: cached training crops, checkpoint, and the trained model in OUT/tinyclip (open_clip local-dir)."""
+    """Working folder: cached training crops, checkpoint, and the trained model in OUT/tinyclip (open_clip
+    local-dir)."""
     seed: int = 0
     """Seed of the training worlds, views, augmentation and initialisation (0..998)."""
     eval_only: bool = False

@@ -2,8 +2,8 @@
 
 synth -> reconstruct -> segment -> distill (gags + baselines) -> eval. Each stage writes into the same output folder
 and resumes by itself; a stage whose final artifact exists is skipped, so re-running the command after an interruption
-continues where it stopped. Time per stage goes to OUT/demo.json. Last, the report (OUT/report.html, ``gags.report``)
-is written again on every run: it is cheap and shows what the stages did.
+continues where it stopped. Time per stage goes to ``Workspace.demo_json``. Last, the report (``gags.report``) is
+written again on every run: it is cheap and shows what the stages did.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from gags.config import (
 )
 from gags.errors import GagsError
 from gags.io import ensure_dir, read_json, write_json
+from gags.methods import BASELINES
 from gags.pipeline import Step, run_steps
 from gags.report import write_report
-
-TIMINGS_FILE = "demo.json"
+from gags.synth.scenes import transforms_path
+from gags.workspace import Workspace
 
 
 def _steps(config: DemoConfig) -> list[Step]:
@@ -35,35 +36,35 @@ def _steps(config: DemoConfig) -> list[Step]:
     from gags.synth.scenes import run as synth
 
     out = Path(config.out)
-    scene = out / "scene"
+    ws = Workspace(out)
+    scene = ws.synth_scene
     methods = ("gags", *config.baselines)
     steps = [
-        Step("synth", scene / "transforms.json",
+        Step("synth", transforms_path(scene),
              lambda: synth(SynthConfig(out=scene, preset=config.preset, seed=config.seed,
                                        resolution=config.resolution, views=config.views))),
-        Step("reconstruct", out / "reconstruct" / "metrics.json",
+        Step("reconstruct", ws.reconstruct_metrics,
              lambda: reconstruct(ReconstructConfig(scene=scene, out=out, iterations=config.reconstruct_iterations,
                                                    max_gaussians=config.max_gaussians))),
-        Step("segment", out / "segment" / "timings.json",
+        Step("segment", ws.segment_timings,
              lambda: segment(SegmentConfig(out=out, segmenter=config.segmenter, encoder=config.encoder))),
     ]
     for method in methods:
-        steps.append(Step(f"distill {method}", out / "field" / method / "field.safetensors",
+        steps.append(Step(f"distill {method}", ws.field_file(method),
                           lambda m=method: distill(DistillConfig(out=out, method=m, encoder=config.encoder,
                                                                  iterations=config.distill_iterations))))
-    steps.append(Step("eval", out / "eval" / "gags" / "test" / "metrics.json",
+    steps.append(Step("eval", ws.eval_metrics("gags", "test"),
                       lambda: evaluate(EvalConfig(out=out, method="all", split="all"))))
     return steps
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
     """Run every stage that is not done yet; print and return the headline metrics."""
-    unknown = set(config.baselines) - {"avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"}
+    unknown = set(config.baselines) - set(BASELINES)
     if unknown:
-        raise GagsError(f"unknown baseline(s) {sorted(unknown)}; choose among avg, level-s, level-m, level-l, "
-                        "langsplat, n2f2.")
+        raise GagsError(f"unknown baseline(s) {sorted(unknown)}; choose among {', '.join(BASELINES)}.")
     out = ensure_dir(Path(config.out))
-    timings_path = out / TIMINGS_FILE
+    timings_path = Workspace(out).demo_json
     timings = run_steps(_steps(config), timings_path).seconds
 
     summary = headline(out, ("gags", *config.baselines))
@@ -77,11 +78,12 @@ def run(config: DemoConfig) -> dict[str, Any]:
 
 def headline(out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
     """The figures a user looks at first: held-out PSNR and, per method and split, mIoU and localization accuracy."""
-    rec = read_json(out / "reconstruct" / "metrics.json")
+    ws = Workspace(out)
+    rec = read_json(ws.reconstruct_metrics)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
         for split in ("train", "test"):
-            path = out / "eval" / method / split / "metrics.json"
+            path = ws.eval_metrics(method, split)
             if path.is_file():
                 metrics = read_json(path)
                 results.setdefault(method, {})[split] = {"miou": metrics["miou"], "loc_acc": metrics["loc_acc"]}

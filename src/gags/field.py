@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 from gags.errors import GagsError
 from gags.io import atomic_path
+from gags.levels import NUM_LEVELS
 
 CLIP_DIM = 512
 """CLIP feature size (OpenCLIP ViT-B-16, as GAGS and LangSplat use)."""
 FEATURE_DIM = 16
 """Per-Gaussian feature size of GAGS: ``512 / 32`` (GAGS ``train.py``: ``feature_in_dim = feature_out_dim / 32``)."""
-NUM_LEVELS = 3
 """Granularity levels: sub-part (s), part (m), whole (l)."""
 
 FIELD_FORMAT = "gags.language_field"
@@ -100,7 +100,8 @@ class GranularityDecoder(nn.Module):
     """16-d rendered feature -> softmax weights of the 3 granularity levels, pointwise (GAGS ``CNN_scale_decoder``)."""
 
     def __init__(
-        self, in_dim: int = FEATURE_DIM, hidden_dims: tuple[int, ...] = GRANULARITY_HIDDEN_DIMS, out_dim: int = NUM_LEVELS
+        self, in_dim: int = FEATURE_DIM, hidden_dims: tuple[int, ...] = GRANULARITY_HIDDEN_DIMS,
+        out_dim: int = NUM_LEVELS,
     ):
         super().__init__()
         self.in_dim, self.hidden_dims, self.out_dim = in_dim, tuple(hidden_dims), out_dim
@@ -121,7 +122,8 @@ class GranularityDecoder(nn.Module):
 
 
 class LangSplatAutoencoder(nn.Module):
-    """LangSplat's scene-specific autoencoder: 512-d CLIP feature <-> unit 3-d code (LangSplat ``autoencoder/model.py``).
+    """LangSplat's scene-specific autoencoder: 512-d CLIP feature <-> unit 3-d code (LangSplat
+    ``autoencoder/model.py``).
 
     Encoder: Linear 512->256, then (BatchNorm1d, ReLU, Linear) for 256->128->64->32->3; the code is L2-normalised.
     Decoder: Linear 3->16, then (ReLU, Linear) for 16->32->64->128->256->256->512; the output is L2-normalised.
@@ -209,7 +211,8 @@ class LanguageField:
         if self.autoencoder is not None and f % self.autoencoder.code_dim != 0:
             raise ValueError(f"features have {f} channels, not a multiple of the code size {self.autoencoder.code_dim}")
         if self.granularity_decoder is not None and f != self.granularity_decoder.in_dim:
-            raise ValueError(f"features have {f} channels, the granularity decoder expects {self.granularity_decoder.in_dim}")
+            raise ValueError(f"features have {f} channels, the granularity decoder expects "
+                             f"{self.granularity_decoder.in_dim}")
         if self.autoencoder is not None:
             self.autoencoder.eval()  # trained before distillation; BatchNorm uses its running statistics from now on
 
@@ -248,7 +251,8 @@ class LanguageField:
     def granularity(self, f: Tensor) -> Tensor:
         """f: [..., F] -> [..., 3] weights of the sub-part, part and whole levels (gags fields only)."""
         if self.granularity_decoder is None:
-            raise GagsError(f"the {self.method} field has no granularity decoder; only gags fields predict granularity.")
+            raise GagsError(f"the {self.method} field has no granularity decoder; only gags fields predict "
+                            "granularity.")
         flat = f.reshape(-1, f.shape[-1]).float()
         return self.granularity_decoder(flat).reshape(*f.shape[:-1], self.granularity_decoder.out_dim)
 
@@ -284,7 +288,7 @@ class LanguageField:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as fh:
                 metadata = fh.metadata() or {}
-                tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+                tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
         except Exception as exc:  # safetensors raises its own error types, and OSError/ValueError on bad headers
             raise GagsError(f"language field {path} is not a readable safetensors file ({exc}). {fix}") from exc
         if metadata.get("format") != FIELD_FORMAT:

@@ -1,17 +1,20 @@
-"""``OUT/report.html``: one self-contained page of whatever stages ran in a scene output folder.
+"""The report: one self-contained page of whatever stages ran in a scene output folder.
 
 Made from the files the stages write (nothing is trained or evaluated again):
 
-- the scene: a few training views (``OUT/scene.json``, or the synthetic scene in ``OUT/scene``);
-- RGB reconstruction: ground truth next to the rendered held-out views, with PSNR (``OUT/reconstruct/``);
+- the scene: a few training views (OUT's scene record, or the synthetic scene ``gags demo`` writes in OUT);
+- RGB reconstruction: ground truth next to the rendered held-out views, with PSNR (the reconstruct stage's metrics and
+  renders);
 - queries: per query of one labelled held-out view, the relevancy heatmap with the localization point and the predicted
-  mask with the ground-truth outline (the figures ``gags eval`` writes in ``OUT/eval/METHOD/SPLIT/``);
+  mask with the ground-truth outline (the figures ``gags eval`` writes beside its metrics);
 - granularity: which level (sub-part, part, whole) each pixel of the gags field trusts, from its granularity decoder
-  (the only part that renders: the field of ``OUT/field/gags/`` through ``gags.query.render``);
+  (the only part that renders: the gags field through ``gags.query.render``);
 - metrics: mIoU and localization accuracy of every evaluated method on both splits;
-- training curves: RGB loss and PSNR (``reconstruct/metrics.json`` ``curve``), distillation losses and granularity
-  weights (``field/METHOD/curves.json``), drawn as inline SVG;
-- time per stage (``OUT/demo.json``).
+- training curves: RGB loss and PSNR (the reconstruct metrics' ``curve``), distillation losses and granularity
+  weights (each field's curves), drawn as inline SVG;
+- time per stage (``gags demo``'s timings).
+
+Paths are those of :class:`gags.workspace.Workspace`.
 
 The page needs nothing but a browser: images are PNG data URIs, the style is inline, there is no script and no link
 to fetch. A section whose stage did not run says so instead.
@@ -33,8 +36,11 @@ import numpy as np
 
 from gags.errors import GagsError
 from gags.io import atomic_path, read_json
+from gags.levels import DISPLAY as LEVELS
+from gags.methods import BASELINES
+from gags.synth.scenes import queries_path, transforms_path, world_path
+from gags.workspace import Workspace
 
-REPORT_FILE = "report.html"
 SPLITS = ("train", "test")
 SPLIT_NAMES = {"train": "training views", "test": "held-out views"}
 
@@ -49,8 +55,6 @@ SHOWN_SIDE = 200
 QUERY_SIDE = 150
 """Displayed width of a query figure, in CSS pixels."""
 
-LEVELS = ("sub-part", "part", "whole")
-"""Granularity levels in the order of the granularity decoder's outputs (s, m, l)."""
 LEVEL_COLORS = ((213, 94, 0), (0, 114, 178), (0, 158, 115))
 """Vermillion, blue, bluish green: three of Okabe and Ito's colours, distinguishable with colour-blindness."""
 LEVEL_BLEND = 0.6
@@ -82,7 +86,7 @@ class Missing(Exception):
 
 
 def write_report(out: Path) -> Path:
-    """Write ``OUT/report.html`` from whatever stages ran in ``out``; returns its path.
+    """Write the report (``Workspace.report_html``) from whatever stages ran in ``out``; returns its path.
 
     A section whose inputs are missing (or unreadable) says so on the page; only a missing ``out`` folder is an error.
     """
@@ -115,7 +119,7 @@ def write_report(out: Path) -> Path:
         except (GagsError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             body = _note(f"This section could not be made: {type(exc).__name__}: {exc}")
         sections.append(Section(sid, title, lead, body))
-    path = out / REPORT_FILE
+    path = ctx.ws.report_html
     try:
         headline = _headline(ctx)
     except (GagsError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -127,7 +131,7 @@ def write_report(out: Path) -> Path:
 
 
 def run(config: Any) -> Path:
-    """``gags report OUT``: write OUT/report.html and print its path."""
+    """``gags report OUT``: write the report and print its path."""
     path = write_report(Path(config.out))
     print(f"gags report: {path}")
     return path
@@ -138,56 +142,48 @@ class Context:
 
     def __init__(self, out: Path):
         self.out = out
+        self.ws = Workspace(out)
         self._json: dict[Path, Any] = {}
         self._scene: Any = None
 
-    def json(self, relative: str) -> Any:
-        """``OUT/relative`` parsed, or raise Missing naming it."""
-        path = self.out / relative
+    def json(self, path: Path) -> Any:
+        """The JSON file at ``path`` (in OUT) parsed, or raise Missing naming it."""
         if path not in self._json:
             if not path.is_file():
-                raise Missing(f"{relative} is not there.")
+                raise Missing(f"{path.relative_to(self.out)} is not there.")
             self._json[path] = read_json(path)
         return self._json[path]
 
-    def maybe_json(self, relative: str) -> Any:
-        """``OUT/relative`` parsed, or None when it is not there (GagsError when it is there but unreadable)."""
-        return self.json(relative) if (self.out / relative).is_file() else None
+    def maybe_json(self, path: Path) -> Any:
+        """The JSON file at ``path`` parsed, or None when it is not there (GagsError when it is there but
+        unreadable)."""
+        return self.json(path) if path.is_file() else None
 
     def scene(self) -> Any:
-        """The scene (``OUT/scene.json``, else the synthetic scene in ``OUT/scene``); Missing when neither is there."""
+        """The scene (OUT's scene record, else the synthetic scene of ``gags demo``); Missing when neither is there."""
         if self._scene is None:
-            from gags.data import load_scene, load_scene_json
+            from gags.data import load_scene
 
-            if (self.out / "scene.json").is_file():
-                self._scene = load_scene_json(self.out)
-            elif (self.out / "scene" / "transforms.json").is_file():
-                self._scene = load_scene(self.out / "scene")
+            if self.ws.scene_json.is_file():
+                self._scene = self.ws.load_scene()
+            elif transforms_path(self.ws.synth_scene).is_file():
+                self._scene = load_scene(self.ws.synth_scene)
             else:
-                raise Missing("No scene here yet: neither OUT/scene.json (written by `gags reconstruct`) nor a "
-                              "synthetic scene in OUT/scene (`gags synth`).")
+                raise Missing("No scene here yet: no scene record (written by `gags reconstruct`) and no synthetic "
+                              f"scene in {self.ws.synth_scene} (`gags synth`, as `gags demo` runs it).")
         return self._scene
 
     def eval_methods(self) -> list[str]:
-        """Methods with at least one ``eval/METHOD/SPLIT/metrics.json``, gags first, then in ``gags distill`` order."""
-        folder = self.out / "eval"
-        found = {p.parent.parent.name for p in folder.glob("*/*/metrics.json")} if folder.is_dir() else set()
-        return _ordered(found)
+        """Methods with at least one evaluated split, in registry order (gags first)."""
+        return self.ws.eval_methods()
 
     def world(self) -> dict[str, Any]:
-        return self.maybe_json("scene/world.json") or {}
+        return self.maybe_json(world_path(self.ws.synth_scene)) or {}
 
     def query_levels(self) -> dict[str, str]:
         """Query text -> level (whole, part, subpart) for synthetic scenes; empty otherwise."""
-        queries = self.maybe_json("scene/queries.json") or {}
+        queries = self.maybe_json(queries_path(self.ws.synth_scene)) or {}
         return {q["text"]: q.get("level", "") for q in queries.get("queries", []) if "text" in q}
-
-
-def _ordered(methods: set[str] | Sequence[str]) -> list[str]:
-    from gags.query.render import METHODS
-
-    methods = set(methods)
-    return [m for m in METHODS if m in methods] + sorted(methods - set(METHODS))
 
 
 def _page(ctx: Context, sections: list[Section], headline: str) -> str:
@@ -216,19 +212,19 @@ def _page(ctx: Context, sections: list[Section], headline: str) -> str:
 def _headline(ctx: Context) -> str:
     """The figures a user looks at first, as large numbers."""
     stats = []
-    rec = ctx.maybe_json("reconstruct/metrics.json")
+    rec = ctx.maybe_json(ctx.ws.reconstruct_metrics)
     if rec and rec.get("psnr") is not None:
         stats.append((f"{rec['psnr']:.1f} dB", f"held-out PSNR, {rec.get('num_gaussians', 0):,} Gaussians"))
     methods = ctx.eval_methods()
     if methods:
         method = methods[0]
         for split in ("test", "train"):
-            m = ctx.maybe_json(f"eval/{method}/{split}/metrics.json")
+            m = ctx.maybe_json(ctx.ws.eval_metrics(method, split))
             if m:
                 stats.append((_pct(m["miou"]), f"{method} mIoU, {SPLIT_NAMES[split]}"))
                 stats.append((_pct(m["loc_acc"]), f"{method} localization, {SPLIT_NAMES[split]}"))
                 break
-    demo = ctx.maybe_json("demo.json")
+    demo = ctx.maybe_json(ctx.ws.demo_json)
     if demo and demo.get("seconds"):
         total = demo.get("total_seconds") or sum(demo["seconds"].values())
         stats.append((_duration(total), "total time of the stages"))
@@ -261,12 +257,12 @@ def _scene_section(ctx: Context) -> str:
 
 
 def _reconstruction_section(ctx: Context) -> str:
-    if not (ctx.out / "reconstruct" / "metrics.json").is_file():
-        raise Missing("No RGB reconstruction yet: run `gags reconstruct` (it writes OUT/reconstruct/metrics.json and "
-                      "the held-out renders).")
-    rec = ctx.json("reconstruct/metrics.json")
+    if not ctx.ws.reconstruct_metrics.is_file():
+        raise Missing(f"No RGB reconstruction yet: run `gags reconstruct` (it writes {ctx.ws.reconstruct_metrics} "
+                      "and the held-out renders).")
+    rec = ctx.json(ctx.ws.reconstruct_metrics)
     scene = ctx.scene()
-    renders = ctx.out / "reconstruct" / "renders"
+    renders = ctx.ws.reconstruct_renders
     rows = []
     for view in rec.get("views", [])[:MAX_VIEWS]:
         name = view["name"]
@@ -291,18 +287,18 @@ def _reconstruction_section(ctx: Context) -> str:
 def _queries_section(ctx: Context) -> str:
     methods = ctx.eval_methods()
     if not methods:
-        raise Missing("No evaluation yet: run `gags eval OUT --method all` to score the text queries (it writes "
-                      "OUT/eval/METHOD/SPLIT/).")
+        raise Missing(f"No evaluation yet: run `gags eval OUT --method all` to score the text queries (it writes "
+                      f"into {ctx.ws.eval_root}).")
     method = methods[0]
-    split = next(s for s in ("test", "train") if (ctx.out / "eval" / method / s / "metrics.json").is_file())
-    metrics = ctx.json(f"eval/{method}/{split}/metrics.json")
+    split = next(s for s in ("test", "train") if ctx.ws.eval_metrics(method, s).is_file())
+    metrics = ctx.json(ctx.ws.eval_metrics(method, split))
     frames = list(dict.fromkeys(q["frame"] for q in metrics["queries"]))
     counts = [sum(q["frame"] == f for q in metrics["queries"]) for f in frames]
     frame = frames[counts.index(max(counts))]  # the view with the most labels (the first of them)
     queries = [q for q in metrics["queries"] if q["frame"] == frame]
-    folder = ctx.out / "eval" / method / split
-    others = {m: {(q["frame"], q["label"]): q for q in ctx.json(f"eval/{m}/{split}/metrics.json")["queries"]}
-              for m in methods[1:] if (ctx.out / "eval" / m / split / "metrics.json").is_file()}
+    folder = ctx.ws.eval_dir(method, split)
+    others = {m: {(q["frame"], q["label"]): q for q in ctx.json(ctx.ws.eval_metrics(m, split))["queries"]}
+              for m in methods[1:] if ctx.ws.eval_metrics(m, split).is_file()}
     levels = ctx.query_levels()
     cards = []
     missing_figures = 0
@@ -341,7 +337,7 @@ def _per_label_table(ctx: Context, methods: list[str], split: str) -> str:
     per: dict[str, dict[str, list[dict[str, Any]]]] = {}
     used = []
     for m in methods:
-        data = ctx.maybe_json(f"eval/{m}/{split}/metrics.json")
+        data = ctx.maybe_json(ctx.ws.eval_metrics(m, split))
         if not data:
             continue
         used.append(m)
@@ -371,13 +367,13 @@ def _granularity_section(ctx: Context) -> str:
 
     from gags.query import render
 
-    if not (ctx.out / "field" / "gags" / "field.safetensors").is_file():
-        raise Missing("No gags field yet: run `gags distill OUT --method gags` (OUT/field/gags/field.safetensors). "
+    if not ctx.ws.field_file("gags").is_file():
+        raise Missing(f"No gags field yet: run `gags distill OUT --method gags` ({ctx.ws.field_file('gags')}). "
                       "Only gags predicts a granularity per pixel; the baselines use fixed level weights.")
     field = render.load_field(ctx.out, "gags")
     geometry = render.load_geometry(ctx.out)
     if len(field.features) != len(geometry):
-        raise Missing(f"The gags field has {len(field.features):,} Gaussians but OUT/gaussians.ply has "
+        raise Missing(f"The gags field has {len(field.features):,} Gaussians but {ctx.ws.gaussians_ply} has "
                       f"{len(geometry):,}: it was distilled on other Gaussians. Run `gags distill OUT --method gags "
                       "--no-resume` again.")
     scene = ctx.scene()
@@ -428,12 +424,11 @@ def level_map(image: np.ndarray, weights: np.ndarray, covered: np.ndarray) -> np
 def _metrics_section(ctx: Context) -> str:
     methods = ctx.eval_methods()
     if not methods:
-        raise Missing("No evaluation yet: run `gags eval OUT --method all` (it writes OUT/eval/METHOD/SPLIT/"
-                      "metrics.json).")
+        raise Missing(f"No evaluation yet: run `gags eval OUT --method all` (it writes into {ctx.ws.eval_root}).")
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for m in methods:
         for split in SPLITS:
-            data = ctx.maybe_json(f"eval/{m}/{split}/metrics.json")
+            data = ctx.maybe_json(ctx.ws.eval_metrics(m, split))
             if data:
                 table.setdefault(m, {})[split] = data
     splits = [s for s in SPLITS if any(s in row for row in table.values())]
@@ -457,7 +452,7 @@ def _metrics_section(ctx: Context) -> str:
     counts = "; ".join(f"{SPLIT_NAMES[s]}: {next(r[s]['n_queries'] for r in table.values() if s in r)} queries in "
                        f"{next(r[s]['n_frames'] for r in table.values() if s in r)} views" for s in splits)
     baselines = [m for m in table if m != "gags"]
-    missing = [m for m in ("avg", "level-s", "level-m", "level-l", "langsplat", "n2f2") if m not in table]
+    missing = [m for m in BASELINES if m not in table]
     note = (f"Baselines run: {', '.join(baselines) if baselines else 'none'}." +
             (f" Not run: {', '.join(missing)} (add them with `gags demo --baselines ...`)." if missing else ""))
     return (f'<table class="metrics"><tr><th class="l" rowspan="2">method</th>{head}</tr><tr>{sub}</tr>'
@@ -470,7 +465,7 @@ def _metrics_section(ctx: Context) -> str:
 def _curves_section(ctx: Context) -> str:
     charts = []
     notes = []
-    rec = ctx.maybe_json("reconstruct/metrics.json")
+    rec = ctx.maybe_json(ctx.ws.reconstruct_metrics)
     if rec is None:
         notes.append("RGB reconstruction: not run yet (`gags reconstruct`).")
     else:
@@ -493,8 +488,8 @@ def _curves_section(ctx: Context) -> str:
             notes.append("RGB reconstruction: this run recorded no training curve (made before `gags reconstruct` "
                          "kept one in reconstruct/metrics.json).")
     distilled = {}
-    for m in _ordered([p.parent.name for p in (ctx.out / "field").glob("*/curves.json")]):
-        history = (ctx.maybe_json(f"field/{m}/curves.json") or {}).get("history") or []
+    for m in ctx.ws.curve_methods():
+        history = (ctx.maybe_json(ctx.ws.field_curves(m)) or {}).get("history") or []
         if history:
             distilled[m] = history
     if distilled:
@@ -511,7 +506,7 @@ def _curves_section(ctx: Context) -> str:
                 [(name, [(it, g[k]) for it, g in gran], f"rgb{LEVEL_COLORS[k]}")
                  for k, name in enumerate(LEVELS)], y_range=(0.0, 1.0), smooth=True))
     else:
-        notes.append("Distillation: no OUT/field/METHOD/curves.json yet (`gags distill`).")
+        notes.append("Distillation: no training curves of a field yet (`gags distill`).")
     if not charts:
         raise Missing(" ".join(notes))
     text = ("<p class=\"small\">Loss curves on a log scale. Reconstruction: mean over each stretch of iterations "
@@ -521,9 +516,9 @@ def _curves_section(ctx: Context) -> str:
 
 
 def _timing_section(ctx: Context) -> str:
-    demo = ctx.maybe_json("demo.json")
+    demo = ctx.maybe_json(ctx.ws.demo_json)
     if not demo or not demo.get("seconds"):
-        raise Missing("Time per stage is recorded by `gags demo` (OUT/demo.json); this folder has none.")
+        raise Missing(f"Time per stage is recorded by `gags demo` ({ctx.ws.demo_json}); this folder has none.")
     seconds: dict[str, float] = demo["seconds"]
     total = sum(seconds.values())
     longest = max(seconds.values()) or 1.0
@@ -615,7 +610,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: Sequence[tuple[st
                  f"{html.escape(x_label)}</text>")
     parts.append(f'<text transform="translate(14 {MARGIN_T + ph / 2}) rotate(-90)" text-anchor="middle" class="ax">'
                  f"{html.escape(y_label)}</text>")
-    for name, pts, color in clean:
+    for _, pts, color in clean:
         color = html.escape(color)
         if len(pts) == 1 or len(pts) <= 4:
             parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{color}"/>' for x, y in pts)

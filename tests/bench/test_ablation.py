@@ -12,7 +12,7 @@ import pytest
 
 from gags.bench import ablation
 from gags.bench.ablation import ALL_PRESETS, Row, aggregate, mean_std, metrics_path, plan_rows
-from gags.config import BenchConfig
+from gags.config import BenchAblationConfig
 from gags.errors import GagsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,20 +68,20 @@ def test_figures_per_query_granularity_and_final_granularity(tmp_path):
 
 
 def test_rows_and_user_errors(tmp_path):
-    rows = plan_rows(BenchConfig(which="ablation", methods=("gags", "langsplat"), uniform_methods=("avg",),
+    rows = plan_rows(BenchAblationConfig(methods=("gags", "langsplat"), uniform_methods=("avg",),
                                  variants=("no-entropy",)))
     assert [r.key for r in rows] == ["gas/gags", "gas/langsplat", "uniform/avg", "gas/gags/no-entropy"]
     assert rows[-1].folder == "gas-no-entropy"
     assert rows[-1].switches() == {"region_aware": True, "entropy": False, "consistency": True}
     with pytest.raises(GagsError, match="unknown method"):
-        plan_rows(BenchConfig(which="ablation", methods=("best",)))
+        plan_rows(BenchAblationConfig(methods=("best",)))
     with pytest.raises(GagsError, match="unknown variant"):
-        plan_rows(BenchConfig(which="ablation", variants=("no-loss",)))
+        plan_rows(BenchAblationConfig(variants=("no-loss",)))
     with pytest.raises(GagsError, match="unknown preset"):
-        ablation.run(BenchConfig(which="ablation", out=tmp_path, presets=("moon",)))
-    ablation._check_settings(tmp_path, ablation.settings_of(BenchConfig(which="ablation")))
+        ablation.run(BenchAblationConfig(out=tmp_path, presets=("moon",)))
+    ablation._check_settings(tmp_path, ablation.settings_of(BenchAblationConfig()))
     with pytest.raises(GagsError, match="other settings"):
-        ablation.run(BenchConfig(which="ablation", out=tmp_path, resolution=96))
+        ablation.run(BenchAblationConfig(out=tmp_path, resolution=96))
 
 
 def test_share_inputs_links_what_the_stages_read(tmp_path):
@@ -100,8 +100,8 @@ def test_share_inputs_links_what_the_stages_read(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def miniature(out: Path, encoder_dir: Path) -> BenchConfig:
-    return BenchConfig(which="ablation", out=out, presets=("ramen",), seeds=2, resolution=32, views=6,
+def miniature(out: Path, encoder_dir: Path) -> BenchAblationConfig:
+    return BenchAblationConfig(out=out, presets=("ramen",), seeds=2, resolution=32, views=6,
                        reconstruct_iterations=20, max_gaussians=2000, distill_iterations=8, methods=("gags", "avg"),
                        uniform_methods=("gags",), variants=("no-entropy",), encoder=f"openclip:local-dir:{encoder_dir}",
                        figures=False, protocol_min_side=0)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 
 import pytest
 
 from gags.bench.query import PARTS, run
 from gags.cli import main
-from gags.config import BenchConfig
+from gags.config import BenchMaskNmsConfig, BenchQueryConfig, BenchRasterizeConfig
 from gags.errors import GagsError
 from tests.handmade_scene import LABELLED
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def bench(out, encoder_dir, **kwargs) -> BenchConfig:
-    return BenchConfig(which="query", folder=out, encoder=f"openclip:local-dir:{encoder_dir}", repeats=1, **kwargs)
+def bench(out, encoder_dir, **kwargs) -> BenchQueryConfig:
+    return BenchQueryConfig(out=out, encoder=f"openclip:local-dir:{encoder_dir}", repeats=1, **kwargs)
 
 
 def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, capsys):
@@ -62,18 +63,41 @@ def test_missing_langsplat_field_says_how_to_make_it(query_out, encoder_dir):
     assert not (query_out / "bench" / "query.json").exists()
 
 
-def test_no_folder_is_a_user_error():
-    with pytest.raises(GagsError, match="needs the scene output folder"):
-        run(BenchConfig(which="query"))
-    assert main(["bench", "query"]) == 1
+def test_a_folder_that_is_not_an_output_folder_is_a_user_error(tmp_path):
+    with pytest.raises(GagsError, match="is not a scene output folder"):
+        run(BenchQueryConfig(out=tmp_path))
+    assert main(["bench", "query", str(tmp_path)]) == 1
 
 
-@pytest.mark.parametrize("which, script", [("rasterize", "benchmarks/rasterize.py"),
-                                           ("reconstruct", "benchmarks/reconstruct.py"),
-                                           ("mask-nms", "benchmarks/mask_nms.py")])
-def test_script_benchmarks_say_which_script_to_run(which, script, capsys):
-    from pathlib import Path
+def test_every_benchmark_is_a_subcommand(capsys):
+    from gags.bench import BENCHMARKS
+    from gags.config import BenchmarkConfig
 
-    assert (Path(__file__).resolve().parents[2] / script).is_file()
-    assert main(["bench", which]) == 1
-    assert f"python {script}" in capsys.readouterr().err
+    names = [typing.get_args(member)[1].name for member in typing.get_args(BenchmarkConfig)]
+    assert len(names) == len(BENCHMARKS) == 8
+    for name in names:
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", name, "--help"])
+        assert exit_.value.code == 0
+        assert f"gags bench {name}" in capsys.readouterr().out
+
+
+def test_rasterize_benchmark_measures_the_target_case(tmp_path, capsys):
+    from gags.bench.rasterize import run as rasterize
+
+    record = rasterize(BenchRasterizeConfig(out=tmp_path / "r.json", repeats=1, quick=True, threads=1))
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written == json.loads(json.dumps(record))
+    (case,) = written["results"]
+    assert (case["n"], case["width"], case["height"], case["channels"]) == (20_000, 128, 128, 16)
+    assert 0 < case["forward_seconds"] < case["forward_backward_seconds"]
+    assert "target 20k/128x128/16ch" in capsys.readouterr().out
+
+
+def test_mask_nms_benchmark_checks_the_vectorised_version(tmp_path):
+    from gags.bench.mask_nms import run as mask_nms
+
+    record = mask_nms(BenchMaskNmsConfig(out=tmp_path / "m.json", objects=12, sizes=("40x52",), repeats=1,
+                                         threads=1))
+    assert record["all_identical"] and record["results"][0]["masks"] > 12
+    assert json.loads((tmp_path / "m.json").read_text())["all_identical"]

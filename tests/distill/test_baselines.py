@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gags.distill.baselines import METHODS, method_spec, n2f2_fuse, n2f2_level_weights
+from gags.distill.baselines import n2f2_fuse, n2f2_level_weights
+from gags.methods import METHOD_NAMES as METHODS
+from gags.methods import method_spec
 from gags.errors import GagsError
 
 
@@ -26,7 +28,7 @@ def test_heads_of_every_method():
     assert n2f2.feature_dim == 48 and [h.channels for h in n2f2.heads] == [slice(0, 16), slice(16, 32),
                                                                             slice(32, 48)]
     assert set(METHODS) == {"gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"}
-    with pytest.raises(GagsError, match="unknown distillation method"):
+    with pytest.raises(GagsError, match="unknown method"):
         method_spec("lerf", 16)
 
 

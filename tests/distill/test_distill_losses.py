@@ -3,20 +3,18 @@ import math
 import pytest
 import torch
 
+from gags.distill._reference import level_feature_maps, mix_target, weighted_l2_map
 from gags.distill.losses import (
     feature_consistency,
     granularity_entropy,
     granularity_regions,
     l1_map,
     langsplat_l1,
-    level_feature_maps,
     loss_weights,
     masked_mean,
-    mix_target,
     region_aware_loss,
     region_mean,
     resize_segment_maps,
-    weighted_l2_map,
 )
 
 

@@ -20,20 +20,14 @@ from gags.config import DistillConfig
 from gags.data import Scene, save_scene_json
 from gags.data.features import read_language_features
 from gags.data.ply import write_ply
+from gags.distill import _reference as reference
 from gags.distill import losses
-from gags.distill.baselines import METHODS
-from gags.distill.train import (
-    CHECKPOINT_FILE,
-    CURVES_JSON,
-    CURVES_PNG,
-    FIELD_FILE,
-    checkpoint_info,
-    default_schedule,
-    pixel_losses,
-    run,
-)
+from gags.methods import METHOD_NAMES as METHODS
+from gags.distill.train import checkpoint_info, default_schedule, pixel_losses, run
 from gags.errors import GagsError
 from gags.field import LanguageField
+from gags.workspace import CHECKPOINT as CHECKPOINT_FILE
+from gags.workspace import CURVES_JSON, CURVES_PNG, FIELD_FILE
 from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians
 from tests.helpers import tiny_clip_cfg, write_random_clip
 
@@ -97,9 +91,9 @@ def test_pixel_losses_equal_the_map_losses(mode, normalize):
     got = pixel_losses(pred, levels, g, mode, normalize)
     maps = levels.permute(0, 2, 1)[..., None]  # [3, D, P, 1]: a P x 1 image
     if mode == "weighted-l2":
-        want = losses.weighted_l2_map(pred.T[..., None], maps, g[..., None])
+        want = reference.weighted_l2_map(pred.T[..., None], maps, g[..., None])
     else:
-        target = losses.mix_target(maps, g[..., None])
+        target = reference.mix_target(maps, g[..., None])
         if normalize:
             target = torch.nn.functional.normalize(target, dim=0)
         want = losses.l1_map(pred.T[..., None], target)

@@ -121,7 +121,7 @@ def test_contents_seen_through_a_rim_belong_to_its_object():
 def test_a_blurred_depth_edge_keeps_its_height():
     """Rendered expected depth smears an occluding edge over a few pixels; the step read across a pixel pair at
     STEP_SPAN pixels on either side still sees most of it, the two neighbours alone do not."""
-    from gags.models.segmenters import _depth_steps
+    from gags.models.hierarchy import _depth_steps
 
     log_depth = np.log(np.interp(np.arange(16), [6, 9], [2.0, 4.0]))[None].astype(np.float32)  # ramp over 3 pixels
     valid = np.ones_like(log_depth, bool)

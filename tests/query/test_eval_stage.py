@@ -211,7 +211,7 @@ def test_small_labels_are_evaluated_enlarged_to_the_protocol_side(out, encoder_d
 def test_eval_refuses_an_encoder_whose_weights_changed_since_segment(out, encoder_dir, tmp_path):
     """Features encoded by one set of weights and queries by another would silently give garbage."""
     from gags.query.evaluate import run
-    from gags.segment.extract import file_fingerprint
+    from gags.workspace import file_fingerprint
 
     encoder_dir = Path(shutil.copytree(encoder_dir, tmp_path / "clip"))  # the shared folder stays as it is
     write_field(out, "gags", encoder_dir)

@@ -131,18 +131,19 @@ def test_purity_and_completeness(world):
 def test_evaluate_segment_outputs_reads_the_stage_files(world, tmp_path):
     """OUT files laid out as `gags segment` writes them, filled with the ground truth: perfect purity."""
     from gags.data import save_scene_json
-    from gags.segment.extract import DEPTH_DIR, FEATURES_DIR, STAGE_DIR
+    from gags.workspace import Workspace
 
     root, scene, depths, ids = world
     out = tmp_path / "out"
+    ws = Workspace(out)
     save_scene_json(scene, out)
-    (out / FEATURES_DIR).mkdir()
-    (out / STAGE_DIR / DEPTH_DIR).mkdir(parents=True)
+    ws.features_dir.mkdir()
+    ws.depth_dir.mkdir(parents=True)
     for name, depth, m in zip(scene.names, depths, ids):
         stem = name.split(".")[0]
         seg = torch.cat([m[:1], m]).numpy().astype(np.int32)  # default, s, m, l
-        np.save(out / FEATURES_DIR / f"{stem}_s.npy", seg)
-        np.save(out / STAGE_DIR / DEPTH_DIR / f"{stem}.npy", depth.numpy())
+        np.save(ws.features_dir / f"{stem}_s.npy", seg)
+        np.save(ws.depth_file(stem), depth.numpy())
     result = evaluate_segment_outputs(out, root / "ids")
     assert result["views"] == VIEWS + 1 and set(result["consistency"]) == {"default", "s", "m", "l"}
     assert all(v > 0.85 for v in result["consistency"].values())

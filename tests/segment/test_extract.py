@@ -23,13 +23,8 @@ from gags.errors import GagsError
 from gags.models.crops import crop_masks
 from gags.models.segmenters import MaskPrediction
 from gags.segment import extract
-from gags.segment.extract import (
-    box_nms_survivors,
-    candidate_masks,
-    packed_boxes,
-    segment_image,
-    validate_language_features,
-)
+from gags.segment.external import validate_language_features
+from gags.segment.image import STEPS, box_nms_survivors, candidate_masks, packed_boxes, segment_image
 from gags.segment.masks import LEVELS, granularity_levels, masks_to_boxes
 from gags.threads import scoped_torch_threads
 
@@ -117,7 +112,7 @@ def test_stage_writes_langsplat_files(scene_out, encoder_dir, tmp_path):
         assert depth.shape == (RES, RES) and (depth > 0).mean() > 0.5
     assert levels_seen.all()  # every level has masks in some view
     timings = json.loads((out / "segment" / "timings.json").read_text())
-    assert timings["per_image_s"] > 0 and set(extract.STEPS) <= set(timings["steps_s_per_image"])
+    assert timings["per_image_s"] > 0 and set(STEPS) <= set(timings["steps_s_per_image"])
     assert set(timings["global_s_per_image"]) == {"depth", "visibility_prompts"}
     record = json.loads((out / "segment" / "config.json").read_text())["settings"]
     assert record["prompts"] == "gags" and record["segmenter"] == "hierarchy" and str(encoder_dir) in record["encoder"]

@@ -1,6 +1,4 @@
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +8,9 @@ from gags.config import SegmentConfig
 from gags.errors import GagsError
 from gags.segment import masks as M
 from gags.segment import mindepth, prompts
+from gags.bench.mask_nms import sam_like_masks
+from gags.segment._reference import filter_masks, literal_mask_nms
 from gags.segment.masks import (
-    filter_masks,
     granularity_levels,
     langsplat_segment_maps,
     mask_nms,
@@ -21,18 +20,6 @@ from gags.segment.masks import (
     pairwise_intersections,
     remove_small_regions,
 )
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "mask_nms.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    """benchmarks/mask_nms.py: the literal per-pair loop of LangSplat's rules, and SAM-like masks."""
-    spec = importlib.util.spec_from_file_location("mask_nms_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def box(h, w, y0, y1, x0, x1):
     m = torch.zeros(h, w, dtype=torch.bool)
@@ -79,9 +66,9 @@ def test_remove_small_regions_matches_segment_anything(seed, min_area):
     assert ours[2].all()  # the border hole is filled
 
 
-def test_remove_small_regions_on_sam_like_masks(bench):
+def test_remove_small_regions_on_sam_like_masks():
     amg = pytest.importorskip("segment_anything.utils.amg")
-    masks, _ = bench.sam_like_masks(96, 120, 30, 0)
+    masks, _ = sam_like_masks(96, 120, 30, 0)
     g = torch.Generator().manual_seed(0)
     masks = masks ^ (torch.rand(masks.shape, generator=g) < 0.002)  # pepper: small holes and islands everywhere
     ours, changed = remove_small_regions(masks, 20)
@@ -170,13 +157,13 @@ def test_mask_nms_hand_cases():
 
 
 @pytest.mark.parametrize("seed", range(25))
-def test_mask_nms_equals_the_literal_loop(bench, seed):
-    masks, scores = bench.sam_like_masks(40, 52, 8, seed)
+def test_mask_nms_equals_the_literal_loop(seed):
+    masks, scores = sam_like_masks(40, 52, 8, seed)
     if seed % 5 == 0:
         scores = scores * 0.7  # every score fails: the fallback path
     if seed % 5 == 1:
         scores = torch.round(scores * 4) / 4  # many ties
-    assert torch.equal(mask_nms(masks, scores), bench.literal_mask_nms(masks, scores))
+    assert torch.equal(mask_nms(masks, scores), literal_mask_nms(masks, scores))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -273,8 +260,8 @@ def test_config_defaults_are_the_module_constants():
 
 
 @pytest.mark.parametrize("min_area", [0, 20])
-def test_granularity_levels_equal_filter_then_nms_per_level(bench, min_area):
-    base, _ = bench.sam_like_masks(64, 80, 12, 1)
+def test_granularity_levels_equal_filter_then_nms_per_level(min_area):
+    base, _ = sam_like_masks(64, 80, 12, 1)
     g = torch.Generator().manual_seed(2)
     pick = torch.randint(0, len(base), (90,), generator=g)
     masks = base[pick] ^ (torch.rand(90, 64, 80, generator=g) < 0.001)  # repeats, with pepper to clean up

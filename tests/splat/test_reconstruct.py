@@ -7,7 +7,6 @@ import torch
 
 from gags.cameras import Camera, intrinsics, look_at
 from gags.splat import rasterize
-from gags.splat.checkpoint import Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states, save_checkpoint
 from gags.splat.gaussians import init_splats, make_splats
 from gags.splat.reconstruct import (
     LR_MEANS,
@@ -18,8 +17,8 @@ from gags.splat.reconstruct import (
     means_lr,
     photometric_loss,
     train,
-    view_index,
 )
+from gags.training import load_checkpoint
 from tests.splat.rendered_truth import random_gaussians, render_views
 
 SIZE = 40
@@ -65,8 +64,8 @@ def test_training_raises_held_out_psnr(tmp_path):
     assert after["ssim"] > before["ssim"] + 0.25
     assert splats["means"].shape[0] != 48  # densification changed the set
     assert set(result.timing) >= {"render", "loss", "backward", "optimizer", "densify"}
-    ckpt = load_checkpoint(tmp_path / "ckpt.safetensors")
-    assert ckpt.step == 300 and ckpt.splats["means"].shape == splats["means"].shape
+    ckpt = load_checkpoint(tmp_path / "ckpt.safetensors", "reconstruct")
+    assert ckpt.step == 300 and ckpt.group("splats")["means"].shape == splats["means"].shape
 
 
 def test_resume_continues_identically(tmp_path):
@@ -79,47 +78,14 @@ def test_resume_continues_identically(tmp_path):
     first = make_splats(**{k: v.detach().clone() for k, v in init.items()})
     first_result = train(first, train_views, **kwargs, until=20, checkpoint_path=tmp_path / "c.safetensors")
     assert first_result.step == 20
-    ckpt = load_checkpoint(tmp_path / "c.safetensors")
+    ckpt = load_checkpoint(tmp_path / "c.safetensors", "reconstruct")
     assert ckpt.step == 20
-    resumed = make_splats(**ckpt.splats)
+    resumed = make_splats(**ckpt.group("splats"))
     result = train(resumed, train_views, **kwargs, resume=ckpt)
     assert result.resumed_from == 20
     for key in straight:
         assert resumed[key].shape == straight[key].shape
         assert torch.allclose(resumed[key], straight[key], atol=1e-5), key
-
-
-def test_checkpoint_roundtrip(tmp_path):
-    splats = _ground_truth(n=5)
-    opts = make_optimizers(splats, 1.0)
-    loss = sum(p.square().sum() for p in splats.values())
-    loss.backward()
-    for o in opts.values():
-        o.step()
-    ck = Checkpoint(step=7, splats={k: v.detach() for k, v in splats.items()}, optimizer_states=optimizer_states(opts),
-                    strategy_state={"grad2d": torch.rand(5), "count": None, "scene_scale": 2.0},
-                    rng_state=torch.get_rng_state(), info={"a": [1, 2]})
-    save_checkpoint(tmp_path / "c.safetensors", ck)
-    back = load_checkpoint(tmp_path / "c.safetensors")
-    assert back.step == 7 and back.info == {"a": [1, 2]} and back.strategy_state["scene_scale"] == 2.0
-    assert back.strategy_state["count"] is None and torch.equal(back.strategy_state["grad2d"],
-                                                               ck.strategy_state["grad2d"])
-    assert torch.equal(back.rng_state, ck.rng_state)
-    fresh = make_splats(**back.splats)
-    opts2 = make_optimizers(fresh, 1.0)
-    load_optimizer_states(opts2, back.optimizer_states)
-    st = opts2["means"].state[fresh["means"]]
-    assert torch.equal(st["exp_avg"], opts["means"].state[splats["means"]]["exp_avg"])
-    assert float(st["step"]) == 1.0
-
-
-def test_damaged_checkpoint_is_a_user_error(tmp_path):
-    from gags.errors import GagsError
-
-    bad = tmp_path / "c.safetensors"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(GagsError, match="Delete it"):
-        load_checkpoint(bad)
 
 
 def test_schedules():
@@ -133,15 +99,6 @@ def test_schedules():
     assert (short.refine_start_iter, short.refine_stop_iter, short.refine_every, short.reset_every) == (117, 3500, 25,
                                                                                                         700)
     assert densification_strategy(60_000).refine_stop_iter == 15_000
-
-
-def test_view_order_is_a_seeded_permutation_per_epoch():
-    n = 7
-    epoch0 = [view_index(5, s, n) for s in range(n)]
-    epoch1 = [view_index(5, s, n) for s in range(n, 2 * n)]
-    assert sorted(epoch0) == list(range(n)) and sorted(epoch1) == list(range(n))
-    assert epoch0 == [view_index(5, s, n) for s in range(n)]
-    assert epoch0 != [view_index(6, s, n) for s in range(n)]
 
 
 def test_photometric_loss_is_zero_on_identical_images():

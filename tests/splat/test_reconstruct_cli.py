@@ -15,9 +15,10 @@ from gags.config import ReconstructConfig
 from gags.data import load_scene, load_scene_json
 from gags.data.ply import read_ply, write_ply
 from gags.errors import GagsError
-from gags.splat.checkpoint import load_checkpoint
 from gags.splat.gaussians import init_splats
-from gags.splat.reconstruct import CHECKPOINT_NAME, run
+from gags.splat.reconstruct import CHECKPOINT_KIND, run
+from gags.training import load_checkpoint
+from gags.workspace import CHECKPOINT as CHECKPOINT_NAME
 
 KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "mipnerf360_kitchen_small"
 if not KITCHEN.is_dir():  # CI clones the repository beside shared/
@@ -49,7 +50,7 @@ def test_outputs_and_metrics(tmp_path):
     scene = load_scene_json(out)
     assert len(scene.test_ids) == 3
     assert all((out / "reconstruct" / "renders" / f"{Path(v['name']).stem}.png").is_file() for v in metrics["views"])
-    assert load_checkpoint(out / "reconstruct" / CHECKPOINT_NAME).step == 40
+    assert load_checkpoint(out / "reconstruct" / CHECKPOINT_NAME, CHECKPOINT_KIND).step == 40
 
 
 def test_training_improves_held_out_views(tmp_path):
@@ -101,7 +102,7 @@ def test_kill_and_resume(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = load_checkpoint(ckpt).step
+    killed_at = load_checkpoint(ckpt, CHECKPOINT_KIND).step
     assert 5 <= killed_at < 60
     assert not (out / "reconstruct" / "metrics.json").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)

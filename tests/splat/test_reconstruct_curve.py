@@ -8,7 +8,7 @@ import torch
 
 from gags.cameras import Camera, intrinsics, look_at
 from gags.splat import reconstruct as rec
-from gags.splat.checkpoint import load_checkpoint
+from gags import training
 from gags.splat.gaussians import init_splats, make_splats
 from tests.splat.rendered_truth import random_gaussians, render_views
 
@@ -34,9 +34,9 @@ def _scene() -> tuple[rec.Views, torch.nn.ParameterDict]:
 def test_curve_averages_stretches_of_the_run(monkeypatch):
     views, init = _scene()
     kwargs = {"iterations": 20, "scene_scale": 2.75, "seed": 0, "sh_degree": 0, "progress": False}
-    monkeypatch.setattr(rec, "CURVE_POINTS", 20)  # one point per iteration
+    monkeypatch.setattr(training, "CURVE_POINTS", 20)  # one point per iteration
     fine = rec.train(make_splats(**{k: v.detach().clone() for k, v in init.items()}), views, **kwargs).curve
-    monkeypatch.setattr(rec, "CURVE_POINTS", 4)  # one point every 5 iterations
+    monkeypatch.setattr(training, "CURVE_POINTS", 4)  # one point every 5 iterations
     coarse = rec.train(make_splats(**{k: v.detach().clone() for k, v in init.items()}), views, **kwargs).curve
     assert [p["iteration"] for p in fine] == list(range(1, 21))
     assert [p["iteration"] for p in coarse] == [5, 10, 15, 20]
@@ -49,7 +49,7 @@ def test_curve_averages_stretches_of_the_run(monkeypatch):
 
 
 def test_resumed_run_continues_the_curve(tmp_path, monkeypatch):
-    monkeypatch.setattr(rec, "CURVE_POINTS", 4)  # 20 iterations -> one point every 5
+    monkeypatch.setattr(training, "CURVE_POINTS", 4)  # 20 iterations -> one point every 5
     views, init = _scene()
     straight = make_splats(**{k: v.detach().clone() for k, v in init.items()})
     whole = rec.train(straight, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False).curve
@@ -58,10 +58,10 @@ def test_resumed_run_continues_the_curve(tmp_path, monkeypatch):
     first = make_splats(**{k: v.detach().clone() for k, v in init.items()})
     rec.train(first, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False,
               checkpoint_path=ckpt, until=10)
-    assert [p["iteration"] for p in load_checkpoint(ckpt).info["curve"]] == [5, 10]
+    assert [p["iteration"] for p in training.load_checkpoint(ckpt, rec.CHECKPOINT_KIND).info["curve"]["points"]] == [5, 10]
     second = make_splats(**{k: v.detach().clone() for k, v in init.items()})
     resumed = rec.train(second, views, iterations=20, scene_scale=2.75, seed=0, sh_degree=0, progress=False,
-                        checkpoint_path=ckpt, resume=load_checkpoint(ckpt)).curve
+                        checkpoint_path=ckpt, resume=training.load_checkpoint(ckpt, rec.CHECKPOINT_KIND)).curve
     assert [p["iteration"] for p in resumed] == [p["iteration"] for p in whole]
     for a, b in zip(resumed, whole, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["psnr"] == pytest.approx(b["psnr"], rel=1e-4)

@@ -1,32 +1,38 @@
-"""``gags bench``: benchmarks that write JSON.
+"""``gags bench NAME``: benchmarks that measure, print and write their figures as JSON; one module each.
 
-- ``gags bench ablation`` (:mod:`gags.bench.ablation`): the ablation tables over presets and seeds.
-- ``gags bench query OUT`` (:mod:`gags.bench.query`): query speed, GAGS vs LangSplat.
-- ``rasterize``, ``reconstruct``, ``mask-nms``: the scripts in the repository's ``benchmarks/`` folder.
+=======================  ============================================================================================
+``ablation``             the ablation tables over presets and seeds (:mod:`gags.bench.ablation`)
+``query``                query speed, GAGS vs LangSplat, on one scene output folder (:mod:`gags.bench.query`)
+``rasterize``            the PyTorch rasterizer's forward and backward time (:mod:`gags.bench.rasterize`)
+``reconstruct``          ``gags reconstruct`` on real photos: PSNR along the run (:mod:`gags.bench.reconstruct`)
+``mask-nms``             vectorised mask NMS against LangSplat's per-pair rules (:mod:`gags.bench.mask_nms`)
+``hierarchy-segmenter``  the embedded segmenter's speed and quality (:mod:`gags.bench.hierarchy_segmenter`)
+``segment-consistency``  multi-view consistency of the segments (:mod:`gags.bench.segment_consistency`)
+``synth``                the procedural renderer's speed (:mod:`gags.bench.synth`)
+=======================  ============================================================================================
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from gags.config import BenchConfig
-from gags.errors import GagsError
+from gags import config as cfg
 
-SCRIPTS = {"rasterize": "benchmarks/rasterize.py", "reconstruct": "benchmarks/reconstruct.py",
-           "mask-nms": "benchmarks/mask_nms.py"}
-"""Benchmarks that are scripts of the source repository (not installed with the package)."""
+BENCHMARKS: dict[type, str] = {
+    cfg.BenchAblationConfig: "gags.bench.ablation",
+    cfg.BenchQueryConfig: "gags.bench.query",
+    cfg.BenchRasterizeConfig: "gags.bench.rasterize",
+    cfg.BenchReconstructConfig: "gags.bench.reconstruct",
+    cfg.BenchMaskNmsConfig: "gags.bench.mask_nms",
+    cfg.BenchSegmenterConfig: "gags.bench.hierarchy_segmenter",
+    cfg.BenchConsistencyConfig: "gags.bench.segment_consistency",
+    cfg.BenchSynthConfig: "gags.bench.synth",
+}
+"""The module whose ``run(config)`` runs each benchmark's config."""
 
 
-def run(config: BenchConfig) -> Any:
-    """Run the benchmark named by ``config.which``."""
-    if config.which == "ablation":
-        from gags.bench.ablation import run as ablation
-
-        return ablation(config)
-    if config.which == "query":
-        from gags.bench.query import run as query
-
-        return query(config)
-    script = SCRIPTS[config.which]
-    raise GagsError(f"`gags bench {config.which}` is a script of the source repository: run `python {script} --help` "
-                    "from a checkout of gags (it writes its figures as JSON).")
+def run(config: cfg.BenchConfig) -> Any:
+    """Run the benchmark ``config.benchmark`` names; returns its record."""
+    module = importlib.import_module(BENCHMARKS[type(config.benchmark)])
+    return module.run(config.benchmark)

@@ -4,13 +4,14 @@ Per preset and seed, in ``OUT/PRESET/seedN/`` (stages chained with :mod:`gags.pi
 exists is skipped, so an interrupted benchmark resumes where it stopped, and each stage resumes by itself)::
 
     scene/               gags synth --preset PRESET --seed N (the scene and its LERF-OVS labels)
-    gas/                 gags reconstruct (once per preset and seed; every other folder shares its gaussians.ply),
+    gas/                 gags reconstruct (once per preset and seed; every other folder shares its Gaussians),
                          gags segment --prompts gags (GaS: depth-aware prompts), gags distill / gags eval of --methods
     uniform/             gags segment --prompts uniform (LangSplat's 32x32 grid), distill / eval of --uniform-methods
     gas-VARIANT/         GaD with one switch off (--variants), on the features of gas/ (shared, not recomputed)
 
-Shared inputs are symbolic links (``gaussians.ply``, ``points3D.ply``, ``language_features/``) next to a copy of
-``scene.json``. Seeds: the scene's seed is N; reconstruct, segment and distill run with their default seed + N.
+Shared inputs are symbolic links (the Gaussians, the scene's points and the language features) next to a copy of the
+scene record (``gags.workspace.Workspace``). Seeds: the scene's seed is N; reconstruct, segment and distill run with
+their default seed + N.
 
 Results: ``OUT/ablation.json`` (settings, every run's figures with the path of its metrics.json, mean +- std over seeds
 per row, preset and split, and the tables) and ``OUT/ablation.md``:
@@ -20,10 +21,12 @@ per row, preset and split, and the tables) and ``OUT/ablation.md``:
 - Table 4 (GaS and GaD ablation): uniform vs GaS prompts x averaged levels, one level, or GaD, over all presets;
 - Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time;
 - by query granularity: every row on the held-out views, queries grouped by what they name (whole objects, parts,
-  sub-parts: ``scene/queries.json``), to see which granularity a method serves;
-- GaD granularity: the mean level weights (s, m, l) GaD ends training with (``curves.json``), per preset and seed.
+  sub-parts: the synthetic scene's queries), to see which granularity a method serves;
+- GaD granularity: the mean level weights (s, m, l) GaD ends training with (its training curves), per preset and
+  seed.
 
-A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all presets:
+A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all
+presets:
 per seed, the mean over the presets, then mean +- std of those over seeds.
 
 Time: the defaults (4 presets x 3 seeds, 64 px, 24 views, 500 RGB iterations, 1,000 distillation iterations at 32 px,
@@ -51,13 +54,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gags.config import BenchConfig, DistillConfig, EvalConfig, ReconstructConfig, SegmentConfig, SynthConfig
+from gags.config import (
+    BenchAblationConfig,
+    DistillConfig,
+    EvalConfig,
+    ReconstructConfig,
+    SegmentConfig,
+    SynthConfig,
+)
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
+from gags.levels import CODES as GRANULARITY_NAMES
+from gags.levels import NAMES
+from gags.methods import METHOD_NAMES, METHODS
 from gags.pipeline import Step, run_steps
+from gags.synth.scenes import queries_path, transforms_path
 from gags.threads import scoped_torch_threads
+from gags.workspace import Workspace
 
-DEFAULT_OUT = Path("bench_ablation")
 RESULT_JSON = "ablation.json"
 RESULT_MD = "ablation.md"
 SETTINGS_FILE = "ablation_settings.json"
@@ -65,17 +79,15 @@ TIMINGS_FILE = "ablation_timings.json"
 SPLITS = ("test", "train")
 """Held-out views first: the split users asked for; training views are LangSplat's protocol."""
 METRICS = ("miou", "loc_acc")
-QUERY_LEVELS = ("whole", "part", "subpart")
-"""Granularity of the procedural world's queries (``scene/queries.json``: ``gags.synth.world.LEVELS``), coarse first."""
+QUERY_LEVELS = tuple(reversed(NAMES))
+"""Granularity of the procedural world's queries (``gags.levels.NAMES``), coarse first."""
 LEVEL_METRICS = tuple(f"{m}_{level}" for level in QUERY_LEVELS for m in METRICS)
 """Per-run figures over the queries of one granularity (e.g. ``miou_part``)."""
-GRANULARITY_NAMES = ("s", "m", "l")
 ALL_PRESETS = "all"
 """Column of the mean over presets."""
 
 PROMPT_MODES = {"gas": "gags", "uniform": "uniform"}
 """Folder name -> ``gags segment --prompts`` value: GaS (the release's depth ratio) and LangSplat's uniform grid."""
-METHODS = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
 VARIANTS: dict[str, dict[str, bool]] = {
     "no-region-aware": {"region_aware": False},
     "no-entropy": {"entropy": False},
@@ -87,8 +99,6 @@ SWITCHES = ("region_aware", "entropy", "consistency")
 RESULT_SETTINGS = ("resolution", "views", "reconstruct_iterations", "max_gaussians", "distill_iterations", "segmenter",
                    "min_region_area", "encoder", "eval_downscale", "protocol_min_side")
 """Settings that change the results: a benchmark folder holds runs of one set of them only."""
-METHOD_LABELS = {"gags": "GaD (gags)", "avg": "average of the levels", "level-s": "sub-part level only",
-                 "level-m": "part level only", "level-l": "whole level only", "langsplat": "LangSplat (3 fields)"}
 
 
 @dataclass(frozen=True)
@@ -115,16 +125,16 @@ class Row:
         return {k: VARIANTS.get(self.variant, {}).get(k, True) for k in SWITCHES}
 
     def label(self) -> str:
-        text = f"{'GaS' if self.prompts == 'gas' else 'uniform'} + {METHOD_LABELS.get(self.method, self.method)}"
+        text = f"{'GaS' if self.prompts == 'gas' else 'uniform'} + {METHODS[self.method].label}"
         return text + (f", {self.variant}" if self.variant else "")
 
 
-def plan_rows(config: BenchConfig) -> list[Row]:
+def plan_rows(config: BenchAblationConfig) -> list[Row]:
     """The rows the config asks for (GaS methods, uniform methods, GaD variants); GagsError on unknown names."""
     for name, values in (("--methods", config.methods), ("--uniform-methods", config.uniform_methods)):
         unknown = [m for m in values if m not in METHODS]
         if unknown:
-            raise GagsError(f"{name}: unknown method(s) {unknown}; choose among {', '.join(METHODS)}.")
+            raise GagsError(f"{name}: unknown method(s) {unknown}; choose among {', '.join(METHOD_NAMES)}.")
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown:
         raise GagsError(f"--variants: unknown variant(s) {unknown}; choose among {', '.join(VARIANTS)}.")
@@ -145,8 +155,8 @@ def seed_folder(out: Path, preset: str, seed: int) -> Path:
 
 
 def metrics_path(out: Path, preset: str, seed: int, row: Row, split: str) -> Path:
-    """OUT/PRESET/seedN/FOLDER/eval/METHOD/SPLIT/metrics.json, written by ``gags eval``."""
-    return seed_folder(out, preset, seed) / row.folder / "eval" / row.method / split / "metrics.json"
+    """The metrics ``gags eval`` writes for one row of one (preset, seed) in OUT/PRESET/seedN/FOLDER."""
+    return Workspace(seed_folder(out, preset, seed) / row.folder).eval_metrics(row.method, split)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -163,21 +173,24 @@ def _link(target: Path, link: Path) -> None:
 
 
 def share_inputs(src: Path, dst: Path, features: bool) -> None:
-    """Make ``dst`` a scene output folder on the same scene and Gaussians as ``src``: a copy of scene.json, links to
-    gaussians.ply and points3D.ply and, with ``features``, to language_features/ (and the segment record)."""
+    """Make ``dst`` a scene output folder on the same scene and Gaussians as ``src``: a copy of the scene record, links
+    to the Gaussians and the scene's points and, with ``features``, to the language features (and the segment
+    record)."""
+    a, b = Workspace(src), Workspace(dst)
     ensure_dir(dst)
-    with atomic_path(dst / "scene.json") as tmp:
-        shutil.copyfile(src / "scene.json", tmp)
-    names = ["gaussians.ply", "points3D.ply"] + (["language_features"] if features else [])
-    for name in names:
-        if (src / name).exists():
-            _link(src / name, dst / name)
-    if features and (src / "segment" / "config.json").is_file():
-        ensure_dir(dst / "segment")
-        _link(src / "segment" / "config.json", dst / "segment" / "config.json")
+    with atomic_path(b.scene_json) as tmp:
+        shutil.copyfile(a.scene_json, tmp)
+    pairs = [(a.gaussians_ply, b.gaussians_ply), (a.points_ply, b.points_ply)]
+    pairs += [(a.features_dir, b.features_dir)] if features else []
+    for target, link in pairs:
+        if target.exists():
+            _link(target, link)
+    if features and a.segment_config.is_file():
+        ensure_dir(b.segment_dir)
+        _link(a.segment_config, b.segment_config)
 
 
-def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) -> list[Step]:
+def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder: str) -> list[Step]:
     from gags.distill.train import run as distill
     from gags.query.evaluate import run as evaluate
     from gags.segment.extract import run as segment
@@ -191,9 +204,9 @@ def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) ->
             root = seed_folder(out, preset, seed)
             scene, gas = root / "scene", root / "gas"
             tag = f"{preset}/seed{seed}"
-            steps.append(Step(f"{tag} synth", scene / "transforms.json", lambda s=scene, p=preset, n=seed: synth(
+            steps.append(Step(f"{tag} synth", transforms_path(scene), lambda s=scene, p=preset, n=seed: synth(
                 SynthConfig(out=s, preset=p, seed=n, resolution=config.resolution, views=config.views))))
-            steps.append(Step(f"{tag} reconstruct", gas / "reconstruct" / "metrics.json",
+            steps.append(Step(f"{tag} reconstruct", Workspace(gas).reconstruct_metrics,
                               lambda s=scene, g=gas, n=seed: reconstruct(ReconstructConfig(
                                   scene=s, out=g, iterations=config.reconstruct_iterations,
                                   max_gaussians=config.max_gaussians, seed=_default(ReconstructConfig, "seed") + n,
@@ -209,7 +222,7 @@ def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) ->
                                           seed=_default(SegmentConfig, "seed") + n, threads=threads,
                                           min_region_area=config.min_region_area))
 
-                steps.append(Step(f"{tag} segment {mode}", folder / "segment" / "timings.json", run_segment))
+                steps.append(Step(f"{tag} segment {mode}", Workspace(folder).segment_timings, run_segment))
             for row in rows:
                 folder = root / row.folder
 
@@ -220,7 +233,7 @@ def _steps(config: BenchConfig, out: Path, rows: Sequence[Row], encoder: str) ->
                                           iterations=config.distill_iterations, encoder=encoder,
                                           seed=_default(DistillConfig, "seed") + n, threads=threads, **r.switches()))
 
-                steps.append(Step(f"{tag} distill {row.key}", folder / "field" / row.method / "field.safetensors",
+                steps.append(Step(f"{tag} distill {row.key}", Workspace(folder).field_file(row.method),
                                   run_distill))
                 steps.append(Step(f"{tag} eval {row.key}", metrics_path(out, preset, seed, row, "test"),
                                   lambda f=folder, r=row: _evaluate(evaluate, EvalConfig(
@@ -251,8 +264,8 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 
 def query_levels(scene: Path) -> dict[str, str]:
-    """Query text -> granularity ("whole", "part", "subpart") from a synthetic scene's queries.json ({} if none)."""
-    path = Path(scene) / "queries.json"
+    """Query text -> granularity ("whole", "part", "subpart") from a synthetic scene's queries ({} if none)."""
+    path = queries_path(scene)
     if not path.is_file():
         return {}
     return {q["text"]: q["level"] for q in read_json(path).get("queries", [])}
@@ -270,7 +283,7 @@ def by_query_level(queries: Sequence[dict[str, Any]], levels: dict[str, str]) ->
 
 def final_granularity(curves: Path) -> list[float] | None:
     """Mean level weights (s, m, l) over the training pixels at the last logged iteration of a gags field (None when
-    there is no curves.json or no granularity; logged steps whose view had no pixel to train are skipped)."""
+    there are no curves or no granularity; logged steps whose view had no pixel to train are skipped)."""
     if not curves.is_file():
         return None
     logged = [h.get("granularity") for h in read_json(curves).get("history", [])]
@@ -287,7 +300,7 @@ def collect_runs(out: Path, presets: Sequence[str], seeds: int, rows: Sequence[R
             levels = query_levels(seed_folder(out, preset, seed) / "scene")
             for row in rows:
                 folder = seed_folder(out, preset, seed) / row.folder
-                granularity = final_granularity(folder / "field" / row.method / "curves.json") \
+                granularity = final_granularity(Workspace(folder).field_curves(row.method)) \
                     if row.method == "gags" else None
                 for split in SPLITS:
                     path = metrics_path(out, preset, seed, row, split)
@@ -360,13 +373,13 @@ def build_tables(results: dict[str, Any], presets: Sequence[str], rows: Sequence
         }
     split_header = [f"{'held-out' if s == 'test' else 'train'} {'mIoU' if m == 'miou' else 'loc. acc.'}"
                     for s in SPLITS for m in METRICS]
-    ablation_rows = [r for r in rows if not r.variant and r.method != "langsplat"]
-    ablation_rows.sort(key=lambda r: (r.method == "gags", METHODS.index(r.method), r.prompts == "gas"))
+    ablation_rows = [r for r in rows if not r.variant and METHODS[r.method].query == "one-map"]
+    ablation_rows.sort(key=lambda r: (r.method == "gags", METHOD_NAMES.index(r.method), r.prompts == "gas"))
     tables["table4"] = {
         "name": "Table 4",
         "title": "GaS and GaD ablation, mean over presets (layout of the paper's Table 4)",
         "header": ["GaS prompts", "distillation", *split_header],
-        "rows": [[_check(r.prompts == "gas"), METHOD_LABELS[r.method]]
+        "rows": [[_check(r.prompts == "gas"), METHODS[r.method].label]
                  + [results[r.key][ALL_PRESETS][s][m] for s in SPLITS for m in METRICS] for r in ablation_rows],
     }
     loss_rows = [r for r in rows if r.prompts == "gas" and r.method == "gags"]
@@ -427,7 +440,8 @@ def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs
     return "\n".join(lines)
 
 
-def write_results(out: Path, config: BenchConfig, rows: Sequence[Row], timings: dict[str, float]) -> dict[str, Any]:
+def write_results(out: Path, config: BenchAblationConfig, rows: Sequence[Row],
+                  timings: dict[str, float]) -> dict[str, Any]:
     """Collect every finished run, aggregate, and write OUT/ablation.json and OUT/ablation.md; returns the JSON."""
     runs = collect_runs(out, config.presets, config.seeds, rows)
     results = aggregate(runs, config.presets, rows, METRICS + LEVEL_METRICS)
@@ -453,9 +467,8 @@ def write_results(out: Path, config: BenchConfig, rows: Sequence[Row], timings: 
 # the benchmark
 
 
-def settings_of(config: BenchConfig) -> dict[str, Any]:
-    s = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("which", "folder", "out", "labels",
-                                                                        "repeats")}
+def settings_of(config: BenchAblationConfig) -> dict[str, Any]:
+    s = {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
     s["encoder"] = config.encoder or "tiny"
     return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
 
@@ -466,7 +479,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     now = {k: settings[k] for k in RESULT_SETTINGS}
     if path.is_file():
         then = read_json(path)  # a setting added since that folder was made had its default value then
-        then = {k: then.get(k, _default(BenchConfig, k)) for k in RESULT_SETTINGS}
+        then = {k: then.get(k, _default(BenchAblationConfig, k)) for k in RESULT_SETTINGS}
         diff = {k: (then[k], v) for k, v in now.items() if then[k] != v}
         if diff:
             raise GagsError(f"{out} holds ablation runs made with other settings ({diff}, as (then, now)). Run with "
@@ -474,7 +487,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     write_json(path, now)
 
 
-def run(config: BenchConfig) -> dict[str, Any]:
+def run(config: BenchAblationConfig) -> dict[str, Any]:
     """Run every step not done yet, then write the tables; returns the record written to OUT/ablation.json."""
     if config.seeds < 1:
         raise GagsError(f"--seeds must be at least 1, got {config.seeds}.")
@@ -486,7 +499,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if unknown:
         raise GagsError(f"--presets: unknown preset(s) {unknown}; choose among {', '.join(PRESETS)}.")
     rows = plan_rows(config)
-    out = ensure_dir(Path(config.out) if config.out is not None else DEFAULT_OUT)
+    out = ensure_dir(Path(config.out))
     settings = settings_of(config)
     _check_settings(out, settings)
     steps = _steps(config, out, rows, settings["encoder"])

@@ -25,7 +25,7 @@ warm-up query, the two methods alternating text by text; its figure is the media
 every Gaussian, so one pass over many texts is already long). For reference, LangSplat is also timed with its three
 levels rendered together as one 9-channel field (``langsplat_one_render``), which this rasterizer allows.
 
-Writes ``OUT/bench/query.json`` (atomically) and prints a summary.
+Writes ``Workspace.bench_file("query")`` (atomically) and prints a summary.
 """
 
 from __future__ import annotations
@@ -42,14 +42,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gags.config import BenchConfig
+from gags.config import BenchQueryConfig
 from gags.errors import GagsError
 from gags.io import write_json
 from gags.query.evaluate import PROTOCOL_MIN_SIDE
 from gags.threads import scoped_torch_threads
+from gags.workspace import Workspace
 
-BENCH_DIR = "bench"
-RESULT_FILE = "query.json"
+RESULT_NAME = "query"
+"""The record's name in the scene output folder's benchmark records."""
 METHODS = ("gags", "langsplat")
 PARTS = ("render", "decode", "relevancy", "post")
 """The breakdown of a method's time (seconds): rasterization, decoders, relevancy, localization + mask."""
@@ -131,44 +132,27 @@ def _fastest(passes: list[dict[str, float]]) -> dict[str, float]:
 def _load(out: Path, method: str) -> Any:
     from gags.query import render
 
-    path = out / render.FIELD_DIR / method / render.FIELD_FILE
+    path = Workspace(out).field_file(method)
     if not path.is_file():
         raise GagsError(f"{path} does not exist: `gags bench query` compares the gags and langsplat fields of one "
                         f"scene. Make it with `gags distill {out} --method {method}`, then run the benchmark again.")
     return render.load_field(out, method)
 
 
-def scene_folder(config: BenchConfig) -> Path:
-    """The scene output folder of ``gags bench query``: the positional FOLDER, or --out."""
-    given = [p for p in (config.folder, config.out) if p is not None]
-    if not given:
-        raise GagsError("gags bench query needs the scene output folder: gags bench query OUT (a folder where "
-                        "`gags distill` ran with --method gags and --method langsplat).")
-    if len(given) == 2 and Path(given[0]).resolve() != Path(given[1]).resolve():
-        raise GagsError(f"gags bench query: two folders given ({given[0]} and --out {given[1]}); pass one.")
-    out = Path(given[0])
-    if not (out / "scene.json").is_file():
-        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
-                        f"reconstruct SCENE --out {out}`, `gags segment`, and `gags distill` (gags and langsplat) "
-                        "first.")
-    return out
-
-
-def run(config: BenchConfig) -> dict[str, Any]:
-    """Run the benchmark (see the module docstring); returns the record written to OUT/bench/query.json."""
+def run(config: BenchQueryConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes in OUT."""
     from gags.query import render
     from gags.query.evaluate import labelled_views, protocol_size
 
     if config.repeats < 1:
         raise GagsError(f"--repeats must be at least 1, got {config.repeats}.")
-    out = scene_folder(config)
+    out = Path(config.out)
+    ws = Workspace(out)
+    ws.require_scene()
     fields = {m: _load(out, m) for m in METHODS}
     geometry = render.load_geometry(out)
     for method, field in fields.items():
-        if len(field.features) != len(geometry):
-            raise GagsError(f"the {method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} has "
-                            f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} "
-                            f"--method {method} --no-resume`.")
+        ws.check_field(method, len(field.features), len(geometry))
     dims = {render.field_dim(f) for f in fields.values()}
     if len(dims) != 1:
         raise GagsError(f"the gags and langsplat fields of {out} decode to different sizes ({sorted(dims)}): they "
@@ -177,8 +161,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
     views = [v for split in ("train", "test") for v in by_split[split]]
     if not views:
         raise GagsError(f"no labelled view of {out} matches an image of the scene; nothing to time.")
-    encoder = config.encoder or render.default_encoder(out)
-    render.check_encoder_weights(out, encoder)
+    encoder = config.encoder or ws.recorded_encoder()
+    ws.check_encoder_weights(encoder)
     texts = list(dict.fromkeys(c for name, _ in views for c in labels[name].categories))
 
     with scoped_torch_threads(config.threads):
@@ -199,7 +183,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "langsplat_render_resolution": (fields["langsplat"], True, 0),
         }
         passes: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
-        for name, args in variants.items():  # warm-up
+        for args in variants.values():  # warm-up
             answer_frames(geometry, args[0], frames, canon, *args[1:])
         for _ in range(config.repeats):
             for name, args in variants.items():
@@ -254,7 +238,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         "platform": platform.platform(),
         "out": str(out),
     }
-    path = out / BENCH_DIR / RESULT_FILE
+    path = ws.bench_file(RESULT_NAME)
     write_json(path, record)
     print_summary(record)
     print(f"gags bench query: {path}")

@@ -1,4 +1,4 @@
-"""Per-image language features in LangSplat's format: ``NAME_f.npy`` and ``NAME_s.npy`` in a ``language_features`` folder.
+"""Per-image language features in LangSplat's format: ``NAME_f.npy`` and ``NAME_s.npy`` in a feature folder.
 
     NAME_f.npy   [M, D] float16 (or float32): one L2-normalised CLIP feature per mask of the image
     NAME_s.npy   [4, H, W] integers (LangSplat saves floats holding integers): per level (default, s, m, l) the row of
@@ -18,9 +18,8 @@ import numpy as np
 
 from gags.errors import GagsError
 from gags.io import atomic_path
+from gags.levels import SEGMENT_ROWS
 
-LEVEL_NAMES = ("default", "s", "m", "l")
-"""Rows of ``_s``, in LangSplat's order: default (all granularities together), sub-part (s), part (m), whole (l)."""
 INTEGER_TOLERANCE = 1e-3
 """How far a float ``_s`` value may be from an integer and still be read as that index (LangSplat saves float32)."""
 
@@ -66,9 +65,9 @@ def check_features(feats: np.ndarray, seg: np.ndarray, f_path: Path, s_path: Pat
         raise GagsError(f"{f_path} holds {feats.dtype} {list(feats.shape)}; a _f file is [M, D] float16 (or float32).")
     if not np.isfinite(feats).all():
         raise GagsError(f"{f_path} contains NaN or infinite features; recompute this image's features.")
-    if seg.ndim != 3 or seg.shape[0] != len(LEVEL_NAMES):
+    if seg.ndim != 3 or seg.shape[0] != len(SEGMENT_ROWS):
         raise GagsError(f"{s_path} has shape {list(seg.shape)}; a _s file is [4, H, W] (levels "
-                        f"{', '.join(LEVEL_NAMES)}).")
+                        f"{', '.join(SEGMENT_ROWS)}).")
     if np.issubdtype(seg.dtype, np.floating):
         rounded = np.round(seg)
         if not np.isfinite(seg).all() or np.abs(seg - rounded).max(initial=0.0) > INTEGER_TOLERANCE:

@@ -1,11 +1,12 @@
-"""A posed image set in one form for every stage: ``load_scene`` detects the format, ``scene.json`` records it in OUT.
+"""A posed image set in one form for every stage: ``load_scene`` detects the format, the scene record keeps it in OUT.
 
 Accepted inputs (``load_scene(path)``), tried in this order:
 1. a ``transforms.json`` (nerfstudio / instant-ngp) or a folder holding one;
 2. a Blender (NeRF synthetic) folder with ``transforms_train.json`` and ``transforms_test.json``;
 3. a COLMAP model: ``path`` itself, ``path/sparse/0`` or ``path/sparse``, with an image folder in the scene root
    (``images``, ``images_2``, ``images_4``, ``images_8``, or ``images_dir``);
-4. an OUT folder with a ``scene.json`` written by :func:`save_scene_json`.
+4. a scene output folder (OUT) whose scene record was written by :func:`save_scene_json` (its path:
+   ``gags.workspace.Workspace.scene_json``).
 
 Undistortion cache: distorted images are undistorted once and stored as PNG in ``cache_dir`` (``load_scene``'s argument;
 default ``$XDG_CACHE_HOME/gags/undistorted/NAME-HASH``, ``~/.cache`` without XDG_CACHE_HOME; datasets are never written
@@ -43,9 +44,8 @@ from gags.data.ply import read_point_ply, write_point_ply
 from gags.data.transforms_json import find_transforms, read_transforms
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
+from gags.workspace import Workspace
 
-SCENE_JSON = "scene.json"
-POINTS_PLY = "points3D.ply"
 SCENE_JSON_VERSION = 1
 # LLFF / Mip-NeRF 360 / 3DGS convention: every 8th image (index % 8 == 0) is held out.
 DEFAULT_TEST_EVERY = 8
@@ -251,7 +251,7 @@ def _unknown_format(path: Path) -> GagsError:
         f"{path}: unknown scene format. Accepted: a COLMAP model (cameras/images/points3D .bin or .txt in the folder, "
         "its sparse/0 or its sparse/, with an images folder beside), a nerfstudio / instant-ngp transforms.json (the "
         "file or its folder), a Blender folder with transforms_train.json and transforms_test.json, or an output "
-        f"folder with scene.json.{hint}")
+        f"folder written by `gags reconstruct`.{hint}")
 
 
 def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = DEFAULT_TEST_EVERY,
@@ -273,7 +273,7 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
         raise GagsError(f"scene path {path} does not exist.")
     if path.is_file() and path.name in {f"{n}{e}" for n in ("cameras", "images", "points3D") for e in (".bin", ".txt")}:
         path = path.parent
-    is_scene_json = path.is_file() and path.name == SCENE_JSON
+    is_scene_json = path.is_file() and path == Workspace(path.parent).scene_json
     transforms = None if is_scene_json else find_transforms(path)
     model_dir = find_model_dir(path) if path.is_dir() else None
     if transforms is not None:
@@ -283,7 +283,7 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
     elif model_dir is not None:
         root, image_folder, views, points, colors = read_colmap(model_dir, images_dir)
         fmt, file_split = "colmap", None
-    elif is_scene_json or (path / SCENE_JSON).is_file():
+    elif is_scene_json or Workspace(path).scene_json.is_file():
         return load_scene_json(path.parent if is_scene_json else path)
     else:
         raise _unknown_format(path)
@@ -294,27 +294,33 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
     return _build(root, fmt, views, points, colors, train_ids, test_ids, cache_dir)
 
 
-# --- OUT/scene.json -----------------------------------------------------------------------------------------------
-def save_scene_json(scene: Scene, out_dir: Path) -> Path:
-    """Write OUT/scene.json (and OUT/points3D.ply when the scene has points), atomically. Returns the JSON path.
+# --- the scene record of OUT ------------------------------------------------------------------------------------
+def save_scene_json(scene: Scene, out: Path) -> Path:
+    """Record ``scene`` in the scene output folder ``out`` (``Workspace.save_scene``). Returns the record's path."""
+    return Workspace(Path(out)).save_scene(scene)
 
-    ``out_dir`` is OUT (a path ending in ``scene.json`` is taken as the file itself).
-    """
-    out_dir = Path(out_dir)
-    if out_dir.name == SCENE_JSON:
-        out_dir = out_dir.parent
-    out_dir = ensure_dir(out_dir)
+
+def load_scene_json(out: Path) -> Scene:
+    """The scene recorded in the scene output folder ``out`` (``Workspace.load_scene``)."""
+    return Workspace(Path(out)).load_scene()
+
+
+def write_scene_record(scene: Scene, path: Path, points_path: Path) -> Path:
+    """Write the scene record (JSON) to ``path`` and, when the scene has points, them to ``points_path`` (a PLY in
+    the same folder), both atomically. Returns ``path``."""
+    path, points_path = Path(path), Path(points_path)
+    ensure_dir(path.parent)
     points_file = None
     if scene.points is not None and len(scene.points):
         colors = scene.point_colors if scene.point_colors is not None else np.full_like(scene.points, 128, np.uint8)
-        write_point_ply(out_dir / POINTS_PLY, scene.points, colors)
-        points_file = POINTS_PLY
+        write_point_ply(points_path, scene.points, colors)
+        points_file = os.path.relpath(points_path, path.parent)
     images = []
     train, test = set(scene.train_ids), set(scene.test_ids)
-    for i, (cam, path, dist) in enumerate(zip(scene.cameras, scene.image_paths, scene.distortions, strict=True)):
+    for i, (cam, image_path, dist) in enumerate(zip(scene.cameras, scene.image_paths, scene.distortions, strict=True)):
         images.append({
             "name": cam.name,
-            "path": str(Path(path).resolve()),
+            "path": str(Path(image_path).resolve()),
             "split": "test" if i in test else ("train" if i in train else "none"),
             "width": cam.width,
             "height": cam.height,
@@ -336,20 +342,16 @@ def save_scene_json(scene: Scene, out_dir: Path) -> Path:
         "cache_dir": None if scene.cache_dir is None else str(Path(scene.cache_dir).resolve()),
         "images": images,
     }
-    path = out_dir / SCENE_JSON
     write_json(path, data)
     return path
 
 
-def load_scene_json(out_dir: Path) -> Scene:
-    """Read OUT/scene.json written by :func:`save_scene_json` (``out_dir`` is OUT or the scene.json file)."""
-    out_dir = Path(out_dir)
-    if out_dir.name == SCENE_JSON and out_dir.is_file():
-        out_dir = out_dir.parent
-    path = out_dir / SCENE_JSON
+def read_scene_record(path: Path) -> Scene:
+    """Read a scene record written by :func:`write_scene_record`."""
+    path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict) or "images" not in data or "source_format" not in data:
-        raise GagsError(f"{path} is not a gags scene.json (no images / source_format). Re-run `gags reconstruct`.")
+        raise GagsError(f"{path} is not a gags scene record (no images / source_format). Re-run `gags reconstruct`.")
     version = data.get("format_version")
     if version != SCENE_JSON_VERSION:
         raise GagsError(f"{path} has format_version {version}; this gags reads {SCENE_JSON_VERSION}. "
@@ -374,7 +376,7 @@ def load_scene_json(out_dir: Path) -> Scene:
                         "`gags reconstruct` to rewrite it.") from exc
     points = colors = None
     if data.get("points"):
-        points, colors = read_point_ply(out_dir / data["points"])
+        points, colors = read_point_ply(path.parent / data["points"])
     if not math.isfinite(scale) or scale <= 0:
         raise GagsError(f"{path}: scale {scale} must be a positive number.")
     return Scene(root=Path(data["root"]), source_format=str(data["source_format"]), cameras=cameras,

@@ -28,8 +28,8 @@ from gags.data.colmap import IMAGES_PATH_FILE, is_model_dir
 from gags.data.images import image_size, list_images
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir
+from gags.workspace import Workspace
 
-SFM_FOLDER = "sfm"
 # Photos whose longer side is below this many pixels get the low-resolution settings below: with a few hundred SIFT
 # features per image, COLMAP's defaults (made for megapixel photos) register almost nothing. Measured on the kitchen
 # scene at 195x130: defaults register 2 of 25 images, these settings 16 to 24 (see tests/data/test_data_sfm.py).
@@ -73,7 +73,7 @@ def run_sfm(images: Path, out: Path, *, num_threads: int = -1, seed: int = 0) ->
     if len(photos) < 2:
         raise GagsError(f"{images} holds {len(photos)} image(s); structure-from-motion needs at least 2 overlapping "
                         "photos (png, jpg, ...).")
-    sfm_dir = ensure_dir(Path(out) / SFM_FOLDER)
+    sfm_dir = ensure_dir(Workspace(Path(out)).sfm_dir)
     model_dir = sfm_dir / "sparse" / "0"
     _link_images(sfm_dir, images)
     if is_model_dir(model_dir):

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LEVELS = (1, 2, 3)
-"""Rows of a LangSplat ``_s`` map used by GaD: 1 = sub-part (s), 2 = part (m), 3 = whole (l); row 0 is SAM's default."""
 ENTROPY_EPS = 1e-6
 """Added inside the log of the entropy (GAGS ``scale_regulation_loss``)."""
 
@@ -39,52 +37,12 @@ def resize_segment_maps(seg: Tensor, size: tuple[int, int]) -> Tensor:
     return resized.round().long()
 
 
-def level_feature_maps(features: Tensor, seg: Tensor, levels: tuple[int, ...] = LEVELS) -> tuple[Tensor, Tensor]:
-    """Per-level feature maps from LangSplat ``_f`` / ``_s`` data already at the training resolution.
-
-    Gathers ``features[seg[k]]`` for each level k (the release gathers at the resolution of the resized ``_s`` map, so
-    its subsequent bilinear resize to the same size is the identity). Uncovered pixels get a zero vector.
-
-    features: [M, C] (e.g. 512-d CLIP features, or 3-d LangSplat codes); seg: [4, h, w] int (-1 = none).
-    Returns (maps [len(levels), C, h, w] float32, covered [len(levels), h, w] bool).
-    """
-    ids = seg[list(levels)].long()  # [K, h, w]
-    covered = ids >= 0
-    m, c = features.shape
-    h, w = ids.shape[-2:]
-    # channel-first table [C, M + 1] whose last column is the zero vector of uncovered pixels; gathering columns
-    # writes the channel-first maps directly (twice as fast as gathering rows and permuting)
-    table = torch.cat([features.float(), features.new_zeros(1, c, dtype=torch.float32)]).T.contiguous()
-    idx = torch.where(covered, ids, m)
-    maps = torch.stack([table.index_select(1, idx[k].reshape(-1)).view(c, h, w) for k in range(len(levels))])
-    return maps, covered
-
-
-def mix_target(level_maps: Tensor, g: Tensor) -> Tensor:
-    """GaD target ``F = sum_k g_k f_k`` (GAGS ``read_sam_clip_feature``).
-
-    level_maps: [3, C, H, W]; g: [3, H, W] granularity weights -> [C, H, W].
-    """
-    return (level_maps * g[:, None]).sum(0)
-
-
-# ------------------------------------------------------------------------------------------- per-pixel losses
-
-
 def l1_map(pred: Tensor, target: Tensor) -> Tensor:
     """Per-pixel L1, mean over channels (GAGS ``l1_loss_map``).
 
     pred, target: [C, H, W] -> [H, W].
     """
     return (pred - target).abs().mean(0)
-
-
-def weighted_l2_map(pred: Tensor, level_maps: Tensor, g: Tensor) -> Tensor:
-    """The paper's per-pixel distillation loss ``sum_k g_k ||f - f_k||^2`` (squared L2 norm over channels).
-
-    pred: [C, H, W]; level_maps: [3, C, H, W]; g: [3, H, W] -> [H, W].
-    """
-    return (g * (pred[None] - level_maps).pow(2).sum(1)).sum(0)
 
 
 def masked_mean(loss_map: Tensor, valid: Tensor) -> Tensor:
@@ -100,7 +58,8 @@ def masked_mean(loss_map: Tensor, valid: Tensor) -> Tensor:
 def region_mean(values: Tensor, regions: Tensor) -> Tensor:
     """Average ``values`` inside each region, then over regions: every region counts equally.
 
-    GAGS ``Scale_balance_loss`` (mix_seg=True), vectorised with ``index_add``. Pixels with region -1 are ignored. With no
+    GAGS ``Scale_balance_loss`` (mix_seg=True), vectorised with ``index_add``. Pixels with region -1 are ignored. With
+    no
     region at all the result is a zero that keeps the graph.
 
     values: [H, W]; regions: [H, W] int -> scalar.

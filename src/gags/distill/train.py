@@ -1,19 +1,19 @@
-"""``gags distill``: distil the 3-level CLIP features of the training views into one language field (GaD), or a baseline.
+"""``gags distill``: distil the 3-level CLIP features of the training views into one language field (GaD), or a
+baseline (what each method trains: :mod:`gags.methods`).
 
-Reads ``OUT/scene.json``, ``OUT/gaussians.ply`` and ``OUT/language_features/NAME_f.npy`` / ``NAME_s.npy`` (LangSplat's
-format: ``_f`` [M, D] features, ``_s`` [4, H, W] indices into ``_f`` per level default, s, m, l, -1 = none; integer or
-float). Writes, per method, ``OUT/field/METHOD/``::
+Reads the scene record, the Gaussians and the language features of OUT (LangSplat's format: ``_f`` [M, D] features,
+``_s`` [4, H, W] indices into ``_f`` per level default, s, m, l, -1 = none; integer or float). Writes, per method, in
+``Workspace.field_dir(METHOD)`` (:mod:`gags.workspace`):
 
-    field.safetensors        per-Gaussian features, decoder weights and the resolved config (gags.field.LanguageField)
-    curves.json              losses and mean granularity weights over the iterations, timings
-    curves.png               the same as a plot
-    checkpoint.safetensors   features, decoders, optimizers, step and RNG state, for resuming
+    field_file         per-Gaussian features, decoder weights and the resolved config (gags.field.LanguageField)
+    field_curves       losses and mean granularity weights over the iterations, timings (and a plot beside it)
+    field_checkpoint   features, decoders, optimizers, step and RNG state, for resuming
 
 One training loop for every method (:mod:`gags.distill.baselines` says what each one trains). An iteration:
 
 1. picks a training view (a seeded permutation of the views per epoch);
 2. renders the per-Gaussian features with the rasterizer (geometry frozen: means, rotations, scales and opacities of
-   ``gaussians.ply`` are constants) into a ``C``-channel map at the training resolution;
+   the PLY are constants) into a ``C``-channel map at the training resolution;
 3. per head: level weights g (the granularity decoder on the detached rendered feature, or fixed weights); regions =
    the segment of the level chosen per pixel by the argmax of the 5x5-smoothed g; the feature decoder reads the
    rendered feature at the pixels that count (it is pointwise, so the other pixels, whose loss is zero, are skipped);
@@ -32,7 +32,6 @@ same command continues from it (also after ``kill -9``). Settings that change th
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -48,16 +47,9 @@ from tqdm.auto import tqdm
 
 from gags.cameras import Camera
 from gags.config import DistillConfig
-from gags.distill import losses
-from gags.distill.baselines import (
-    N2F2_PHRASES,
-    N2F2_TEMPERATURE,
-    Head,
-    MethodSpec,
-    method_spec,
-    n2f2_fuse,
-)
 from gags.data.features import read_language_features
+from gags.distill import losses
+from gags.distill.baselines import N2F2_PHRASES, N2F2_TEMPERATURE, n2f2_fuse
 from gags.errors import GagsError
 from gags.field import (
     FeatureDecoder,
@@ -66,21 +58,30 @@ from gags.field import (
     LanguageField,
 )
 from gags.io import atomic_path, ensure_dir, write_json
+from gags.levels import CODES, ROWS
+from gags.methods import Head, MethodSpec, method_spec
 from gags.splat.gaussians import FrozenGaussians
 from gags.threads import scoped_torch_threads
+from gags.training import (
+    Checkpoint,
+    Clock,
+    Curve,
+    check_settings,
+    finite_or_raise,
+    grouped,
+    load_checkpoint,
+    load_optimizers,
+    optimizer_tensors,
+    progress_bar,
+    save_checkpoint,
+    view_index,
+)
+from gags.workspace import Workspace
 
-FEATURES_DIR = "language_features"
-FIELD_DIR = "field"
-FIELD_FILE = "field.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CURVES_JSON = "curves.json"
-CURVES_PNG = "curves.png"
 CHECKPOINT_FORMAT = "gags-distill-checkpoint/1"
 
-LEVEL_ROWS = losses.LEVELS
-"""Rows 1, 2, 3 (s, m, l) of a LangSplat ``_s`` map; row 0 (SAM's default level) is not used by distillation."""
-CURVE_POINTS = 200
-"""Training curves keep about this many points (one every ``iterations / 200`` iterations)."""
+CHECKPOINT_KIND = "distill"
+"""Checkpoints of this stage are ``gags.training`` checkpoints of this kind."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def load_views(scene: Any, ids: Sequence[int], folder: Path, downscale: float,
             raise GagsError(f"the _s map of {camera.name!r} is {seg.shape[2]}x{seg.shape[1]} (W x H) but the image is "
                             f"{scene.cameras[i].width}x{scene.cameras[i].height}: not the same aspect ratio. The "
                             "language features belong to other images; re-run `gags segment`.")
-        levels = losses.resize_segment_maps(torch.from_numpy(seg[list(LEVEL_ROWS)]), (camera.height, camera.width))
+        levels = losses.resize_segment_maps(torch.from_numpy(seg[list(ROWS)]), (camera.height, camera.width))
         table = torch.from_numpy(feats.astype(np.float32))
         views.append(TrainView(camera, levels.to(torch.int32).to(device), table.to(device)))
     return views
@@ -161,13 +162,6 @@ def default_schedule(cuda: bool, longest_side: int) -> tuple[int, float]:
     return CPU_ITERATIONS, max(GPU_DOWNSCALE, longest_side / CPU_MAX_SIDE)
 
 
-def view_index(seed: int, step: int, n_views: int) -> int:
-    """The view of 0-based ``step``: a seeded random permutation of the views per epoch (stateless, so resumable)."""
-    epoch, pos = divmod(step, n_views)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return int(torch.randperm(n_views, generator=g)[pos])
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # training state
 
@@ -182,9 +176,15 @@ class FieldState:
     autoencoder: LangSplatAutoencoder | None
     optimizers: dict[str, torch.optim.Adam]
     step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+    curve: dict[str, Any] = field(default_factory=dict)
+    """The training curve's state (``gags.training.Curve.state``)."""
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The training curve's points so far."""
+        return list(self.curve.get("points", []))
 
     def modules(self) -> dict[str, nn.Module]:
         mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
@@ -214,77 +214,43 @@ def new_state(spec: MethodSpec, num_gaussians: int, clip_dim: int, config: Disti
     return FieldState(features, feature_decoder, granularity_decoder, autoencoder, optimizers)
 
 
-def save_checkpoint(path: Path, state: FieldState, info: dict[str, Any]) -> None:
-    """Write ``state`` atomically (a kill during the write leaves the previous checkpoint intact)."""
-    from safetensors.torch import save_file
-
-    tensors = {"features": state.features.detach().cpu().contiguous(), "rng.torch": torch.get_rng_state()}
+def save_state(path: Path, state: FieldState, info: dict[str, Any]) -> None:
+    """Write ``state`` as a ``gags.training`` checkpoint (atomic: a kill during the write leaves the previous one)."""
+    optim, groups = optimizer_tensors(state.optimizers)
+    tensors = {"features.all": state.features.detach().cpu().contiguous(), **optim}
     for name, module in state.modules().items():
-        for key, value in module.state_dict().items():
-            tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
-    groups = {}
-    for name, opt in state.optimizers.items():
-        sd = opt.state_dict()
-        groups[name] = sd["param_groups"]
-        for idx, param_state in sd["state"].items():
-            for key, value in param_state.items():
-                tensors[f"optim.{name}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    meta = {"format": CHECKPOINT_FORMAT, "step": str(state.step), "param_groups": json.dumps(groups),
-            "history": json.dumps(state.history),
-            "info": json.dumps({**info, "seconds": state.seconds, "cpu_seconds": state.cpu_seconds}, default=str)}
-    with atomic_path(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a distillation checkpoint; GagsError if it is damaged or of another kind."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
-    except Exception as exc:  # safetensors raises its own error types, and OSError/ValueError on bad headers
-        raise GagsError(f"checkpoint {path} cannot be read ({exc}). Delete it to start over.") from exc
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise GagsError(f"{path} is not a gags distill checkpoint. Delete it to start over.")
-    return tensors, meta
+        tensors.update(grouped(f"module.{name}", module.state_dict()))
+    save_checkpoint(path, CHECKPOINT_KIND, Checkpoint(
+        step=state.step, tensors=tensors, rng_state=torch.get_rng_state(),
+        info={**info, "param_groups": groups, "curve": state.curve, "seconds": state.seconds,
+              "cpu_seconds": state.cpu_seconds}))
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """The ``info`` record (settings, seconds) and ``step`` of a checkpoint."""
-    _, meta = read_checkpoint(path)
-    return {**json.loads(meta.get("info", "{}")), "step": int(meta["step"])}
+    ckpt = load_checkpoint(path, CHECKPOINT_KIND)
+    return {**ckpt.info, "step": ckpt.step}
 
 
 def load_state(path: Path, state: FieldState) -> FieldState:
     """Fill a freshly made ``state`` (same method and sizes) from the checkpoint at ``path``."""
-    tensors, meta = read_checkpoint(path)
+    ckpt = load_checkpoint(path, CHECKPOINT_KIND)
     device = state.features.device
     try:
         with torch.no_grad():
-            if tensors["features"].shape != state.features.shape:
-                raise ValueError(f"features {tuple(tensors['features'].shape)}, expected {tuple(state.features.shape)}")
-            state.features.copy_(tensors["features"].to(device))
+            features = ckpt.tensors["features.all"]
+            if features.shape != state.features.shape:
+                raise ValueError(f"features {tuple(features.shape)}, expected {tuple(state.features.shape)}")
+            state.features.copy_(features.to(device))
         for name, module in state.modules().items():
-            prefix = f"module.{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        groups = json.loads(meta["param_groups"])
-        for name, opt in state.optimizers.items():
-            per_param: dict[int, dict[str, Tensor]] = {}
-            prefix = f"optim.{name}."
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    idx, _, state_key = key[len(prefix):].partition(".")
-                    per_param.setdefault(int(idx), {})[state_key] = value.to(device)
-            opt.load_state_dict({"state": per_param, "param_groups": groups[name]})
-        torch.set_rng_state(tensors["rng.torch"])
-        state.step = int(meta["step"])
-        state.history = json.loads(meta.get("history", "[]"))
-        info = json.loads(meta.get("info", "{}"))
-        state.seconds = float(info.get("seconds", 0.0))
-        state.cpu_seconds = float(info.get("cpu_seconds", 0.0))
-    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+            module.load_state_dict(ckpt.group(f"module.{name}"))
+        load_optimizers(state.optimizers, ckpt, ckpt.info["param_groups"])
+        torch.set_rng_state(ckpt.rng_state)
+        state.step = ckpt.step
+        state.curve = dict(ckpt.info.get("curve") or {})
+        state.seconds = float(ckpt.info.get("seconds", 0.0))
+        state.cpu_seconds = float(ckpt.info.get("cpu_seconds", 0.0))
+    except (KeyError, ValueError, RuntimeError) as exc:
         raise GagsError(f"checkpoint {path} does not fit this run ({exc}). Delete it (or pass --no-resume) to start "
                         "over.") from exc
     return state
@@ -313,8 +279,9 @@ def _weights_map(head: Head, like: Tensor) -> Tensor:
 def pixel_losses(pred: Tensor, levels: Tensor, g: Tensor, target_mode: str, normalize_target: bool) -> Tensor:
     """Per-pixel distillation loss at P pixels, channels last (the layout the decoder produces).
 
-    ``losses.l1_map(pred, losses.mix_target(levels, g))`` (optionally with the target L2-normalised) for ``"mix"``,
-    ``losses.weighted_l2_map(pred, levels, g)`` for ``"weighted-l2"``, computed on [P, D] rows instead of [D, H, W]
+    ``losses.l1_map(pred, mix_target(levels, g))`` (optionally with the target L2-normalised) for ``"mix"``,
+    ``weighted_l2_map(pred, levels, g)`` for ``"weighted-l2"`` (``gags.distill._reference``), computed on [P, D] rows
+    instead of [D, H, W]
     maps: the same numbers, with memory access that stays contiguous on a CPU.
 
     pred: [P, D]; levels: [3, P, D]; g: [3, P] -> [P].
@@ -388,21 +355,18 @@ def train_field(gaussians: FrozenGaussians, views: Sequence[TrainView], spec: Me
     if not views:
         raise GagsError("there are no training views. Check the scene's images and its train/test split.")
     every = max(1, checkpoint_every or config.checkpoint_every)
-    log_every = max(1, iterations // CURVE_POINTS)
     extra = checkpoint_extra or {}
     modules = list(state.modules().values())
     for m in modules:
         if m is not state.autoencoder:
             m.train()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    seconds0, cpu_seconds0 = state.seconds, state.cpu_seconds
+    clock = Clock(state.seconds, state.cpu_seconds)
+    curve = Curve(iterations, state.curve)
 
-    def clock() -> None:
-        state.seconds = seconds0 + time.perf_counter() - wall0
-        state.cpu_seconds = cpu_seconds0 + time.process_time() - cpu0
+    def sync() -> None:
+        state.seconds, state.cpu_seconds, state.curve = clock.seconds, clock.cpu_seconds, curve.state()
 
-    bar = tqdm(total=iterations, initial=state.step, desc=f"distill {spec.name}", unit="it", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(iterations, state.step, f"distill {spec.name}", progress)
     ema = None
     try:
         while state.step < iterations:
@@ -435,23 +399,24 @@ def train_field(gaussians: FrozenGaussians, views: Sequence[TrainView], spec: Me
             for opt in state.optimizers.values():
                 opt.step()
             state.step = it
-            loss = float(total.detach())
+            loss = finite_or_raise(float(total.detach()), it, checkpoint_path)
             ema = loss if ema is None else 0.6 * ema + 0.4 * loss  # smoothing of the GAGS release's progress bar
             bar.update(1)
             if it % 10 == 0 or it == iterations:
                 bar.set_postfix(loss=f"{ema:.4f}")
-            if it % log_every == 0 or it == iterations:
-                clock()
-                record = {"iteration": it, "loss": loss, **parts, "seconds": state.seconds}
-                if granularity:
-                    record["granularity"] = [float(v) for v in torch.stack(granularity).mean(0)]
-                state.history.append(record)
+            values: dict[str, float | list[float]] = {"loss": loss, **parts}
+            mean_g = [float(v) for v in torch.stack(granularity).mean(0)] if granularity else []
+            if sum(mean_g) > 0:  # a view with no pixel to train has no granularity to show
+                values["granularity"] = mean_g
+            curve.add(values)
+            if curve.due(it):
+                curve.close(it, seconds=clock.seconds)
             if checkpoint_path is not None and (it % every == 0 or it == iterations):
-                clock()
-                save_checkpoint(checkpoint_path, state, extra)
+                sync()
+                save_state(checkpoint_path, state, extra)
     finally:
         bar.close()
-        clock()
+        sync()
     for m in modules:
         m.eval()
     return state
@@ -508,7 +473,7 @@ def write_curves_png(path: Path, history: Sequence[dict[str, Any]], title: str) 
         axes[0][0].set_title(title)
         axes[0][0].legend()
         if gran:
-            for k, name in enumerate(("s", "m", "l")):
+            for k, name in enumerate(CODES):
                 axes[1][0].plot([p[0] for p in gran], [p[1][k] for p in gran], label=f"g_{name}")
             axes[1][0].set_ylim(0, 1)
             axes[1][0].legend()
@@ -566,7 +531,7 @@ def _write_curves_pil(path: Path, series: dict[str, list[tuple[int, float]]],
     if gran:
         top, bottom = panel_box(1)
         draw_axes(1, "0", "1")
-        for k, name in enumerate(("s", "m", "l")):
+        for k, name in enumerate(CODES):
             xy = [(px(x), bottom - (bottom - top) * v[k]) for x, v in gran]
             if len(xy) > 1:
                 draw.line(xy, fill=_COLORS[name], width=2)
@@ -597,20 +562,6 @@ def resolved_config(config: DistillConfig, iterations: int, downscale: float) ->
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _check_inputs(out: Path) -> tuple[Path, Path]:
-    if not (out / "scene.json").is_file():
-        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
-                        f"reconstruct SCENE --out {out}` first.")
-    ply = out / "gaussians.ply"
-    if not ply.is_file():
-        raise GagsError(f"{ply} does not exist. Run `gags reconstruct` (or put a 3DGS .ply there) first.")
-    folder = out / FEATURES_DIR
-    if not folder.is_dir():
-        raise GagsError(f"{folder} does not exist. Run `gags segment {out}` first (or copy LangSplat's "
-                        "language_features folder there).")
-    return ply, folder
 
 
 def _train_autoencoder(views: Sequence[TrainView], config: DistillConfig, cuda: bool) -> LangSplatAutoencoder:
@@ -649,17 +600,18 @@ def _phrase_embeddings(config: DistillConfig, clip_dim: int) -> Tensor:
 
 
 def run(config: DistillConfig) -> dict[str, Any]:
-    """Run the stage; returns the record written to OUT/field/METHOD/curves.json (without the curves)."""
+    """Run the stage; returns the record written to ``Workspace.field_curves(METHOD)`` (without the curves)."""
     with scoped_torch_threads(config.threads):
         return _run(config)
 
 
 def _run(config: DistillConfig) -> dict[str, Any]:
-    from gags.data import load_scene_json
-
     session_start = time.perf_counter()
     out = Path(config.out)
-    ply, folder = _check_inputs(out)
+    ws = Workspace(out)
+    ws.require_scene()
+    ply = ws.require_gaussians()
+    folder = ws.require_features()
     spec = method_spec(config.method, config.feature_dim)
     if config.iterations is not None and config.iterations < 0:
         raise GagsError(f"--iterations must be >= 0, got {config.iterations}.")
@@ -668,9 +620,9 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     if config.checkpoint_every < 1:
         raise GagsError(f"--checkpoint-every must be >= 1, got {config.checkpoint_every}.")
     device = _device()
-    scene = load_scene_json(out)
+    scene = ws.load_scene()
     if not scene.train_ids:
-        raise GagsError(f"the scene in {out / 'scene.json'} has no training images.")
+        raise GagsError(f"the scene in {ws.scene_json} has no training images.")
     longest = max(max(scene.cameras[i].width, scene.cameras[i].height) for i in scene.train_ids)
     iterations, downscale = default_schedule(device.type == "cuda", longest)
     iterations = config.iterations if config.iterations is not None else iterations
@@ -681,17 +633,13 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     clip_dim = int(views[0].table.shape[1])
     phrases = _phrase_embeddings(config, clip_dim) if spec.name == "n2f2" else None
 
-    stage_dir = ensure_dir(out / FIELD_DIR / spec.name)
-    ckpt_path = stage_dir / CHECKPOINT_FILE
+    ensure_dir(ws.field_dir(spec.name))
+    ckpt_path = ws.field_checkpoint(spec.name)
     settings = {k: v for k, v in resolved_config(config, iterations, downscale).items() if k in RESUME_KEYS}
     settings.update(num_gaussians=len(gaussians), clip_dim=clip_dim)
     resume = config.resume and ckpt_path.is_file()
     if resume:
-        saved = checkpoint_info(ckpt_path).get("settings", {})
-        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
-        if changed:
-            raise GagsError(f"{ckpt_path} was made with other settings ({changed}, as (then, now)). Run with the same "
-                            "settings, pass --no-resume, or delete the checkpoint to start over.")
+        check_settings(ckpt_path, checkpoint_info(ckpt_path).get("settings", {}), settings)
 
     autoencoder = None
     if spec.space == "codes":
@@ -703,7 +651,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
         load_state(ckpt_path, state)
         print(f"gags distill: resuming {spec.name} from iteration {state.step} ({ckpt_path})")
     else:
-        save_checkpoint(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
+        save_state(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
     train_views = _encode_tables(views, state.autoencoder) if state.autoencoder is not None else views
 
     start_step = state.step
@@ -714,10 +662,11 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     if phrases is not None:
         facts.update(n2f2_phrases=list(N2F2_PHRASES), n2f2_temperature=N2F2_TEMPERATURE)
     field_.config.update(facts)
-    field_.save(stage_dir / FIELD_FILE)
+    field_.save(ws.field_file(spec.name))
 
     cam = views[0].camera
     done = state.step - start_step
+    history = state.history
     report = {
         "method": spec.name,
         "iterations": state.step,
@@ -734,11 +683,11 @@ def _run(config: DistillConfig) -> dict[str, Any]:
         "feature_dim": spec.feature_dim,
         "clip_dim": clip_dim,
         "device": device.type,
-        "final": state.history[-1] if state.history else None,
+        "final": history[-1] if history else None,
         **facts,
     }
-    write_json(stage_dir / CURVES_JSON, {**report, "history": state.history})
-    write_curves_png(stage_dir / CURVES_PNG, state.history, f"gags distill --method {spec.name}")
+    write_json(ws.field_curves(spec.name), {**report, "history": history})
+    write_curves_png(ws.field_curves_png(spec.name), history, f"gags distill --method {spec.name}")
     print(f"gags distill: {spec.name}, {state.step} iterations at {cam.width}x{cam.height}, {len(gaussians)} "
-          f"Gaussians, {state.seconds:.0f} s -> {stage_dir / FIELD_FILE}")
+          f"Gaussians, {state.seconds:.0f} s -> {ws.field_file(spec.name)}")
     return report

@@ -7,8 +7,8 @@
 
 from gags.models.crops import crop_masks
 from gags.models.encoders import Encoder, OpenClipEncoder, load_encoder
+from gags.models.hierarchy import HierarchySegmenter
 from gags.models.segmenters import (
-    HierarchySegmenter,
     MaskPrediction,
     Sam2Segmenter,
     SamSegmenter,

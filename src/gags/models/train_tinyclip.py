@@ -44,6 +44,7 @@ from tqdm import tqdm
 from gags.config import TrainEncoderConfig
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, write_json
+from gags.levels import NAMES as LEVEL_NAMES
 from gags.models.crops import crop_masks
 from gags.models.specs import TINY_CLIP_DIR
 
@@ -164,9 +165,8 @@ class CropSet:
                    np.zeros(0, bool), np.zeros(0, np.int64))
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{k: getattr(self, k) for k in self.FIELDS})
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{k: getattr(self, k) for k in self.FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> CropSet:
@@ -187,7 +187,7 @@ def world_crops(job: WorldJob) -> CropSet:
     """Render ``job.views`` views of one world and crop them (exact masks, and segmenter masks when asked)."""
     from scipy.ndimage import gaussian_filter
 
-    from gags.models.segmenters import HierarchySegmenter
+    from gags.models.hierarchy import HierarchySegmenter
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
     from gags.synth.world import build_world
@@ -307,7 +307,8 @@ class Captions:
             rows[n] = (i, -1, -1, -1)
         for g, phrase in enumerate(GENERIC):
             rows[phrase] = (-1, -1, -1, g)
-        combos = {(int(n), int(c), int(x)) for n, c, x in zip(data.name, data.color, data.texture) if n >= 0}
+        combos = {(int(n), int(c), int(x))
+                  for n, c, x in zip(data.name, data.color, data.texture, strict=True) if n >= 0}
         for n, c, x in sorted(combos):
             rows[f"{colors[c]} {names[n]}"] = (n, c, -1, -1)
             if x != plain:
@@ -331,7 +332,7 @@ class Captions:
         table = {}
         rows = []
         for n, c, x, bg in zip(data.name.tolist(), data.color.tolist(), data.texture.tolist(),
-                               data.background.tolist()):
+                               data.background.tolist(), strict=True):
             key = (n, c, x, bg)
             if key not in table:  # a few hundred distinct keys: captions are built once per key
                 if n < 0:
@@ -487,7 +488,6 @@ def save_local_dir(model: torch.nn.Module, folder: Path, model_cfg: dict | None 
 # ------------------------------------------------------------------------------------------------------- evaluation
 
 
-LEVEL_NAMES = ("subpart", "part", "whole")
 
 
 def evaluate(encoder, data: CropSet) -> dict:
@@ -722,7 +722,7 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
 
 
 def install(folder: Path) -> None:

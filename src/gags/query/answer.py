@@ -4,8 +4,8 @@ Per chosen view (default the held-out views; ``--views NAMES`` or ``--all``), re
 ``--downscale``: one render of the field, one decode, the relevancy of the text (``gags.query.render``), then the
 LERF-OVS localization (argmax of the 30x30 box-filtered relevancy) and segmentation mask (``gags.query.metrics``). With
 several levels (langsplat) the level with the highest relevancy is used (``choose_level``: box-filtered maximum for the
-point, smoothed maximum for the mask). Writes under ``OUT/query/SLUG/`` (SLUG: the text in lower case, other
-characters as '-'), per view ``STEM`` (the image name without extension)::
+point, smoothed maximum for the mask). Writes in ``Workspace.query_dir(TEXT)`` (named by the text in lower
+case, other characters as '-'), per view ``STEM`` (the image name without extension)::
 
     STEM_relevancy.png    the relevancy (min-max normalised, colour-mapped) over the image, the point as a cross
     STEM_relevancy.npy    float32 [H, W] raw relevancy in [0, 1] of the localization level
@@ -31,12 +31,10 @@ from tqdm.auto import tqdm
 from gags.config import QueryConfig
 from gags.errors import GagsError
 from gags.io import ensure_dir, write_json
-from gags.query import render
+from gags.query import figures, render
 from gags.query.metrics import MASK_THRESHOLD, box_filter, localize, segment
 from gags.splat.gaussians import FrozenGaussians
-
-QUERY_DIR = "query"
-RESULT_FILE = "result.json"
+from gags.workspace import Workspace
 
 
 def choose_views(scene: Any, views: tuple[str, ...], all_views: bool) -> list[int]:
@@ -70,14 +68,13 @@ def answer_view(geometry: FrozenGaussians, field: Any, camera: Any, query: torch
 
 
 def run(config: QueryConfig) -> dict[str, Any]:
-    """Run the stage; returns the record written to OUT/query/SLUG/result.json."""
-    from gags.data import load_scene_json, read_ply
+    """Run the stage; returns the record written to ``Workspace.query_result(TEXT)``."""
+    from gags.data import read_ply
     from gags.query.select3d import select_gaussians, write_selection_plys
 
     out = Path(config.out)
-    if not (out / "scene.json").is_file():
-        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
-                        f"reconstruct SCENE --out {out}` first.")
+    ws = Workspace(out)
+    ws.require_scene()
     text = config.text.strip()
     if not text:
         raise GagsError("the query text is empty. Pass a phrase, e.g. gags query OUT \"red cup\".")
@@ -86,17 +83,14 @@ def run(config: QueryConfig) -> dict[str, Any]:
     if not 0.0 <= config.threshold <= 1.0:
         raise GagsError(f"--threshold is a relevancy in [0, 1], got {config.threshold}.")
     field = render.load_field(out, config.method)
-    scene = load_scene_json(out)
+    scene = ws.load_scene()
     ids = choose_views(scene, config.views, config.all)
     geometry = render.load_geometry(out)
-    if len(field.features) != len(geometry):
-        raise GagsError(f"the {config.method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} "
-                        f"has {len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} "
-                        f"--method {config.method} --no-resume`.")
-    encoder = config.encoder or render.default_encoder(out)
-    render.check_encoder_weights(out, encoder)
+    ws.check_field(config.method, len(field.features), len(geometry))
+    encoder = config.encoder or ws.recorded_encoder()
+    ws.check_encoder_weights(encoder)
     query, canon = render.text_embeddings(encoder, [text], render.field_dim(field))
-    folder = ensure_dir(out / QUERY_DIR / render.slug(text))
+    folder = ensure_dir(ws.query_dir(text))
     split_of = {i: "train" for i in scene.train_ids} | {i: "test" for i in scene.test_ids}
 
     record: dict[str, Any] = {"text": text, "method": field.method, "encoder": encoder, "downscale": config.downscale,
@@ -111,10 +105,10 @@ def run(config: QueryConfig) -> dict[str, Any]:
         stem = Path(camera.name).stem
         files = {"relevancy_png": f"{stem}_relevancy.png", "relevancy_npy": f"{stem}_relevancy.npy",
                  "mask_png": f"{stem}_mask.png", "overlay_png": f"{stem}_overlay.png"}
-        render.write_png(folder / files["relevancy_png"], render.heatmap_figure(image, rel, loc.point))
-        render.write_npy(folder / files["relevancy_npy"], rel.astype(np.float32))
-        render.write_png(folder / files["mask_png"], seg.mask.astype(np.uint8) * 255)
-        render.write_png(folder / files["overlay_png"], render.mask_figure(image, seg.mask, None, loc.point))
+        figures.write_png(folder / files["relevancy_png"], figures.heatmap_figure(image, rel, loc.point))
+        figures.write_npy(folder / files["relevancy_npy"], rel.astype(np.float32))
+        figures.write_png(folder / files["mask_png"], seg.mask.astype(np.uint8) * 255)
+        figures.write_png(folder / files["overlay_png"], figures.mask_figure(image, seg.mask, None, loc.point))
         record["views"].append({
             "view": camera.name, "split": split_of.get(i, "none"), "point": list(loc.point), "score": loc.score,
             "max_relevancy": float(rel.max()), "level": loc.level, "level_mask": seg.level,
@@ -125,12 +119,12 @@ def run(config: QueryConfig) -> dict[str, Any]:
     if config.ply:
         start = time.perf_counter()
         selection = select_gaussians(field, query, canon, config.threshold)
-        files = write_selection_plys(folder, read_ply(out / render.GAUSSIANS_PLY), selection)
+        files = write_selection_plys(folder, read_ply(ws.gaussians_ply), selection)
         record["3d"] = {"num_gaussians": len(geometry), "selected": selection.count, "threshold": selection.threshold,
                         "level": selection.level, "relevancy_min": float(selection.relevancy.min()),
                         "relevancy_max": float(selection.relevancy.max()), **files,
                         "seconds": time.perf_counter() - start}
-    write_json(folder / RESULT_FILE, record)
+    write_json(ws.query_result(text), record)
 
     for v in record["views"]:
         print(f"{v['view']}: point {tuple(v['point'])}, max relevancy {v['max_relevancy']:.3f}, mask "

@@ -6,14 +6,15 @@ renders and decodes a language field and calls it per method, split and frame.
 The stage, for every method with a field in ``OUT/field/`` and every split (labelled training views, labelled held-out
 views, reported separately):
 
-1. labels: ``--labels DIR`` or the synthetic scene's own ``ROOT/label`` (ROOT from ``OUT/scene.json``); frames are
+1. labels: ``--labels DIR`` or the synthetic scene's own ``ROOT/label`` (ROOT from OUT's scene record); frames are
    matched to images by name, then by frame number (``gags.data.labels.match_images``);
 2. per labelled view: render the per-Gaussian features at the label resolution (``info.width x info.height``, divided
    by ``--downscale``; the camera's intrinsics are scaled per axis), decode every pixel once and score all the frame's
    categories at once against the canonical phrases (``gags.query.render``);
 3. LERF-OVS localization and segmentation (``evaluate_frames``; several levels: ``choose_level``), at the label
    resolution, or enlarged to ``PROTOCOL_MIN_SIDE`` when the labels are smaller (the maps upsampled);
-4. writes ``OUT/eval/METHOD/SPLIT/metrics.json`` (``miou``, ``loc_acc`` fractions in [0, 1], a per-query list, timings)
+4. writes ``Workspace.eval_metrics(METHOD, SPLIT)`` (``miou``, ``loc_acc`` fractions in [0, 1], a per-query list,
+   timings)
    and per query ``FRAME__LABEL_relevancy.png`` (the relevancy of the chosen level over the image, ground-truth boxes in
    green, the localization point as a cross) and ``FRAME__LABEL_mask.png`` (the predicted mask tinted, the rest dimmed,
    the ground-truth outline in green).
@@ -35,7 +36,9 @@ from gags.config import EvalConfig
 from gags.data.labels import FrameLabels, match_images
 from gags.errors import GagsError
 from gags.io import write_json
+from gags.query import figures as drawing
 from gags.query.metrics import MASK_THRESHOLD, ArrayLike, QueryResult, evaluate_query
+from gags.workspace import METRICS_JSON, Workspace, query_slug
 
 
 def evaluate_frames(
@@ -113,8 +116,6 @@ SPLITS = ("train", "test")
 """Training views and held-out views, evaluated and reported separately."""
 ASPECT_TOLERANCE = 0.02
 """Labels whose aspect ratio differs from their image's by more than 2 % belong to other images."""
-EVAL_DIR = "eval"
-METRICS_FILE = "metrics.json"
 PROTOCOL_MIN_SIDE = 720
 """Long side (pixels) below which label maps are evaluated enlarged. LangSplat's filters are fixed in pixels (30 x 30
 box, 7 x 7 majority window) and were set on LERF-OVS frames, which are about 1000 x 730 pixels; on the procedural
@@ -127,7 +128,9 @@ LERF-OVS's, are evaluated at their own resolution, exactly as LangSplat does."""
 def _label_folder(config: EvalConfig, scene: Any) -> Path:
     if config.labels is not None:
         return Path(config.labels)
-    folder = Path(scene.root) / "label"
+    from gags.synth.scenes import label_dir
+
+    folder = label_dir(scene.root)
     if not folder.is_dir():
         raise GagsError(f"no --labels given and the scene folder {scene.root} has no label/ folder (only synthetic "
                         "scenes carry their own labels). Pass --labels DIR, a LERF-OVS label folder of this scene "
@@ -152,14 +155,13 @@ def labelled_views(out: Path, labels: Path | None = None) -> tuple[Any, dict[str
     """The evaluation set of a scene output folder, found as ``gags eval`` finds it.
 
     Args:
-        out: OUT (with scene.json); labels: a label folder, default the synthetic scene's own.
+        out: a scene output folder; labels: a label folder, default the synthetic scene's own.
     Returns:
         (scene, frame name -> labels, split -> [(frame name, image index)] of the labelled frames).
     """
-    from gags.data import load_scene_json
     from gags.data.labels import load_labels
 
-    scene = load_scene_json(Path(out))
+    scene = Workspace(Path(out)).load_scene()
     frames = load_labels(_label_folder(EvalConfig(out=Path(out), labels=labels), scene))
     return scene, frames, _frames_by_split(scene, frames)
 
@@ -212,7 +214,7 @@ def evaluate_split(
     """Render, decode and evaluate one method on the labelled ``frames`` of one split; write metrics.json and figures.
 
     Args:
-        out_dir: OUT/eval/METHOD/SPLIT.
+        out_dir: ``Workspace.eval_dir(METHOD, SPLIT)``.
         frames: [(frame name, image index)].
         embeddings: category -> [D] text embedding; canon: [C, D] canonical phrases.
         label_dir: the label folder (for messages); info: extra entries of metrics.json (labels, encoder).
@@ -271,7 +273,7 @@ def evaluate_split(
         "seconds": seconds,
         "queries": queries,
     }
-    write_json(out_dir / METRICS_FILE, metrics)
+    write_json(out_dir / METRICS_JSON, metrics)
     return metrics
 
 
@@ -285,21 +287,20 @@ def write_figures(out_dir: Path, image: np.ndarray, labels: FrameLabels, maps: M
     Returns:
         label -> {"relevancy_png", "mask_png"} file names.
     """
-    from gags.query import render
 
     files = {}
     for frame_name, category, result in results:
-        stem = f"{frame_name}__{render.slug(category)}"
+        stem = f"{frame_name}__{query_slug(category)}"
         rel = maps[category] if maps[category].ndim == 2 else maps[category][result.localization.level]
         mask, point = result.segmentation.mask, result.localization.point
         if mask.shape != image.shape[:2]:  # evaluated enlarged (PROTOCOL_MIN_SIDE): drawn at the image's size
             sx, sy = image.shape[1] / mask.shape[1], image.shape[0] / mask.shape[0]
             point = (min(int(point[0] * sx), image.shape[1] - 1), min(int(point[1] * sy), image.shape[0] - 1))
             mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        render.write_png(out_dir / f"{stem}_relevancy.png",
-                         render.heatmap_figure(image, rel, point, labels.boxes[category]))
-        render.write_png(out_dir / f"{stem}_mask.png",
-                         render.mask_figure(image, mask, labels.masks[category], point))
+        drawing.write_png(out_dir / f"{stem}_relevancy.png",
+                          drawing.heatmap_figure(image, rel, point, labels.boxes[category]))
+        drawing.write_png(out_dir / f"{stem}_mask.png",
+                          drawing.mask_figure(image, mask, labels.masks[category], point))
         files[category] = {"relevancy_png": f"{stem}_relevancy.png", "mask_png": f"{stem}_mask.png"}
     return files
 
@@ -314,18 +315,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """``gags eval``: every chosen method on every chosen split; returns method -> split -> metrics."""
-    from gags.data import load_scene_json
     from gags.data.labels import load_labels
     from gags.query import render
 
     out = Path(config.out)
-    if not (out / "scene.json").is_file():
-        raise GagsError(f"{out / 'scene.json'} does not exist: {out} is not a scene output folder. Run `gags "
-                        f"reconstruct SCENE --out {out}` first.")
+    ws = Workspace(out)
+    ws.require_scene()
     if not config.downscale > 0:
         raise GagsError(f"--downscale must be positive, got {config.downscale}.")
-    methods = render.resolve_methods(out, config.method)
-    scene = load_scene_json(out)
+    methods = ws.resolve_methods(config.method)
+    scene = ws.load_scene()
     label_dir = _label_folder(config, scene)
     labels = load_labels(label_dir)
     frames = _frames_by_split(scene, labels)
@@ -337,30 +336,27 @@ def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
     splits = [s for s in splits if frames[s]]
     categories = list(dict.fromkeys(c for s in splits for name, _ in frames[s] for c in labels[name].categories))
     geometry = render.load_geometry(out)
-    encoder = config.encoder or render.default_encoder(out)
-    render.check_encoder_weights(out, encoder)
+    encoder = config.encoder or ws.recorded_encoder()
+    ws.check_encoder_weights(encoder)
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     rows = []
     embedded: dict[int, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
     for method in methods:
         field = render.load_field(out, method)
-        if len(field.features) != len(geometry):
-            raise GagsError(f"the {method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} has "
-                            f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} "
-                            f"--method {method} --no-resume`.")
+        ws.check_field(method, len(field.features), len(geometry))
         dim = render.field_dim(field)
         if dim not in embedded:
             query, canon = render.text_embeddings(encoder, categories, dim)
             embedded[dim] = (dict(zip(categories, query, strict=True)), canon)
         embeddings, canon = embedded[dim]
         for split in splits:
-            metrics = evaluate_split(out / EVAL_DIR / method / split, scene, geometry, field, frames[split], labels,
+            metrics = evaluate_split(ws.eval_dir(method, split), scene, geometry, field, frames[split], labels,
                                      embeddings, canon, config.downscale, config.figures, label_dir,
                                      {"labels": str(label_dir), "encoder": encoder, "downscale": config.downscale},
                                      config.protocol_min_side)
             results.setdefault(method, {})[split] = metrics
             rows.append(metrics)
     print_table(rows)
-    print(f"gags eval: {out / EVAL_DIR}/METHOD/SPLIT/{METRICS_FILE}")
+    print(f"gags eval: {ws.eval_root}/METHOD/SPLIT")
     return results

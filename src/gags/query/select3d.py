@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from gags.field import LanguageField
-from gags.query.render import DECODE_CHUNK, colormap, decoded_relevancy, normalized
+from gags.query.figures import colormap, normalized
+from gags.query.render import DECODE_CHUNK, decoded_relevancy
 
 SELECT_THRESHOLD = 0.5
 """Relevancy above which a Gaussian is selected: the query beats every canonical phrase (see the module docstring)."""
@@ -63,7 +64,8 @@ def gaussian_relevancy(field: LanguageField, query: Tensor, canon: Tensor, chunk
 
 def select_gaussians(field: LanguageField, query: Tensor, canon: Tensor,
                      threshold: float = SELECT_THRESHOLD) -> Selection:
-    """Score every Gaussian and select those with relevancy > ``threshold`` (level: the one with the highest maximum)."""
+    """Score every Gaussian and select those with relevancy > ``threshold`` (level: the one with the highest
+    maximum)."""
     rel = gaussian_relevancy(field, query, canon)  # [L, N]
     level = int(torch.argmax(rel.amax(dim=1))) if rel.shape[1] else 0
     chosen = rel[level]

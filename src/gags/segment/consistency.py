@@ -39,6 +39,8 @@ import torch
 
 from gags.cameras import Camera
 from gags.errors import GagsError
+from gags.levels import NAMES as GT_LEVELS
+from gags.levels import SEGMENT_ROWS as LEVEL_NAMES
 
 CARRY_REL_TOL = 0.05
 """A carried pixel must land within 5% of the depth the other view sees there. Tighter than GaS's visibility test
@@ -48,9 +50,7 @@ MIN_OVERLAP = 0.1
 """Two views overlap when at least 10% of the first view's pixels (with depth) are carried into the second."""
 OVERLAP_STRIDE = 4
 """Every 4th pixel per axis estimates the overlap of a pair (the metric itself uses every pixel)."""
-LEVEL_NAMES = ("default", "s", "m", "l")
 """Levels of LangSplat's _s maps."""
-GT_LEVELS = ("subpart", "part", "whole")
 """Levels of the procedural world's ids/ maps; level s, m, l of _s are compared with them in this order."""
 
 
@@ -224,26 +224,23 @@ def evaluate_segment_outputs(out: Path, truth_dir: Path | None = None, rel_tol: 
                              min_overlap: float = MIN_OVERLAP) -> dict[str, Any]:
     """Consistency (and, with ``truth_dir``, purity) of the segments ``gags segment`` wrote into OUT.
 
-    Reads OUT/scene.json, OUT/language_features/NAME_s.npy and the rendered depth OUT/segment/depth/NAME.npy;
+    Reads the scene record, the ``_s`` maps and the rendered depth maps of OUT (``gags.workspace.Workspace``);
     ``truth_dir``: a folder of [3, H, W] id maps NAME.npy (``gags synth``'s ids/), resized (nearest) to the segment
     maps when sizes differ. Views without segments are left out.
     """
-    from gags.data import load_scene_json
     from gags.config import SegmentConfig
-    from gags.io import read_json
     from gags.data.features import feature_paths, feature_stem
-    from gags.segment.extract import CONFIG_FILE, DEPTH_DIR, FEATURES_DIR, STAGE_DIR, segmentation_downscale
+    from gags.segment.parallel import segmentation_downscale
+    from gags.workspace import Workspace
 
     out = Path(out)
-    scene = load_scene_json(out)
-    record_path = out / STAGE_DIR / CONFIG_FILE
-    max_height = SegmentConfig.max_height
-    if record_path.is_file():
-        max_height = read_json(record_path).get("settings", {}).get("max_height", max_height)
+    ws = Workspace(out)
+    scene = ws.load_scene()
+    max_height = ws.segment_settings().get("max_height", SegmentConfig.max_height)
     segments, depths, cameras, truth = [], [], [], []
     for i, name in enumerate(scene.names):
-        _, s_path = feature_paths(out / FEATURES_DIR, name)
-        d_path = out / STAGE_DIR / DEPTH_DIR / f"{feature_stem(name)}.npy"
+        _, s_path = feature_paths(ws.features_dir, name)
+        d_path = ws.depth_file(feature_stem(name))
         if not s_path.is_file() or not d_path.is_file():
             continue
         seg = torch.from_numpy(np.load(s_path).astype(np.int64))

@@ -27,6 +27,7 @@ import torch
 import torchvision
 
 from gags.errors import GagsError
+from gags.levels import SEGMENT_ROWS as LEVELS
 
 PRED_IOU_THRESH = 0.7
 """Keep masks with predicted IoU > 0.7 (release preprocess.py: ``SamAutomaticMaskGenerator(pred_iou_thresh=0.7)``)."""
@@ -47,7 +48,6 @@ INNER_CONTAINED_RATIO = 0.85
 FALLBACK_TOP_K = 3
 """LangSplat ``mask_nms``: when a criterion rejects every mask, the 3 best-scored pass that criterion."""
 
-LEVELS = ("default", "s", "m", "l")
 """LangSplat's level order in ``_s.npy``: default (all three granularities together), sub-part, part, whole."""
 
 _BOX_CHUNK = 256
@@ -78,7 +78,8 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _labels(mosaic: np.ndarray, row_owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of a mosaic: [R, C] bool -> labels [R, C] int32, area [n], owner [n] (label 0: background).
+    """8-connected components of a mosaic: [R, C] bool -> labels [R, C] int32, area [n], owner [n] (label 0:
+    background).
 
     row_owner: [R] the window each mosaic row belongs to (windows are separated by empty rows and columns).
     """
@@ -197,68 +198,6 @@ def _remove_small_regions_(out: np.ndarray, min_area: int) -> np.ndarray:
             keep[first[all_small]] = True
         flat_out[flat[valid]] = keep[labels[valid]]
     return changed
-
-
-@dataclass
-class FilteredMasks:
-    """Masks that pass quality, box NMS and the small-region clean-up, in SAM's output order.
-
-    index: [K] int64 rows of the input; masks: [K, H, W] bool (cleaned); boxes: [K, 4] int64 (x0, y0, x1, y1).
-    """
-
-    index: torch.Tensor
-    masks: torch.Tensor
-    boxes: torch.Tensor
-
-
-def quality_box_nms(
-    masks: torch.Tensor,
-    predicted_iou: torch.Tensor,
-    stability: torch.Tensor,
-    pred_iou_thresh: float = PRED_IOU_THRESH,
-    stability_thresh: float = STABILITY_THRESH,
-    box_nms_thresh: float = BOX_NMS_THRESH,
-) -> torch.Tensor:
-    """Steps 1-2: [K] int64 rows of ``masks`` [M, H, W] passing the quality filter and box NMS, by decreasing IoU."""
-    keep = torch.nonzero((predicted_iou > pred_iou_thresh) & (stability >= stability_thresh), as_tuple=True)[0]
-    if len(keep) == 0:
-        return keep
-    boxes = masks_to_boxes(masks[keep]).float()
-    return keep[torchvision.ops.nms(boxes, predicted_iou[keep].float(), box_nms_thresh)]
-
-
-def small_region_nms(
-    masks: torch.Tensor, changed: torch.Tensor, box_nms_thresh: float = BOX_NMS_THRESH
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 3's second NMS: masks [K, H, W] (cleaned), changed [K] -> (kept rows [J], their boxes [J, 4])."""
-    boxes = masks_to_boxes(masks)
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.int64, device=masks.device), boxes
-    keep = torchvision.ops.nms(boxes.float(), (~changed).float(), box_nms_thresh)
-    return keep, boxes[keep]
-
-
-def filter_masks(
-    masks: torch.Tensor,
-    predicted_iou: torch.Tensor,
-    stability: torch.Tensor,
-    pred_iou_thresh: float = PRED_IOU_THRESH,
-    stability_thresh: float = STABILITY_THRESH,
-    box_nms_thresh: float = BOX_NMS_THRESH,
-    min_region_area: int = MIN_REGION_AREA,
-) -> FilteredMasks:
-    """Steps 1-3 on one level's masks: SamAutomaticMaskGenerator's filtering with the release's settings.
-
-    Args:
-        masks: [M, H, W] bool at full image resolution; predicted_iou, stability: [M].
-    """
-    index = quality_box_nms(masks, predicted_iou, stability, pred_iou_thresh, stability_thresh, box_nms_thresh)
-    kept = masks[index]
-    if min_region_area <= 0:
-        return FilteredMasks(index, kept, masks_to_boxes(kept))
-    cleaned, changed = remove_small_regions(kept, min_region_area)
-    keep, boxes = small_region_nms(cleaned, changed, box_nms_thresh)
-    return FilteredMasks(index[keep], cleaned[keep], boxes)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

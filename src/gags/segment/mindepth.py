@@ -82,7 +82,7 @@ def visibility_min_depth(
     min_depth = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
     visible = torch.zeros((v, n), dtype=torch.bool, device=device)
     pixels = torch.full((v, n, 2), -1, dtype=torch.int32, device=device)
-    for view, (camera, depth) in enumerate(zip(cameras, depths)):
+    for view, (camera, depth) in enumerate(zip(cameras, depths, strict=True)):
         if tuple(depth.shape) != (camera.height, camera.width):
             raise GagsError(f"rendered depth of view {camera.name!r} is {list(depth.shape)}, but its camera is "
                             f"{camera.height}x{camera.width} (H x W); render depth at the camera's size.")

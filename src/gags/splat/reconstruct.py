@@ -10,10 +10,11 @@ them (its test ``step % reset_every == 0 & step > 0`` is always false), and this
 A checkpoint is written atomically every ``checkpoint_every`` iterations; running the same command again continues
 from it.
 
-Outputs: ``OUT/scene.json``, ``OUT/gaussians.ply``, ``OUT/reconstruct/metrics.json`` (held-out PSNR/SSIM, per view),
-``OUT/reconstruct/checkpoint.safetensors``, ``OUT/reconstruct/renders/NAME.png`` (held-out renders). metrics.json's
-``curve`` is the training curve: loss and PSNR of the training views, averaged over about ``CURVE_POINTS`` stretches of
-the run (also kept in the checkpoint, so a resumed run continues it).
+Outputs (paths of :class:`gags.workspace.Workspace`): the scene record, the Gaussians (``gaussians_ply``), the metrics
+(``reconstruct_metrics``: held-out PSNR/SSIM, per view), the checkpoint and the held-out renders
+(``reconstruct_renders/NAME.png``). The metrics' ``curve`` is the training curve: loss and PSNR of the training views,
+averaged over about ``gags.training.CURVE_POINTS`` stretches of the run (also kept in the checkpoint, so a resumed run
+continues it). Checkpoints, resume, view order, curve and clocks are those of :mod:`gags.training`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 from gsplat.strategy import DefaultStrategy
-from tqdm.auto import tqdm
 
+from gags import training
 from gags.cameras import Camera
 from gags.config import ReconstructConfig
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, write_json
-from gags.splat.checkpoint import Checkpoint, load_checkpoint, load_optimizer_states, optimizer_states, save_checkpoint
 from gags.splat.gaussians import (
     SPLAT_KEYS,
     activated,
@@ -45,6 +45,7 @@ from gags.splat.gaussians import (
 )
 from gags.splat.ssim import SSIM_WINDOW, psnr, ssim
 from gags.threads import scoped_torch_threads
+from gags.workspace import Workspace
 
 # --- 3DGS / gsplat simple_trainer learning rates (Kerbl et al. 2023, Sec. 7.1; gsplat examples/simple_trainer.py) ---
 LR_MEANS = 1.6e-4
@@ -67,8 +68,8 @@ RANDOM_INIT_FAR = 2.0
 """Random initial Gaussians fill the camera frustums between these depths (times the scene scale): for cameras on a
 sphere of radius ~scale around the scene, depth 2 x scale reaches the far side of it."""
 
-CURVE_POINTS = 200
-"""The training curve keeps about this many points (one every ``iterations / 200`` iterations, as gags distill)."""
+CHECKPOINT_KIND = "reconstruct"
+"""Checkpoints of this stage are ``gags.training`` checkpoints of this kind."""
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]
 
@@ -179,13 +180,6 @@ def means_lr(step: int, iterations: int, scene_scale: float) -> float:
     return LR_MEANS * scene_scale * LR_MEANS_FINAL_FACTOR ** (step / max(1, iterations))
 
 
-def view_index(seed: int, step: int, n_views: int) -> int:
-    """The training view of ``step``: a seeded random permutation of all views per epoch (no state to save)."""
-    epoch, pos = divmod(step, n_views)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return int(torch.randperm(n_views, generator=g)[pos])
-
-
 def photometric_loss(render: torch.Tensor, target: torch.Tensor, ssim_lambda: float
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """3DGS loss ``(1 - l) L1 + l (1 - SSIM)`` of render and target [H, W, 3]; returns (loss, l1, ssim)."""
@@ -236,7 +230,7 @@ def _write_png(path: Path, img: torch.Tensor) -> None:
 def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scene_scale: float, seed: int = 42,
           sh_degree: int = 3, sh_degree_interval: int = 1000, ssim_lambda: float = 0.2, backend: str = "auto",
           rasterize: RenderFn | None = None, checkpoint_path: Path | None = None, checkpoint_every: int = 1000,
-          resume: Checkpoint | None = None, checkpoint_info: dict[str, Any] | None = None,
+          resume: training.Checkpoint | None = None, checkpoint_info: dict[str, Any] | None = None,
           eval_views: Views | None = None, eval_at: Sequence[int] = (), until: int | None = None,
           max_gaussians: int | None = None, progress: bool = True) -> TrainResult:
     """Optimise ``splats`` in place (the ParameterDict's entries are replaced as densification grows and prunes them).
@@ -246,7 +240,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         views: training views.
         iterations: total iterations of the run (a resumed run continues to this count).
         scene_scale: scene extent (learning rate of the means, densification scale thresholds).
-        resume: a checkpoint to continue from.
+        resume: a checkpoint (``gags.training``, kind ``reconstruct``) to continue from.
         checkpoint_path: where to write a checkpoint every ``checkpoint_every`` iterations and at the end.
         eval_views, eval_at: evaluate these views after these iteration counts (recorded in ``history``).
         max_gaussians: ceiling on the number of Gaussians densification may reach (None: none, as 3DGS).
@@ -258,48 +252,40 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
     rasterize = rasterize or default_rasterize()
     device = splats["means"].device
     strategy = densification_strategy(iterations, max_gaussians)
-    start = 0
-    seconds_before = cpu_before = 0.0
-    history: list[dict[str, Any]] = []
-    curve: list[dict[str, Any]] = []
-    curve_every = max(1, iterations // CURVE_POINTS)
-    curve_sums = [0.0, 0.0, 0]  # loss, PSNR, iterations since the last curve point
+    saved = resume.info if resume is not None else {}
+    start = resume.step if resume is not None else 0
+    history: list[dict[str, Any]] = list(saved.get("history", []))
+    curve = training.Curve(iterations, saved.get("curve"))
     if resume is not None:
-        for key in SPLAT_KEYS:
-            splats[key] = torch.nn.Parameter(resume.splats[key].to(device, copy=True))
-        start = resume.step
-        seconds_before = float(resume.info.get("train_seconds", 0.0))
-        cpu_before = float(resume.info.get("cpu_seconds", 0.0))
-        history = list(resume.info.get("history", []))
-        curve = list(resume.info.get("curve", []))
+        for key, value in resume.group("splats").items():
+            splats[key] = torch.nn.Parameter(value.to(device, copy=True))
     optimizers = make_optimizers(splats, scene_scale)
     strategy.check_sanity(splats, optimizers)
     state = strategy.initialize_state(scene_scale=scene_scale)
     if resume is not None:
-        load_optimizer_states(optimizers, resume.optimizer_states)
+        try:
+            training.load_optimizers(optimizers, resume, saved["param_groups"])
+        except (KeyError, ValueError) as exc:
+            raise GagsError(f"checkpoint {checkpoint_path} is inconsistent ({exc}); delete it to start over.") from exc
+        strategy_saved = {**resume.group("strategy"), **saved.get("strategy_scalars", {})}
         for key in state:
-            if key in resume.strategy_state:
-                value = resume.strategy_state[key]
+            if key in strategy_saved:
+                value = strategy_saved[key]
                 state[key] = value.to(device) if torch.is_tensor(value) else value
     timing = dict.fromkeys(("data", "render", "loss", "backward", "optimizer", "densify", "checkpoint"), 0.0)
     info = dict(checkpoint_info or {})
-    session_start = time.perf_counter()
-    cpu_start = time.process_time()
-    eval_seconds = eval_cpu = 0.0
-
-    def train_seconds() -> float:
-        return seconds_before + time.perf_counter() - session_start - eval_seconds
-
-    def cpu_seconds() -> float:
-        return cpu_before + time.process_time() - cpu_start - eval_cpu
+    clock = training.Clock(saved.get("train_seconds", 0.0), saved.get("cpu_seconds", 0.0))
 
     def write(step: int) -> None:
         t = time.perf_counter()
-        save_checkpoint(checkpoint_path, Checkpoint(
-            step=step, splats={k: v.detach() for k, v in splats.items()},
-            optimizer_states=optimizer_states(optimizers), strategy_state=state, rng_state=torch.get_rng_state(),
-            info={**info, "train_seconds": train_seconds(), "cpu_seconds": cpu_seconds(), "history": history,
-                  "curve": curve}))
+        optim, groups = training.optimizer_tensors(optimizers)
+        tensors = {**training.grouped("splats", dict(splats.items())), **optim,
+                   **training.grouped("strategy", {k: v for k, v in state.items() if torch.is_tensor(v)})}
+        scalars = {k: v for k, v in state.items() if not torch.is_tensor(v)}
+        training.save_checkpoint(checkpoint_path, CHECKPOINT_KIND, training.Checkpoint(
+            step=step, tensors=tensors, rng_state=torch.get_rng_state(),
+            info={**info, "train_seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds, "history": history,
+                  "curve": curve.state(), "param_groups": groups, "strategy_scalars": scalars}))
         timing["checkpoint"] += time.perf_counter() - t
 
     with torch.random.fork_rng(devices=[]):  # densification draws from the global generator; leave the caller's alone
@@ -307,13 +293,12 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             torch.set_rng_state(resume.rng_state)
         else:
             torch.manual_seed(seed)
-        bar = tqdm(total=iterations, initial=start, desc="reconstruct", unit="it", disable=not progress,
-                   dynamic_ncols=True)
+        bar = training.progress_bar(iterations, start, "reconstruct", progress)
         loss_ema = None
         stop = iterations if until is None else max(start, min(until, iterations))
         for step in range(start, stop):
             t0 = time.perf_counter()
-            i = view_index(seed, step, len(views))
+            i = training.view_index(seed, step, len(views))
             cam = views.cameras[i]
             target = views.target(i).to(device)
             degree = min(step // max(1, sh_degree_interval), sh_degree)
@@ -335,29 +320,20 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             for key, a, b in (("data", t0, t1), ("render", t1, t2), ("loss", t2, t3), ("backward", t3, t4),
                               ("optimizer", t4, t5), ("densify", t5, t6)):
                 timing[key] += b - a
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise GagsError(f"the loss became {value} at iteration {step}. Check the scene's poses and images; "
-                                "delete OUT/reconstruct/checkpoint.safetensors to start over.")
+            value = training.finite_or_raise(float(loss.detach()), step, checkpoint_path)
             loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
             bar.update(1)
             if step % 10 == 0 or step == iterations - 1:
                 bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=f"{splats['means'].shape[0]:,}", refresh=False)
             done = step + 1
-            curve_sums[0] += value
-            curve_sums[1] += float(psnr(img.detach()[..., :3].clamp(0.0, 1.0), target))
-            curve_sums[2] += 1
-            if done % curve_every == 0 or done == iterations:
-                curve.append({"iteration": done, "loss": curve_sums[0] / curve_sums[2],
-                              "psnr": curve_sums[1] / curve_sums[2], "num_gaussians": int(splats["means"].shape[0])})
-                curve_sums = [0.0, 0.0, 0]
+            curve.add({"loss": value, "psnr": float(psnr(img.detach()[..., :3].clamp(0.0, 1.0), target))})
+            if curve.due(done):
+                curve.close(done, num_gaussians=int(splats["means"].shape[0]))
             if eval_views is not None and done in eval_at:
-                t, c = time.perf_counter(), time.process_time()
-                metrics = evaluate(splats, eval_views, degree, rasterize, backend)
-                eval_seconds += time.perf_counter() - t
-                eval_cpu += time.process_time() - c
+                with clock.pause():
+                    metrics = evaluate(splats, eval_views, degree, rasterize, backend)
                 history.append({"iterations": done, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
-                                "seconds": train_seconds(), "cpu_seconds": cpu_seconds(),
+                                "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds,
                                 "num_gaussians": int(splats["means"].shape[0])})
             if checkpoint_path is not None and checkpoint_every > 0 and done % checkpoint_every == 0 \
                     and done < stop:
@@ -365,16 +341,15 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
         bar.close()
         if checkpoint_path is not None:
             write(max(start, stop))
-    return TrainResult(step=max(start, stop), seconds=train_seconds(),
-                       resumed_from=resume.step if resume is not None else None, cpu_seconds=cpu_seconds(),
-                       timing=timing, history=history, curve=curve)
+    return TrainResult(step=max(start, stop), seconds=clock.seconds,
+                       resumed_from=resume.step if resume is not None else None, cpu_seconds=clock.cpu_seconds,
+                       timing=timing, history=history, curve=curve.points)
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # the stage
 
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 CPU_ITERATIONS = 7000
 """Default run length on a CPU: 3DGS's first evaluation point (7k), with the schedules scaled to it."""
 CPU_GAUSSIANS_PER_PIXEL = 1.0
@@ -441,12 +416,13 @@ def run(config: ReconstructConfig) -> dict[str, Any]:
 
 
 def _run(config: ReconstructConfig) -> dict[str, Any]:
-    from gags.data import load_scene, save_scene_json
+    from gags.data import load_scene
     from gags.data.ply import write_ply
 
     wall_start = time.perf_counter()
     out = ensure_dir(Path(config.out))
-    stage_dir = ensure_dir(out / "reconstruct")
+    ws = Workspace(out)
+    ensure_dir(ws.reconstruct_dir)
     if config.images is not None:
         from gags.data.sfm import run_sfm
 
@@ -462,7 +438,7 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
     if config.max_gaussians is not None and config.max_gaussians < 0:
         raise GagsError(f"--max-gaussians must be >= 0 (0: no ceiling), got {config.max_gaussians}.")
     scene = load_scene(scene_path, images_dir=config.images_dir, test_every=config.test_every)
-    save_scene_json(scene, out / "scene.json")
+    ws.save_scene(scene)
     scene_scale = float(scene.scale)  # 1.1 x camera extent already (3DGS / simple_trainer)
     train_views = _load_views(scene, scene.train_ids, config.downscale)
     test_ids = list(scene.test_ids)
@@ -476,18 +452,14 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
                         f"least {SSIM_WINDOW} pixels per side. Use a smaller --downscale.")
     iterations, max_gaussians = resolve_budget(config.iterations, config.max_gaussians, on_gpu, w * h)
 
-    ckpt_path = stage_dir / CHECKPOINT_NAME
+    ckpt_path = ws.reconstruct_checkpoint
     settings = _settings(config)
     resume = None
     if config.resume and ckpt_path.is_file():
-        resume = load_checkpoint(ckpt_path)
-        saved = resume.info.get("settings", {})
-        changed = {k: (saved.get(k), settings.get(k)) for k in RESUME_KEYS if saved.get(k) != settings.get(k)}
-        if changed:
-            raise GagsError(f"{ckpt_path} was made with other settings ({changed}, as (then, now)). Run with the same "
-                            "settings, pass --no-resume, or delete the checkpoint to start over.")
+        resume = training.load_checkpoint(ckpt_path, CHECKPOINT_KIND)
+        training.check_settings(ckpt_path, resume.info.get("settings", {}), settings)
     if resume is not None:
-        splats = make_splats(**resume.splats)
+        splats = make_splats(**resume.group("splats"))
         init = resume.info.get("init", "checkpoint")
         print(f"gags reconstruct: resuming from iteration {resume.step} ({ckpt_path})")
     else:
@@ -501,12 +473,12 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
                    checkpoint_path=ckpt_path, checkpoint_every=config.checkpoint_every, resume=resume,
                    checkpoint_info={"settings": settings, "init": init}, eval_views=test_views,
                    eval_at=tuple(config.eval_at), max_gaussians=max_gaussians)
-    write_ply(out / "gaussians.ply", {k: v.detach() for k, v in splats.items()})
+    write_ply(ws.gaussians_ply, {k: v.detach() for k, v in splats.items()})
     # the degree of the last iteration (all bands when nothing was trained, e.g. a PLY taken as it is)
     last = result.step - 1
     final_degree = config.sh_degree if last < 0 else min(last // max(1, config.sh_degree_interval), config.sh_degree)
     t = time.perf_counter()
-    metrics = evaluate(splats, test_views, final_degree, rasterize, config.backend, renders_dir=stage_dir / "renders")
+    metrics = evaluate(splats, test_views, final_degree, rasterize, config.backend, renders_dir=ws.reconstruct_renders)
     eval_seconds = time.perf_counter() - t
     report = {
         "psnr": metrics["psnr"],
@@ -532,9 +504,9 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
         "session_seconds": time.perf_counter() - wall_start,
         "timing": result.timing,
     }
-    write_json(stage_dir / "metrics.json", report)
+    write_json(ws.reconstruct_metrics, report)
     print(f"gags reconstruct: {result.step} iterations, {report['num_gaussians']} Gaussians, held-out PSNR "
-          f"{_fmt(report['psnr'])} dB, SSIM {_fmt(report['ssim'], 3)} ({eval_split} views) -> {out / 'gaussians.ply'}")
+          f"{_fmt(report['psnr'])} dB, SSIM {_fmt(report['ssim'], 3)} ({eval_split} views) -> {ws.gaussians_ply}")
     return report
 
 

@@ -574,7 +574,7 @@ class _Composite(torch.autograd.Function):
         sums = torch.zeros(8 if ctx.absgrad else 6, n_gauss, dtype=dtype, device=device)
         grad_colors = torch.zeros_like(colors) if ctx.needs_input_grad[2] else None
         a, b, c = conics.detach().unbind(-1)
-        for chunk, weights in zip(reversed(pairs.chunks), reversed(ctx.weights)):
+        for chunk, weights in zip(reversed(pairs.chunks), reversed(ctx.weights), strict=True):
             n_pairs = chunk.pix.numel()
             # v_k = colour_k . dL/drender at the pair's pixel: a sampled dense-dense product on the pattern of W.
             if colors.shape[1] > 0:
@@ -602,7 +602,7 @@ class _Composite(torch.autograd.Function):
             if ctx.absgrad:
                 pa, pb, pc = (t.index_select(0, gid) for t in (a, b, c))
                 per_pair += [(pa * gs_dx).add_(pb * gs_dy).abs_(), (pb * gs_dx).add_(pc * gs_dy).abs_()]
-            for row, values in zip(sums, per_pair):
+            for row, values in zip(sums, per_pair, strict=True):
                 row.index_add_(0, gid, values)
             if grad_colors is not None:
                 grad_colors += _weights_transposed_times(chunk, grad_render, n_gauss)

@@ -132,7 +132,8 @@ TEXTURE_WEIGHTS = {"plain": 0.44, "striped": 0.14, "checkered": 0.14, "dotted": 
 
 
 def paint(rng: np.random.Generator, scale: float, colors=PAINT, plain: bool = False) -> Material:
-    """A manufactured surface: any paint colour and, unless ``plain``, a random texture (stripes across local x or y)."""
+    """A manufactured surface: any paint colour and, unless ``plain``, a random texture (stripes across local x or
+    y)."""
     color = str(rng.choice(colors))
     if plain:
         texture = "plain"
@@ -335,7 +336,8 @@ def toy_car(rng: np.random.Generator) -> WholeSpec:
     for sx in (-1, 1):
         for sy in (-1, 1):
             x, y = sx * L * 0.3, sy * (W / 2 - 0.003)
-            wheels.append(part_of("wheel", sub("tire", fixed("black"), cylinder(rw, 0.006, (x, y, rw), rot_x(math.pi / 2))),
+            tire = cylinder(rw, 0.006, (x, y, rw), rot_x(math.pi / 2))
+            wheels.append(part_of("wheel", sub("tire", fixed("black"), tire),
                                   sub("hubcap", fixed(str(rng.choice(("gray", "white", "yellow")))),
                                       cylinder(rw * 0.5, 0.001, (x, y + sy * 0.0065, rw), rot_x(math.pi / 2)))))
     light = fixed(str(rng.choice(("yellow", "white"))))
@@ -361,13 +363,14 @@ def toy_robot(rng: np.random.Generator) -> WholeSpec:
     zh = zt + torso[2] + 0.026 * s
     eye = fixed(str(rng.choice(("red", "yellow", "teal", "white"))))
     legs = [part("robot leg", accent, cylinder(0.012 * s, leg_h / 2, (0, y * 0.022 * s, leg_h / 2))) for y in (-1, 1)]
-    arms = [part("robot arm", accent, stick((0.0, y * 0.052 * s, zt + 0.025 * s), (0.025 * s, y * 0.058 * s, zt - 0.03 * s),
-                                            0.009 * s)) for y in (-1, 1)]
+    arms = [part("robot arm", accent, stick((0.0, y * 0.052 * s, zt + 0.025 * s),
+                                            (0.025 * s, y * 0.058 * s, zt - 0.03 * s), 0.009 * s)) for y in (-1, 1)]
     return WholeSpec("toy robot", "toy robot", [
         part_of("robot torso", sub("robot chest", metal, box(*torso, (0, 0, zt))),
                 sub("control panel", paint(rng, 0.004, plain=False),
                     box(0.001, 0.022 * s, 0.015 * s, (torso[0] + 0.0008, 0, zt + 0.005 * s)))),
-        part_of("robot head", sub("robot face", metal, rounded_box(0.025 * s, 0.03 * s, 0.024 * s, 0.006 * s, (0, 0, zh))),
+        part_of("robot head",
+                sub("robot face", metal, rounded_box(0.025 * s, 0.03 * s, 0.024 * s, 0.006 * s, (0, 0, zh))),
                 sub("robot eye", eye, sphere(0.0058 * s, (0.024 * s, 0.012 * s, zh + 0.004 * s))),
                 sub("robot eye", eye, sphere(0.0058 * s, (0.024 * s, -0.012 * s, zh + 0.004 * s))),
                 sub("antenna", accent, rod((0, 0, zh + 0.02 * s), (0, 0, zh + 0.05 * s), 0.0022 * s),
@@ -383,8 +386,10 @@ def rubber_duck(rng: np.random.Generator) -> WholeSpec:
     eye = fixed("black")
     return WholeSpec("rubber duck", "rubber duck", [
         part("duck body", skin, ellipsoid(0.05 * s, 0.04 * s, 0.03 * s, (0, 0, 0.03 * s))),
-        part("duck wing", Material(skin.color), ellipsoid(0.03 * s, 0.008 * s, 0.015 * s, (-0.006 * s, 0.036 * s, 0.036 * s))),
-        part("duck wing", Material(skin.color), ellipsoid(0.03 * s, 0.008 * s, 0.015 * s, (-0.006 * s, -0.036 * s, 0.036 * s))),
+        part("duck wing", Material(skin.color),
+             ellipsoid(0.03 * s, 0.008 * s, 0.015 * s, (-0.006 * s, 0.036 * s, 0.036 * s))),
+        part("duck wing", Material(skin.color),
+             ellipsoid(0.03 * s, 0.008 * s, 0.015 * s, (-0.006 * s, -0.036 * s, 0.036 * s))),
         part_of("duck head", sub("duck face", Material(skin.color), sphere(0.025 * s, (0.028 * s, 0, 0.072 * s))),
                 sub("duck beak", beak, ellipsoid(0.016 * s, 0.011 * s, 0.0055 * s, (0.054 * s, 0, 0.067 * s))),
                 sub("duck eye", eye, sphere(0.0042 * s, (0.047 * s, 0.011 * s, 0.08 * s))),
@@ -398,13 +403,16 @@ def teddy_bear(rng: np.random.Generator) -> WholeSpec:
     snout = fixed(str(rng.choice(("beige", "white"))))
     dark = fixed("black")
     limbs = [part("bear arm", Material(fur.color, fur.texture, fur.scale),
-                  stick((0.0, y * 0.043 * s, 0.085 * s), (0.03 * s, y * 0.052 * s, 0.05 * s), 0.012 * s)) for y in (-1, 1)]
+                  stick((0.0, y * 0.043 * s, 0.085 * s), (0.03 * s, y * 0.052 * s, 0.05 * s), 0.012 * s))
+             for y in (-1, 1)]
     limbs += [part("bear leg", Material(fur.color, fur.texture, fur.scale),
                    stick((0.005 * s, y * 0.026 * s, 0.016 * s), (0.05 * s, y * 0.032 * s, 0.014 * s), 0.015 * s))
               for y in (-1, 1)]
     return WholeSpec("teddy bear", "teddy bear", [
         part("bear body", fur, ellipsoid(0.04 * s, 0.045 * s, 0.05 * s, (0, 0, 0.052 * s))),
-        part_of("bear head", sub("bear face", Material(fur.color, fur.texture, fur.scale), sphere(0.034 * s, (0.004 * s, 0, 0.128 * s))),
+        part_of("bear head",
+                sub("bear face", Material(fur.color, fur.texture, fur.scale),
+                    sphere(0.034 * s, (0.004 * s, 0, 0.128 * s))),
                 sub("bear ear", Material(fur.color), sphere(0.012 * s, (0, 0.027 * s, 0.158 * s))),
                 sub("bear ear", Material(fur.color), sphere(0.012 * s, (0, -0.027 * s, 0.158 * s))),
                 sub("bear snout", snout, ellipsoid(0.012 * s, 0.016 * s, 0.011 * s, (0.033 * s, 0, 0.12 * s))),
@@ -545,7 +553,8 @@ def vase_of_flowers(rng: np.random.Generator) -> WholeSpec:
         a = u(rng, 0, 2 * math.pi)
         top = np.array([0.05 * math.cos(a), 0.05 * math.sin(a), 2 * h + u(rng, 0.06, 0.12)])
         petal_mat = paint(rng, 0.01, colors=("red", "pink", "yellow", "white", "purple", "orange", "blue"), plain=True)
-        petals = [ellipsoid(0.014, 0.0075, 0.003, tuple(top + 0.013 * np.array([math.cos(b), math.sin(b), 0])), rot_z(b))
+        petals = [ellipsoid(0.014, 0.0075, 0.003, tuple(top + 0.013 * np.array([math.cos(b), math.sin(b), 0])),
+                            rot_z(b))
                   for b in np.linspace(0, 2 * math.pi, 5, endpoint=False) + i]
         flowers.append(part_of("flower", sub("petal", petal_mat, *petals),
                                sub("flower center", fixed(str(rng.choice(("yellow", "brown", "orange")))),
@@ -700,7 +709,8 @@ PRESETS: dict[str, dict] = {
     "figurines": {"kinds": ["toy car", "toy robot", "rubber duck", "rubber duck", "teddy bear", "die", "block tower",
                             "apple", "apple"],
                   "clutter": ["book", "potted cactus", "die", "toy car", "banana"], "n_clutter": (2, 3)},
-    "kitchen": {"kinds": ["saucepan", "cutting board", "knife", "bottle", "mug", "mug", "salt shaker", "banana", "apple"],
+    "kitchen": {"kinds": ["saucepan", "cutting board", "knife", "bottle", "mug", "mug", "salt shaker", "banana",
+                          "apple"],
                 "clutter": ["glass of water", "bottle", "potted cactus", "teapot", "donut"], "n_clutter": (1, 3)},
     "random": {"kinds": [], "clutter": list(KINDS), "n_clutter": (7, 12)},
 }

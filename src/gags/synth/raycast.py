@@ -445,7 +445,8 @@ def hit_primitive(comp: Compiled, i: int, o: torch.Tensor, d: torch.Tensor, tmin
     return t + t0
 
 
-def cast_rays(comp: Compiled, o: torch.Tensor, d: torch.Tensor, tmin: float = T_MIN) -> tuple[torch.Tensor, torch.Tensor]:
+def cast_rays(comp: Compiled, o: torch.Tensor, d: torch.Tensor,
+              tmin: float = T_MIN) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest hit of arbitrary rays (tests, probes): o, d: [N, 3] world, d unit. Returns t: [N] (inf where none),
     prim: [N] long (-1 where none). Candidates by a vectorised ray / bounding-sphere test."""
     best_t = torch.full((o.shape[0],), INF, dtype=o.dtype)

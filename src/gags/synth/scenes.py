@@ -54,6 +54,40 @@ MIN_QUERIES = 12
 """The presets are built so that at least this many queries are visible at the default settings."""
 FORMAT_VERSION = 1
 
+TRANSFORMS_JSON = "transforms.json"
+"""Written last: its presence means the scene is complete."""
+WORLD_JSON = "world.json"
+QUERIES_JSON = "queries.json"
+LABEL_DIR = "label"
+IDS_DIR = "ids"
+IMAGES_DIR = "images"
+DEPTH_DIR = "depth"
+POINTS_PLY = "points3d.ply"
+
+
+def transforms_path(root: Path) -> Path:
+    """The scene's transforms file; it exists once the scene is complete."""
+    return Path(root) / TRANSFORMS_JSON
+
+
+def world_path(root: Path) -> Path:
+    return Path(root) / WORLD_JSON
+
+
+def queries_path(root: Path) -> Path:
+    """The evaluation queries with their level (whole, part, subpart) and frames."""
+    return Path(root) / QUERIES_JSON
+
+
+def label_dir(root: Path) -> Path:
+    """The LERF-OVS labels of the evaluation frames."""
+    return Path(root) / LABEL_DIR
+
+
+def ids_dir(root: Path) -> Path:
+    """The [3, H, W] entity ids of every frame (sub-part, part, whole)."""
+    return Path(root) / IDS_DIR
+
 
 def frame_name(index: int) -> str:
     return f"frame_{index:05d}"
@@ -87,7 +121,7 @@ def _settings(config: SynthConfig) -> dict:
 
 def _check_resume(out: Path, config: SynthConfig) -> None:
     """Refuse to mix two different scenes in one folder."""
-    path = out / "world.json"
+    path = world_path(out)
     if not path.exists():
         return
     previous = read_json(path).get("settings")
@@ -100,17 +134,17 @@ def _check_resume(out: Path, config: SynthConfig) -> None:
 
 
 def _write_frame(out: Path, name: str, r: Render) -> None:
-    with atomic_path(out / "images" / f"{name}.png") as tmp:
+    with atomic_path(out / IMAGES_DIR / f"{name}.png") as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(r.rgb, cv2.COLOR_RGB2BGR)):
             raise GagsError(f"could not write {tmp}.")
-    with atomic_path(out / "depth" / f"{name}.npy") as tmp:
+    with atomic_path(out / DEPTH_DIR / f"{name}.npy") as tmp:
         np.save(tmp, r.depth)
-    with atomic_path(out / "ids" / f"{name}.npy") as tmp:
+    with atomic_path(ids_dir(out) / f"{name}.npy") as tmp:
         np.save(tmp, r.ids)
 
 
 def _read_frame(out: Path, name: str) -> Render | None:
-    paths = [out / "images" / f"{name}.png", out / "depth" / f"{name}.npy", out / "ids" / f"{name}.npy"]
+    paths = [out / IMAGES_DIR / f"{name}.png", out / DEPTH_DIR / f"{name}.npy", ids_dir(out) / f"{name}.npy"]
     if not all(p.exists() for p in paths):
         return None
     bgr = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
@@ -128,8 +162,8 @@ def _read_frame(out: Path, name: str) -> Render | None:
 def _frame_entry(cam: Camera, name: str) -> dict:
     c2w_gl = cam.cam_to_world.double() @ OPENGL_TO_OPENCV  # OpenCV -> OpenGL axes (flip y and z); its own inverse
     K = cam.K
-    return {"file_path": f"images/{name}.png", "depth_file_path": f"depth/{name}.npy",
-            "ids_file_path": f"ids/{name}.npy",
+    return {"file_path": f"{IMAGES_DIR}/{name}.png", "depth_file_path": f"{DEPTH_DIR}/{name}.npy",
+            "ids_file_path": f"{IDS_DIR}/{name}.npy",
             "transform_matrix": [[round(float(v), 9) for v in row] for row in c2w_gl.tolist()],
             "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
             "w": cam.width, "h": cam.height}
@@ -139,11 +173,11 @@ def write_transforms(out: Path, cams: list[Camera], names: list[str], test: list
     frames = [_frame_entry(c, n) for c, n in zip(cams, names, strict=True)]
     test_set = set(test)
     K = cams[0].K
-    write_json(out / "transforms.json", {
+    write_json(transforms_path(out), {
         "camera_model": "OPENCV",
         "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
         "w": cams[0].width, "h": cams[0].height, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
-        "ply_file_path": "points3d.ply",
+        "ply_file_path": POINTS_PLY,
         "train_filenames": [f["file_path"] for i, f in enumerate(frames) if i not in test_set],
         "test_filenames": [f["file_path"] for i, f in enumerate(frames) if i in test_set],
         "frames": frames,
@@ -264,7 +298,7 @@ def frame_labels(world: World, name: str, r: Render, queries: list[dict]) -> tup
 def write_labels(out: Path, world: World, renders: dict[str, Render], queries: list[dict]) -> None:
     """label/NAME.json and label/NAME/CATEGORY.png for every frame of ``renders``; labels of other frames or
     categories left by an earlier run with other settings are removed, so the folder holds exactly this split."""
-    root = ensure_dir(out / "label")
+    root = ensure_dir(label_dir(out))
     for stale in root.glob("frame_*"):
         if stale.name.removesuffix(".json") not in renders:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
@@ -298,7 +332,7 @@ def run(config: SynthConfig) -> Path:
                   "cameras": [{"name": n, "ring": p.ring, "distance": round(p.distance, 6), "target": p.target,
                                "split": "test" if i in test else "train"}
                               for i, (n, p) in enumerate(zip(names, plans, strict=True))]}
-    write_json(out / "world.json", world_json)
+    write_json(world_path(out), world_json)
 
     renders: list[Render] = []
     for cam, name in tqdm(list(zip(cams, names, strict=True)), desc=f"gags synth {config.preset}", unit="view"):
@@ -311,13 +345,13 @@ def run(config: SynthConfig) -> Path:
     test_set = set(test)
     train = [i for i in range(total) if i not in test_set]
     xyz, rgb = surface_points([cams[i] for i in train], [renders[i] for i in train], config.points, config.seed)
-    write_points(out / "points3d.ply", xyz, rgb)
+    write_points(out / POINTS_PLY, xyz, rgb)
 
     labelled = sorted(set(test) | set(train[:: config.label_every]))
     label_renders = {names[i]: renders[i] for i in labelled}
     queries = choose_queries(world, label_renders)
     write_labels(out, world, label_renders, queries)
-    write_json(out / "queries.json", {
+    write_json(queries_path(out), {
         "preset": config.preset, "seed": config.seed, "min_area": MIN_QUERY_AREA,
         "label_frames": {"train": [names[i] for i in labelled if i not in test_set],
                          "test": [names[i] for i in labelled if i in test_set]},
@@ -327,4 +361,5 @@ def run(config: SynthConfig) -> Path:
     return out
 
 
-__all__ = ["choose_queries", "frame_labels", "run", "surface_points", "validate", "write_transforms"]
+__all__ = ["choose_queries", "frame_labels", "ids_dir", "label_dir", "queries_path", "run", "surface_points",
+           "transforms_path", "validate", "world_path", "write_transforms"]

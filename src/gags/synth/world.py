@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gags.errors import GagsError
+from gags.levels import NAMES as LEVELS
 
-LEVELS = ("subpart", "part", "whole")
 """Level names in the order of the id maps' first axis (finest first)."""
 
 PRIMITIVE_KINDS = ("sphere", "ellipsoid", "box", "rounded_box", "cylinder", "cone", "torus", "capsule", "plane")

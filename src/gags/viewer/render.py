@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gags.cameras import Camera
+from gags.query.figures import HEATMAP_BLEND, colormap
 from gags.query.relevancy import relevancy
-from gags.query.render import HEATMAP_BLEND, colormap
 from gags.query.select3d import SELECT_THRESHOLD, Selection, select_gaussians
 from gags.splat.sh import spherical_harmonics
 from gags.viewer.scene import ViewerScene

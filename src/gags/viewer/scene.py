@@ -1,8 +1,8 @@
 """What the viewer shows, loaded once from a scene output folder and read-only afterwards.
 
-``load_viewer_scene(OUT)`` reads ``OUT/scene.json`` (the cameras), ``OUT/gaussians.ply`` (geometry and SH colours),
-``OUT/field/METHOD/field.safetensors`` (the language field) and the text encoder that made the features (recorded by
-``gags segment`` in ``OUT/segment/config.json``). Anything missing is a GagsError naming the command that writes it.
+``load_viewer_scene(OUT)`` reads, through :class:`gags.workspace.Workspace`, the scene record (the cameras), the
+Gaussians (geometry and SH colours), the language field of one method and the text encoder that made the features
+(recorded by ``gags segment``). Anything missing is a GagsError naming the command that writes it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from gags.errors import GagsError
 from gags.field import LanguageField
 from gags.query import render as query_render
 from gags.splat.gaussians import FrozenGaussians
-
-SCENE_JSON = "scene.json"
+from gags.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,9 @@ class ViewerScene:
 
     geometry: activated Gaussians (means [N, 3], quats [N, 4], scales [N, 3], opacities [N]);
     sh: [N, K, 3] SH coefficients of the colours, evaluated up to ``sh_degree``;
-    canon: [C, D] embeddings of the canonical phrases; cameras: every view of scene.json (``train_ids`` are the
+    canon: [C, D] embeddings of the canonical phrases; cameras: every view of the scene (``train_ids`` are the
     training ones); up: [3] unit world up direction (mean of the training cameras' up axes); center: [3] the point the
-    cameras look at; scale: the scene's size (scene.json ``scale``).
+    cameras look at; scale: the scene's size (``Scene.scale``).
     """
 
     out: Path
@@ -84,7 +83,7 @@ def look_center(cameras: list[Camera]) -> Tensor:
 
 def load_viewer_scene(out: Path, method: str = "gags", encoder: str | None = None) -> ViewerScene:
     """Load everything the viewer needs from OUT; GagsError (with the command to run) when a piece is missing."""
-    from gags.data import load_scene_json, read_ply
+    from gags.data import read_ply
     from gags.data.ply import sh_degree_of
     from gags.models import load_encoder
     from gags.query.relevancy import CANONICAL_PHRASES
@@ -92,25 +91,19 @@ def load_viewer_scene(out: Path, method: str = "gags", encoder: str | None = Non
     out = Path(out)
     if not out.is_dir():
         raise GagsError(f"{out} does not exist. Pass a scene output folder (e.g. the --out of `gags demo`).")
-    if not (out / SCENE_JSON).is_file():
-        raise GagsError(f"{out / SCENE_JSON} does not exist: {out} is not a scene output folder. Run `gags "
-                        f"reconstruct SCENE --out {out}` (or `gags demo --out {out}`) first.")
-    if not (out / query_render.GAUSSIANS_PLY).is_file():
-        raise GagsError(f"{out / query_render.GAUSSIANS_PLY} does not exist. Run `gags reconstruct SCENE --out {out}` "
-                        "first.")
-    if not query_render.field_methods(out):
-        raise GagsError(f"{out / query_render.FIELD_DIR} holds no language field. Run `gags segment {out}` and then "
+    ws = Workspace(out)
+    ws.require_scene()
+    ws.require_gaussians()
+    if not ws.field_methods():
+        raise GagsError(f"{ws.fields_dir} holds no language field. Run `gags segment {out}` and then "
                         f"`gags distill {out}` first.")
     field = query_render.load_field(out, method)
-    scene = load_scene_json(out)
-    splats = read_ply(out / query_render.GAUSSIANS_PLY)
+    scene = ws.load_scene()
+    splats = read_ply(ws.gaussians_ply)
     geometry = FrozenGaussians.from_splats(splats)
-    if len(field.features) != len(geometry):
-        raise GagsError(f"the {method} field has {len(field.features)} Gaussians but {out / 'gaussians.ply'} has "
-                        f"{len(geometry)}: it was distilled on other Gaussians. Re-run `gags distill {out} --method "
-                        f"{method} --no-resume`.")
-    spec = encoder or query_render.default_encoder(out)
-    query_render.check_encoder_weights(out, spec)
+    ws.check_field(method, len(field.features), len(geometry))
+    spec = encoder or ws.recorded_encoder()
+    ws.check_encoder_weights(spec)
     text_encoder = load_encoder(spec, device="cpu")
     dim = query_render.field_dim(field)
     if text_encoder.dim != dim:

@@ -21,7 +21,7 @@ import torch
 from gags.cameras import Camera
 from gags.config import ViewConfig
 from gags.errors import GagsError
-from gags.query.render import colormap
+from gags.query.figures import colormap
 from gags.viewer.render import (
     GRANULARITY_COLORS,
     MODE_LABELS,
@@ -38,7 +38,7 @@ JPEG_QUALITY = 90
 FAR_DEPTH = 160.0
 """Depth sent where no Gaussian is hit, so the frustums show there (viser's depth images hold at most 167.77)."""
 FRUSTUM_SCALE = 0.05
-"""Size of the training-camera frustums, as a fraction of the scene's size (scene.json ``scale``)."""
+"""Size of the training-camera frustums, as a fraction of the scene's size (``Scene.scale``)."""
 FRUSTUM_COLOR = (235, 140, 30)
 FRUSTUM_LINE_PX = 1.5
 """Frustum line width in screen pixels (world-sized lines fill the screen when the viewer sits on a camera)."""

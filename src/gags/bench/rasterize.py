@@ -1,6 +1,6 @@
 """Benchmark of the torch rasterizer: forward and forward+backward time, (Gaussian, pixel) pairs per second.
 
-    python benchmarks/rasterize.py [--out bench_out/rasterize.json] [--repeats 3] [--threads 0] [--quick]
+    gags bench rasterize [--out bench_out/rasterize.json] [--repeats 3] [--threads 0] [--quick]
 
 Grid: N in {5k, 20k, 100k} x image {128x128, 256x256} x channels {3, 16}. The scene is random but reproducible (seeded)
 and described in the JSON ("scene"). Each time is the minimum of ``--repeats`` runs after one warm-up run, as wall
@@ -10,18 +10,19 @@ clock and as process CPU time: on a shared machine the wall clock includes the t
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 
+from gags.config import BenchRasterizeConfig
 from gags.io import write_json
 from gags.splat import rasterize
 from gags.splat.torch_backend import build_pairs, composite, project_gaussians
+from gags.threads import scoped_torch_threads
 
 SEED = 0
 HFOV_DEG = 60.0
@@ -146,17 +147,15 @@ def bench_case(n: int, width: int, height: int, channels: int, repeats: int) -> 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench_out/rasterize.json"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="only the target case (20k, 128x128, 16 channels)")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+def run(config: BenchRasterizeConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes."""
+    with scoped_torch_threads(config.threads):
+        return _run(config)
 
-    if args.quick:
+
+def _run(config: BenchRasterizeConfig) -> dict[str, Any]:
+
+    if config.quick:
         grid = [(TARGET["n"], TARGET["width"], TARGET["height"], TARGET["channels"])]
     else:
         grid = [(n, s, s, c) for n in (5_000, 20_000, 100_000) for s in (128, 256) for c in (3, 16)]
@@ -164,7 +163,7 @@ def main() -> None:
     print(f"{'N':>7} {'size':>9} {'C':>3} {'pairs':>9} {'fwd s':>7} {'fwd+bwd s':>9} {'(cpu s)':>8} "
           f"{'Mpairs/s fwd':>12} {'Mpairs/s f+b':>12}")
     for n, w, h, c in grid:
-        r = bench_case(n, w, h, c, args.repeats)
+        r = bench_case(n, w, h, c, config.repeats)
         results.append(r)
         print(
             f"{n:>7} {w:>4}x{h:<4} {c:>3} {r['composited_pairs']:>9} {r['forward_seconds']:>7.3f} "
@@ -181,7 +180,8 @@ def main() -> None:
     report = {
         "benchmark": "rasterize (torch backend)",
         "scene": SCENE_DOC,
-        "timing": f"minimum of {args.repeats} runs after one warm-up, wall clock and process CPU time; forward builds "
+        "timing": f"minimum of {config.repeats} runs after one warm-up, wall clock and process CPU time; forward "
+        "builds "
         "the autograd graph (inputs require grad); forward+backward uses loss = sum(render * fixed random weights) + "
         "sum(alpha); stage_cpu_seconds splits one forward+backward into projection, pair building, compositing and "
         "the whole backward pass",
@@ -199,15 +199,11 @@ def main() -> None:
         ),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, report)
+    write_json(config.out, report)
     if target is not None:
         ok = target["forward_backward_seconds"] <= TARGET["fwd_bwd_seconds"]
         print(f"target 20k/128x128/16ch fwd+bwd: {target['forward_backward_seconds']:.3f} s wall, "
               f"{target['forward_backward_cpu_seconds']:.3f} s CPU ({'meets' if ok else 'misses'} "
               f"<= {TARGET['fwd_bwd_seconds']} s wall; load average {os.getloadavg()[0]:.1f})")
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"wrote {config.out}")
+    return report

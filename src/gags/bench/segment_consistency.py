@@ -12,7 +12,7 @@ when present, else random weights of its architecture). Each run is scored on th
 
 The ground-truth ids carried with the same rendered depth give the ceiling that depth errors and resampling leave.
 
-    python benchmarks/segment_consistency.py [--out bench_out/segment_consistency] [--presets ramen teatime figurines]
+    gags bench segment-consistency [--out bench_out/segment_consistency] [--presets ramen teatime figurines]
         [--resolution 128] [--views 12] [--modes gags paper uniform] [--encoder SPEC] [--threads 1]
 
 Writes OUT/segment_consistency.json and prints a table. Scenes and runs are kept in OUT and reused on a rerun.
@@ -20,24 +20,33 @@ Writes OUT/segment_consistency.json and prints a table. Scenes and runs are kept
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from gags.config import SegmentConfig, SynthConfig
+from gags.config import BenchConsistencyConfig, SegmentConfig, SynthConfig
 from gags.data.features import feature_stem
+from gags.io import write_json
+from gags.levels import CODES
 from gags.segment import extract
-from gags.segment.consistency import GT_LEVELS, evaluate_segment_outputs, multiview_consistency
+from gags.segment.consistency import (
+    GT_LEVELS,
+    evaluate_segment_outputs,
+    multiview_consistency,
+)
+from gags.synth.scenes import ids_dir
+from gags.threads import scoped_torch_threads
+from gags.workspace import Workspace
 
-MODES = ("gags", "paper", "uniform")
-PRESETS = ("ramen", "teatime", "figurines")
+RESULT_JSON = "segment_consistency.json"
 SCALE_CAP = 2.0
 """Gaussian scale = nearest-neighbour spacing of the surface points, capped at twice its median (sparse background
 points would otherwise give huge Gaussians that blur depth edges and cost rendering time)."""
@@ -90,28 +99,29 @@ def default_encoder(out: Path) -> tuple[str, str]:
 
 
 def prepare_scene(root: Path, preset: str, resolution: int, views: int, seed: int) -> Path:
-    """Synthetic scene + OUT base (scene.json, gaussians.ply); returns the base folder."""
+    """A synthetic scene and a scene output folder on it (scene record and Gaussians); returns that folder."""
     from gags.data import load_scene, save_scene_json
     from gags.synth.scenes import run as synth
 
     scene_dir = root / "scene"
     base = root / "base"
     synth(SynthConfig(out=scene_dir, preset=preset, seed=seed, resolution=resolution, views=views))
-    if not (base / "gaussians.ply").is_file():
+    if not Workspace(base).gaussians_ply.is_file():
         scene = load_scene(scene_dir)
         save_scene_json(scene, base)
-        point_gaussians(scene, base / "gaussians.ply")
+        point_gaussians(scene, Workspace(base).gaussians_ply)
     return base
 
 
 def run_mode(base: Path, out: Path, mode: str, encoder: str, threads: int) -> dict:
     """``gags segment`` with --prompts mode into ``out`` (a copy of base; rendered depth shared between modes)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("scene.json", "gaussians.ply", "points3D.ply"):
-        if (base / name).is_file() and not (out / name).is_file():
-            shutil.copy(base / name, out / name)
-    shared_depth = base / extract.STAGE_DIR / extract.DEPTH_DIR
-    own_depth = out / extract.STAGE_DIR / extract.DEPTH_DIR
+    a, b = Workspace(base), Workspace(out)
+    for src, dst in ((a.scene_json, b.scene_json), (a.gaussians_ply, b.gaussians_ply), (a.points_ply, b.points_ply)):
+        if src.is_file() and not dst.is_file():
+            shutil.copy(src, dst)
+    shared_depth = Workspace(base).depth_dir
+    own_depth = Workspace(out).depth_dir
     if shared_depth.is_dir() and not own_depth.is_dir():
         shutil.copytree(shared_depth, own_depth)
     start = time.perf_counter()
@@ -119,7 +129,7 @@ def run_mode(base: Path, out: Path, mode: str, encoder: str, threads: int) -> di
     seconds = time.perf_counter() - start
     if not shared_depth.is_dir():
         shutil.copytree(own_depth, shared_depth)
-    timings_path = out / extract.STAGE_DIR / extract.TIMINGS_FILE
+    timings_path = Workspace(out).segment_timings
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     return {"seconds": seconds, "timings": timings}
 
@@ -129,43 +139,40 @@ def truth_consistency(base: Path, scene_dir: Path) -> dict:
     from gags.data import load_scene_json
 
     scene = load_scene_json(base)
-    depth_dir = base / extract.STAGE_DIR / extract.DEPTH_DIR
+    depth_dir = Workspace(base).depth_dir
     stems = [feature_stem(n) for n in scene.names]
     depths = [torch.from_numpy(np.load(depth_dir / f"{s}.npy")) for s in stems]
-    ids = [torch.from_numpy(np.load(scene_dir / "ids" / f"{s}.npy").astype(np.int64)) for s in stems]
+    ids = [torch.from_numpy(np.load(ids_dir(scene_dir) / f"{s}.npy").astype(np.int64)) for s in stems]
     return multiview_consistency(ids, depths, scene.cameras, level_names=GT_LEVELS)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_out/segment_consistency"))
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--views", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder", default=None, help="encoder spec (default: tiny, else random tiny weights)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (1: fastest on a busy machine)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    encoder, encoder_note = (args.encoder, args.encoder) if args.encoder else default_encoder(args.out)
+def run(config: BenchConsistencyConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes."""
+    with scoped_torch_threads(config.threads):
+        return _run(config)
 
-    results = {"settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+
+def _run(config: BenchConsistencyConfig) -> dict[str, Any]:
+    config.out.mkdir(parents=True, exist_ok=True)
+    encoder, encoder_note = (config.encoder, config.encoder) if config.encoder else default_encoder(config.out)
+
+    asked = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    results = {"settings": {**asked,
                             "encoder": encoder, "encoder_note": encoder_note, "segmenter": "hierarchy",
                             "machine": platform.platform(), "cpu_count": __import__("os").cpu_count()},
                "presets": {}}
-    for preset in args.presets:
-        root = args.out / preset
-        base = prepare_scene(root, preset, args.resolution, args.views, args.seed)
+    for preset in config.presets:
+        root = config.out / preset
+        base = prepare_scene(root, preset, config.resolution, config.views, config.seed)
         entry: dict = {"modes": {}}
-        for mode in args.modes:
-            run = run_mode(base, root / mode, mode, encoder, args.threads)
-            score = evaluate_segment_outputs(root / mode, root / "scene" / "ids")
+        for mode in config.modes:
+            run = run_mode(base, root / mode, mode, encoder, config.threads)
+            score = evaluate_segment_outputs(root / mode, ids_dir(root / "scene"))
             t = run["timings"]
             entry["modes"][mode] = {
                 "consistency": score["consistency"],
-                "purity": {f"{lv}/{gt}": score["purity"][f"{lv}/{gt}"] for lv, gt in zip("sml", GT_LEVELS)},
+                "purity": {f"{lv}/{gt}": score["purity"][f"{lv}/{gt}"]
+                           for lv, gt in zip(CODES, GT_LEVELS, strict=True)},
                 "segments_per_view": score["segments_per_view"],
                 "pairs": score["pairs"],
                 "points_per_image": t.get("points_per_image"),
@@ -179,12 +186,12 @@ def main() -> None:
                 flush=True)
         entry["truth"] = truth_consistency(base, root / "scene")
         results["presets"][preset] = entry
-        (args.out / "segment_consistency.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(config.out / RESULT_JSON, results)
 
     # summary: mean over presets
     summary = {}
-    for mode in args.modes:
-        rows = [results["presets"][p]["modes"][mode] for p in args.presets]
+    for mode in config.modes:
+        rows = [results["presets"][p]["modes"][mode] for p in config.presets]
         summary[mode] = {
             "consistency": {lv: float(np.mean([r["consistency"][lv] for r in rows if r["consistency"][lv] is not None]))
                             for lv in ("default", "s", "m", "l")},
@@ -195,16 +202,17 @@ def main() -> None:
                                   for lv in ("default", "s", "m", "l")},
             "points_per_image": float(np.mean([r["points_per_image"] or 0 for r in rows])),
         }
-    summary["truth"] = {lv: float(np.mean([results["presets"][p]["truth"]["consistency"][lv] for p in args.presets]))
+    summary["truth"] = {lv: float(np.mean([results["presets"][p]["truth"]["consistency"][lv] for p in config.presets]))
                         for lv in GT_LEVELS}
     results["mean_over_presets"] = summary
-    (args.out / "segment_consistency.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(config.out / RESULT_JSON, results)
 
-    print(f"\nmean over {', '.join(args.presets)} ({args.resolution}x{args.resolution}, {args.views} training views; "
+    print(f"\nmean over {', '.join(config.presets)} ({config.resolution}x{config.resolution}, {config.views} "
+          "training views; "
           f"segmenter hierarchy, encoder: {encoder_note})")
     print(f"{'prompts':8s} | {'consistency default/s/m/l':28s} | {'purity s/m/l':20s} | {'completeness s/m/l':20s} | "
           f"{'segments s/m/l':16s} | points")
-    for mode in args.modes:
+    for mode in config.modes:
         r = summary[mode]
         c, pu, co, sg = r["consistency"], list(r["purity"].values()), list(r["completeness"].values()), r[
             "segments_per_view"]
@@ -214,8 +222,5 @@ def main() -> None:
     t = summary["truth"]
     print(f"{'truth':8s} | ids carried with the same depth: sub-part {t['subpart']:.3f}, part {t['part']:.3f}, "
           f"whole {t['whole']:.3f}")
-    print(f"wrote {args.out / 'segment_consistency.json'}")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"wrote {config.out / RESULT_JSON}")
+    return results

@@ -1,12 +1,13 @@
 """The embedded HierarchySegmenter: speed on 256 x 256 images, and mask quality on renders of the procedural world.
 
-    python benchmarks/hierarchy_segmenter.py speed   [--points 64 400] [--repeats 5] [--out speed.json]
-    python benchmarks/hierarchy_segmenter.py quality [--seeds 2] [--seed-base 100] [--views 3] [--points 150]
+    gags bench hierarchy-segmenter speed --images DIR [--points 64 400] [--repeats 5] [--out speed.json]
+    gags bench hierarchy-segmenter quality [--seeds 2] [--seed-base 100] [--views 3] [--points 150]
         [--size 256] [--depth exact|points|none] [--out quality.json]
-        [--set thresholds=10,25,60 --set superpixel_area=100 ...]
+        [--set thresholds=10,25,60 superpixel_area=100 ...]
         (--set: any HierarchySegmenter argument)
 
-speed: set_image + predict on the shared kitchen photos (images_4, resized to 256 x 256), after one warm-up call.
+speed: set_image + predict on photos of ``--images`` (resized to 256 x 256; e.g. a Mip-NeRF 360 scene's images_4),
+after one warm-up call.
 quality: prompt points on the objects (not the table, floor or walls) of views rendered at ``--size`` x ``--size``
 pixels (default 256) of every preset, worlds ``seed-base .. seed-base + seeds - 1``; for each point and level, the IoU
 between the predicted mask and the exact mask of the entity under the point at that level ("iou"), and the best IoU of
@@ -25,34 +26,42 @@ The segmenter's constants were tuned on worlds 100-103 (``--seed-base 100 --seed
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from gags.config import BenchSegmenterConfig
+from gags.errors import GagsError
 from gags.io import write_json
 from gags.models import HierarchySegmenter
 
-KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "mipnerf360_kitchen_small" / "images_4"
-if not KITCHEN.is_dir():
-    KITCHEN = Path("/work/shared/data/mipnerf360_kitchen_small/images_4")
+SPEED_POINTS = (64, 400)
+"""speed: prompt points per image timed by default (a sparse and a dense prompt set)."""
+QUALITY_POINTS = 150
+"""quality: prompt points per view by default."""
 PRESETS = ("ramen", "teatime", "figurines", "kitchen")
 PRED_IOU_MIN, STABILITY_MIN = 0.7, 0.85
 """The segment stage's mask filters (SAM automatic mask generator: pred_iou_thresh, stability_score_thresh)."""
 
 
-def speed(args: argparse.Namespace, seg: HierarchySegmenter) -> list[dict]:
-    paths = sorted(KITCHEN.glob("*.png"))[: args.repeats]
+def speed(config: BenchSegmenterConfig, points: Sequence[int], seg: HierarchySegmenter) -> list[dict[str, Any]]:
+    """set_image and predict times on ``config.repeats`` photos of ``config.images``, per number of prompt points."""
+    if config.images is None or not Path(config.images).is_dir():
+        raise GagsError(f"--images {config.images}: pass a folder of photos to time the segmenter on.")
+    paths = sorted(p for p in Path(config.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    paths = paths[: config.repeats]
     if not paths:
-        raise SystemExit(f"no photos in {KITCHEN}")
+        raise GagsError(f"no photos (png, jpg) in {config.images}.")
     images = [np.asarray(Image.open(p).convert("RGB").resize((256, 256), Image.BILINEAR)) for p in paths]
     rng = np.random.default_rng(0)
     seg.set_image(images[0])  # warm-up: the first call imports scipy and scikit-image
     results = []
-    for n_points in args.points:
+    for n_points in points:
         set_times, predict_times = [], []
         for image in images:
             points = rng.uniform(0, 256, size=(n_points, 2)).astype(np.float32)
@@ -101,7 +110,7 @@ def points_depth(cameras: list, renders: list, seed: int) -> list[np.ndarray]:
     return depths
 
 
-def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
+def quality(config: BenchSegmenterConfig, points: int, seg: HierarchySegmenter) -> dict[str, Any]:
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
     from gags.synth.world import build_world
@@ -109,21 +118,21 @@ def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
     rng = np.random.default_rng(0)
     ious, bests, passed, over, under = [], [], [], [], []
     for preset in PRESETS:
-        for seed in range(args.seed_base, args.seed_base + args.seeds):
+        for seed in range(config.seed_base, config.seed_base + config.seeds):
             world = build_world(preset, seed)
             compiled = compile_world(world)
-            cameras = sample_cameras(world, args.views, args.size, seed=seed)
+            cameras = sample_cameras(world, config.views, config.size, seed=seed)
             renders = [render(world, camera, supersample=2, compiled=compiled) for camera in cameras]
-            if args.depth == "points":
+            if config.depth == "points":
                 depths = points_depth(cameras, renders, seed)
             else:
-                depths = [r.depth if args.depth == "exact" else None for r in renders]
-            for r, depth in zip(renders, depths):
+                depths = [r.depth if config.depth == "exact" else None for r in renders]
+            for r, depth in zip(renders, depths, strict=True):
                 objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
                 ys, xs = np.nonzero(objects)
                 if len(ys) == 0:
                     continue
-                pick = rng.integers(0, len(ys), args.points)
+                pick = rng.integers(0, len(ys), points)
                 points = np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5
                 seg.set_image(r.rgb, depth)
                 masks, scores, stability = seg.predict(points)
@@ -142,7 +151,7 @@ def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
     over, under = np.concatenate(over), np.concatenate(under)
     return {
         "points": int(len(ious)), "levels": ["subpart", "part", "whole"],
-        "worlds": [args.seed_base, args.seed_base + args.seeds - 1], "depth": args.depth, "size": args.size,
+        "worlds": [config.seed_base, config.seed_base + config.seeds - 1], "depth": config.depth, "size": config.size,
         "iou": ious.mean(0).round(4).tolist(), "iou_mean": round(float(ious.mean()), 4),
         "best": bests.mean(0).round(4).tolist(), "best_mean": round(float(bests.mean()), 4),
         "over_2x": over.mean(0).round(4).tolist(), "under_half": under.mean(0).round(4).tolist(),
@@ -150,36 +159,23 @@ def quality(args: argparse.Namespace, seg: HierarchySegmenter) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("speed", "quality"))
-    parser.add_argument("--points", type=int, nargs="+", default=None)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--seed-base", type=int, default=100, help="first world seed (tuning: 100-103)")
-    parser.add_argument("--depth", choices=("exact", "points", "none"), default="exact")
-    parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--size", type=int, default=256, help="quality: rendered image side in pixels")
-    parser.add_argument("--set", action="append", default=[], help="name=value HierarchySegmenter argument")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    kwargs = {}
-    for item in args.set:
+def run(config: BenchSegmenterConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes."""
+    kwargs: dict[str, Any] = {}
+    for item in config.set:
+        if "=" not in item:
+            raise GagsError(f"--set {item}: write NAME=VALUE, e.g. superpixel_area=100.")
         key, value = item.split("=", 1)
         kwargs[key] = tuple(float(v) for v in value.split(",")) if "," in value else float(value)
         if key == "superpixel_area":
             kwargs[key] = int(kwargs[key])
     seg = HierarchySegmenter(**kwargs)
-    if args.what == "speed":
-        args.points = args.points or [64, 400]
-        result = {"speed": speed(args, seg)}
+    if config.what == "speed":
+        result: dict[str, Any] = {"speed": speed(config, config.points or SPEED_POINTS, seg)}
     else:
-        args.points = (args.points or [150])[0]
-        result = {"quality": quality(args, seg), "params": {k: v for k, v in kwargs.items()}}
+        result = {"quality": quality(config, (config.points or (QUALITY_POINTS,))[0], seg),
+                  "params": dict(kwargs)}
     print(json.dumps(result, indent=2))
-    if args.out is not None:
-        write_json(args.out, result)
-
-
-if __name__ == "__main__":
-    main()
+    if config.out is not None:
+        write_json(config.out, result)
+    return result

@@ -5,7 +5,7 @@ the times (total, rendering only, per view; wall clock and this process's CPU ti
 The load average is recorded too: on a shared machine the wall-clock figure depends on what else runs, the CPU time
 much less.
 
-    python benchmarks/synth.py [--out synth.json] [--presets ramen teatime figurines kitchen]
+    gags bench synth [--out synth.json] [--presets ramen teatime figurines kitchen]
                                [--resolution 256] [--views 40] [--seed 0] [--reconstruct ITERATIONS]
 
 With ``--reconstruct N`` it also writes each preset at 128x128 and trains ``gags reconstruct`` for N iterations on it
@@ -14,17 +14,18 @@ With ``--reconstruct N`` it also writes each preset at 128x128 and trains ``gags
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from gags.config import ReconstructConfig, SynthConfig
+from gags.config import BenchSynthConfig, ReconstructConfig, SynthConfig
+from gags.io import write_json
 from gags.synth import scenes
 from gags.synth.raycast import compile_world, render
 from gags.synth.rig import plan_cameras, split_views
@@ -40,7 +41,7 @@ def bench_preset(preset: str, resolution: int, views: int, seed: int) -> dict:
         start, cpu_start = time.perf_counter(), time.process_time()
         scenes.run(config)
         total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
-        queries = json.loads((config.out / "queries.json").read_text())["queries"]
+        queries = json.loads(scenes.queries_path(config.out).read_text())["queries"]
     # rendering alone, same views
     world = build_world(preset, seed)
     n, _ = split_views(views)
@@ -77,37 +78,27 @@ def bench_reconstruct(preset: str, views: int, seed: int, iterations: int) -> di
             "history": [{k: h[k] for k in ("iterations", "psnr", "ssim")} for h in metrics.get("history", [])]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("synth.json"))
-    parser.add_argument("--presets", nargs="+", default=["ramen", "teatime", "figurines", "kitchen"])
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--views", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reconstruct", type=int, default=0, metavar="ITERATIONS")
-    parser.add_argument("--skip-synth", action="store_true", help="only the --reconstruct figure")
-    args = parser.parse_args()
+def run(config: BenchSynthConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes."""
     load_before = os.getloadavg()
     rows, recon = [], []
-    for preset in [] if args.skip_synth else args.presets:
-        row = bench_preset(preset, args.resolution, args.views, args.seed)
+    for preset in [] if config.skip_synth else config.presets:
+        row = bench_preset(preset, config.resolution, config.views, config.seed)
         rows.append(row)
-        print(f"{preset:10s} {row['views_total']} views {args.resolution}x{args.resolution}: total "
+        print(f"{preset:10s} {row['views_total']} views {config.resolution}x{config.resolution}: total "
               f"{row['seconds_total']:.1f} s wall / {row['cpu_seconds_total']:.1f} s CPU, rendering "
               f"{row['seconds_render']:.1f} s wall / {row['cpu_seconds_render']:.1f} s CPU "
               f"({row['seconds_per_view']:.2f} s/view), {row['primitives']} primitives, {row['queries']} queries")
-    for preset in args.presets if args.reconstruct else []:
-        row = bench_reconstruct(preset, args.views, args.seed, args.reconstruct)
+    for preset in config.presets if config.reconstruct else []:
+        row = bench_reconstruct(preset, config.views, config.seed, config.reconstruct)
         recon.append(row)
-        print(f"{preset:10s} reconstruct {args.reconstruct} iterations at {RECONSTRUCT_RESOLUTION}px: held-out PSNR "
+        print(f"{preset:10s} reconstruct {config.reconstruct} iterations at {RECONSTRUCT_RESOLUTION}px: held-out PSNR "
               f"{row['psnr_test']:.2f} dB, SSIM {row['ssim_test']:.3f} ({row['seconds']:.0f} s)")
     result = {"benchmark": "synth", "requirement_seconds": REQUIREMENT_SECONDS, "rows": rows, "reconstruct": recon,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                           "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()]}}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(config.out, result)
+    print(f"wrote {config.out}")
+    return result
 
-
-if __name__ == "__main__":
-    main()

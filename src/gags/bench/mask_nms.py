@@ -4,80 +4,24 @@ Both run on the same synthetic but SAM-like masks: objects (ellipses and rectang
 background bands, with nested parts and sub-parts and near-duplicates (shifted by a few pixels), random scores. The
 script checks that the kept sets are identical and writes the times and the speed ratio as JSON.
 
-    python benchmarks/mask_nms.py [--out bench_out/mask_nms.json] [--objects 400] [--seeds 1] [--sizes 256x256 730x988]
+    gags bench mask-nms [--out bench_out/mask_nms.json] [--objects 400] [--seeds 1] [--sizes 256x256 730x988]
                                   [--threads N]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from gags.config import BenchMaskNmsConfig
+from gags.io import write_json
+from gags.segment._reference import literal_mask_nms
 from gags.segment.masks import mask_nms
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the reference: LangSplat's mask_nms rules, one pair at a time, written out literally
-
-
-def literal_mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thr: float = 0.8, score_thr: float = 0.7,
-                     inner_thr: float = 0.5) -> torch.Tensor:
-    """LangSplat preprocess.py ``mask_nms``, pair by pair. masks: [M, H, W] bool, scores: [M] -> keep [M] bool.
-
-    Two deliberate departures, shared with the vectorised version and documented there: the score sort is stable (ties
-    keep input order), and the "no mask passes" fallback marks the 3 best-scored masks (LangSplat's ``keep[index, 0]``
-    raises on a 1-D tensor).
-    """
-    scores_sorted, idx = scores.sort(dim=0, descending=True, stable=True)
-    num_masks = idx.shape[0]
-    masks_ord = masks[idx.view(-1), :]
-    masks_area = torch.sum(masks_ord, dim=(1, 2), dtype=torch.float)
-
-    iou_matrix = torch.zeros((num_masks,) * 2, dtype=torch.float)
-    inner_iou_matrix = torch.zeros((num_masks,) * 2, dtype=torch.float)
-    for i in range(num_masks):
-        for j in range(i, num_masks):
-            intersection = torch.sum(torch.logical_and(masks_ord[i], masks_ord[j]), dtype=torch.float)
-            union = torch.sum(torch.logical_or(masks_ord[i], masks_ord[j]), dtype=torch.float)
-            iou = intersection / union
-            iou_matrix[i, j] = iou
-            if intersection / masks_area[i] < 0.5 and intersection / masks_area[j] >= 0.85:
-                inner_iou = 1 - (intersection / masks_area[j]) * (intersection / masks_area[i])
-                inner_iou_matrix[i, j] = inner_iou
-            if intersection / masks_area[i] >= 0.85 and intersection / masks_area[j] < 0.5:
-                inner_iou = 1 - (intersection / masks_area[j]) * (intersection / masks_area[i])
-                inner_iou_matrix[j, i] = inner_iou
-
-    iou_matrix.triu_(diagonal=1)
-    iou_max, _ = iou_matrix.max(dim=0)
-    inner_iou_matrix_u = torch.triu(inner_iou_matrix, diagonal=1)
-    inner_iou_max_u, _ = inner_iou_matrix_u.max(dim=0)
-    inner_iou_matrix_l = torch.tril(inner_iou_matrix, diagonal=1)
-    inner_iou_max_l, _ = inner_iou_matrix_l.max(dim=0)
-
-    keep = iou_max <= iou_thr
-    keep_conf = scores_sorted > score_thr
-    keep_inner_u = inner_iou_max_u <= 1 - inner_thr
-    keep_inner_l = inner_iou_max_l <= 1 - inner_thr
-    if keep_conf.sum() == 0:
-        keep_conf[:3] = True
-    if keep_inner_u.sum() == 0:
-        keep_inner_u[:3] = True
-    if keep_inner_l.sum() == 0:
-        keep_inner_l[:3] = True
-    keep *= keep_conf
-    keep *= keep_inner_u
-    keep *= keep_inner_l
-
-    out = torch.zeros(num_masks, dtype=torch.bool)
-    out[idx[keep]] = True
-    return out
-
+from gags.threads import scoped_torch_threads
 
 # ----------------------------------------------------------------------------------------------------------------------
 # SAM-like masks
@@ -111,7 +55,7 @@ def sam_like_masks(height: int, width: int, n_objects: int, seed: int) -> tuple[
         objects.append((cx, cy, a, b))
         label[shape(cx, cy, a, b)] = k
     cuts = np.sort(rng.uniform(0.2, 0.8, size=2)) * height
-    masks = [(yy >= lo) & (yy < hi) & (label < 0) for lo, hi in zip([0, *cuts], [*cuts, height])]
+    masks = [(yy >= lo) & (yy < hi) & (label < 0) for lo, hi in zip([0, *cuts], [*cuts, height], strict=True)]
     for k, (cx, cy, a, b) in enumerate(objects):
         visible = label == k
         if visible.sum() < min_pixels:
@@ -141,7 +85,8 @@ def sam_like_masks(height: int, width: int, n_objects: int, seed: int) -> tuple[
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def run(sizes: list[tuple[int, int]], n_objects: int, seeds: int, repeats: int) -> dict:
+def compare(sizes: list[tuple[int, int]], n_objects: int, seeds: int, repeats: int) -> dict[str, Any]:
+    """Both versions on SAM-like masks of every size and seed: kept sets, times, speed-ups."""
     results = []
     for height, width in sizes:
         for seed in range(seeds):
@@ -176,25 +121,16 @@ def run(sizes: list[tuple[int, int]], n_objects: int, seeds: int, repeats: int) 
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench_out/mask_nms.json"))
-    parser.add_argument("--objects", type=int, default=400, help="objects per image (most are partly hidden)")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the vectorised version (the best is kept)")
-    parser.add_argument("--sizes", nargs="+", default=["256x256", "730x988"], help="HxW")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for both versions (default: torch's)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
-    report = run(sizes, args.objects, args.seeds, args.repeats)
-    from gags.io import write_json
+def run(config: BenchMaskNmsConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes."""
+    with scoped_torch_threads(config.threads):
+        return _run(config)
 
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+
+def _run(config: BenchMaskNmsConfig) -> dict[str, Any]:
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in config.sizes]
+    report = compare(sizes, config.objects, config.seeds, config.repeats)
+    write_json(config.out, report)
+    print(f"wrote {config.out}")
     return report
 
-
-if __name__ == "__main__":
-    main()
