@@ -23,7 +23,6 @@ def test_console_script_runs():
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
-    import os
 
     from gags.io import _process_umask, write_json
 

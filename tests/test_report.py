@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from gags.errors import GagsError
-from gags.workspace import REPORT_HTML as REPORT_FILE
 from gags.report import (
     LEVEL_COLORS,
     MAX_SIDE,
@@ -25,6 +24,7 @@ from gags.report import (
     png_data_uri,
     write_report,
 )
+from gags.workspace import REPORT_HTML as REPORT_FILE
 
 SECTIONS = ("scene", "reconstruction", "queries", "granularity", "metrics", "curves", "timing")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

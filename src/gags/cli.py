@@ -31,7 +31,7 @@ def _runner(verb: str) -> Callable[[object], object] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gags`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {verb: cls for verb, (cls, _) in STAGES.items()}
+    commands: dict[str, Callable[..., object]] = {verb: cls for verb, (cls, _) in STAGES.items()}
     config = tyro.extras.subcommand_cli_from_dict(commands, args=args, prog="gags")
     verb = next(v for v, (cls, _) in STAGES.items() if type(config) is cls)
     run = _runner(verb)

@@ -1,4 +1,5 @@
-"""One dataclass per stage. Defaults follow the official GAGS release (see DESIGN.md); the CLI is generated from these.
+"""One dataclass per stage. Defaults follow the official GAGS release (its train.py, preprocess.py and SAM settings,
+cited field by field); the CLI is generated from these.
 
 Every constant a stage uses has a name here, with where it comes from.
 """
@@ -10,10 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import tyro
+from tyro.conf import Positional
 
 from gags.methods import BaselineName, MethodName
-
-Positional = tyro.conf.Positional
 
 
 @dataclass
@@ -99,9 +99,9 @@ class SegmentConfig:
     workers: int = 1
     """Images processed in parallel (each worker holds its own segmenter and encoder)."""
     parallel: Literal["process", "thread"] = "thread"
-    """With --workers > 1: threads sharing this process (measured faster on 2 cores) or worker processes."""
+    """With --workers > 1: threads sharing this process (the faster of the two on few cores) or worker processes."""
     threads: int = 0
-    """PyTorch threads per worker (0: CPU cores / workers); 1 is much faster on a busy machine."""
+    """PyTorch threads per worker (0: CPU cores / workers); 1 is faster when other jobs share the CPU."""
     seed: int = 42
     """Seed of prompt sampling (official release: 42); view k draws with seed + k."""
     max_height: int = 1080
@@ -206,7 +206,7 @@ class DistillConfig:
     """Continue from the method's checkpoint in OUT if there is one."""
     threads: int = 1
     """PyTorch CPU threads (0: PyTorch's default, one per core). 1 by default: at CPU training sizes the work per
-    operation is small, and on a busy 2-core machine two threads made an iteration 10x slower (distill measurements)."""
+    operation is small, and waiting threads cost more than they give when other jobs share the CPU."""
 
 
 @dataclass
@@ -314,8 +314,8 @@ class ViewConfig:
     threshold: float = 0.5
     """Selected-Gaussians mode: Gaussians with relevancy above this (0.5: the query beats every canonical phrase)."""
     threads: int = 1
-    """PyTorch CPU threads for rendering (0: PyTorch's default, one per core). 1 by default: frames are small, and on a
-    busy 2-core machine two threads made every frame 2-3x slower (measured on the demo scene)."""
+    """PyTorch CPU threads for rendering (0: PyTorch's default, one per core). 1 by default: frames are small, and
+    waiting threads cost more than they give when other jobs share the CPU."""
 
 
 @dataclass
@@ -558,7 +558,7 @@ class TrainEncoderConfig:
     workers: int = 2
     """Processes rendering the training crops."""
     threads: int = 0
-    """PyTorch threads for training (0: PyTorch's default, one per core); 1 is faster on a busy machine."""
+    """PyTorch threads for training (0: PyTorch's default, one per core); 1 is faster when other jobs share the CPU."""
     eval_worlds: int = 3
     """Held-out worlds per preset for the accuracy table (seeds never used for training)."""
 

@@ -8,6 +8,7 @@ written again on every run: it is cheap and shows what the stages did.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,9 @@ def _steps(config: DemoConfig) -> list[Step]:
              lambda: segment(SegmentConfig(out=out, segmenter=config.segmenter, encoder=config.encoder))),
     ]
     for method in methods:
-        steps.append(Step(f"distill {method}", ws.field_file(method),
-                          lambda m=method: distill(DistillConfig(out=out, method=m, encoder=config.encoder,
-                                                                 iterations=config.distill_iterations))))
+        distill_config = DistillConfig(out=out, method=method, encoder=config.encoder,
+                                       iterations=config.distill_iterations)
+        steps.append(Step(f"distill {method}", ws.field_file(method), functools.partial(distill, distill_config)))
     steps.append(Step("eval", ws.eval_metrics("gags", "test"),
                       lambda: evaluate(EvalConfig(out=out, method="all", split="all"))))
     return steps

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +47,12 @@ AUTOENCODER_DECODER_DIMS = (16, 32, 64, 128, 256, 256, 512)
 """LangSplat ``autoencoder/train.py`` default ``--decoder_dims``."""
 
 
-def _pointwise(layer: nn.Conv2d, x: Tensor) -> Tensor:
+def _pointwise(layer: nn.Module, x: Tensor) -> Tensor:
     """Apply a 1x1 convolution to channel-first maps ``[B, C, H, W]`` or to vectors ``[N, C]``."""
+    conv = cast(nn.Conv2d, layer)
     if x.dim() == 4:
-        return layer(x)
-    return F.linear(x, layer.weight.flatten(1), layer.bias)
+        return conv(x)
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
 def _check_input(x: Tensor, in_dim: int, name: str) -> int:
@@ -223,7 +224,7 @@ class LanguageField:
             return self.features.shape[1] // self.autoencoder.code_dim
         return 1
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def _modules(self) -> dict[str, FeatureDecoder | GranularityDecoder | LangSplatAutoencoder]:
         mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
                 "autoencoder": self.autoencoder}
         return {k: m for k, m in mods.items() if m is not None}

@@ -569,6 +569,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: Sequence[tuple[st
     x_lo, x_hi = 0.0, max(xs)
     if x_hi <= x_lo:
         x_hi = x_lo + 1.0
+    fy: Callable[[float], float]
     if log_y:
         ticks_y = _log_ticks(min(ys), max(ys))
         fy = math.log10
@@ -580,10 +581,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: Sequence[tuple[st
         ticks_y = _nice_ticks(lo, hi)
         if y_range is None:
             lo, hi = ticks_y[0], ticks_y[-1]
-
-        def fy(v: float) -> float:
-            return v
-
+        fy = float
         y_lo, y_hi = lo, hi
     if y_hi <= y_lo:
         y_hi = y_lo + 1.0
@@ -692,7 +690,8 @@ def png_data_uri(image: np.ndarray, max_side: int = MAX_SIDE) -> str:
     img = Image.fromarray(np.ascontiguousarray(image))
     if max(img.size) > max_side:
         scale = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -140,11 +140,11 @@ def load_optimizers(optimizers: Mapping[str, torch.optim.Optimizer], ckpt: Check
                 idx, _, state_key = key[len(prefix):].partition(".")
                 per_param.setdefault(int(idx), {})[state_key] = value
         params = [p for g in opt.param_groups for p in g["params"]]
-        for idx, state in per_param.items():
-            for key, value in state.items():
-                if key != "step" and value.shape != params[idx].shape:
-                    raise ValueError(f"optimizer state {name}.{idx}.{key} has shape {tuple(value.shape)}, the "
-                                     f"parameter {tuple(params[idx].shape)}")
+        for index, state in per_param.items():
+            for state_key, tensor in state.items():
+                if state_key != "step" and tensor.shape != params[index].shape:
+                    raise ValueError(f"optimizer state {name}.{index}.{state_key} has shape {tuple(tensor.shape)}, the "
+                                     f"parameter {tuple(params[index].shape)}")
         opt.load_state_dict({"state": per_param, "param_groups": groups[name]})
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from gags.distill.baselines import n2f2_fuse, n2f2_level_weights
+from gags.errors import GagsError
 from gags.methods import METHOD_NAMES as METHODS
 from gags.methods import method_spec
-from gags.errors import GagsError
 
 
 def test_heads_of_every_method():

@@ -22,10 +22,10 @@ from gags.data.features import read_language_features
 from gags.data.ply import write_ply
 from gags.distill import _reference as reference
 from gags.distill import losses
-from gags.methods import METHOD_NAMES as METHODS
 from gags.distill.train import checkpoint_info, default_schedule, pixel_losses, run
 from gags.errors import GagsError
 from gags.field import LanguageField
+from gags.methods import METHOD_NAMES as METHODS
 from gags.workspace import CHECKPOINT as CHECKPOINT_FILE
 from gags.workspace import CURVES_JSON, CURVES_PNG, FIELD_FILE
 from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians

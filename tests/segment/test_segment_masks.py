@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from gags.bench.mask_nms import sam_like_masks
 from gags.config import SegmentConfig
 from gags.errors import GagsError
 from gags.segment import masks as M
 from gags.segment import mindepth, prompts
-from gags.bench.mask_nms import sam_like_masks
 from gags.segment._reference import filter_masks, literal_mask_nms
 from gags.segment.masks import (
     granularity_levels,
@@ -20,6 +20,7 @@ from gags.segment.masks import (
     pairwise_intersections,
     remove_small_regions,
 )
+
 
 def box(h, w, y0, y1, x0, x1):
     m = torch.zeros(h, w, dtype=torch.bool)

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from gags import training
 from gags.cameras import Camera, intrinsics, look_at
 from gags.splat import reconstruct as rec
-from gags import training
 from gags.splat.gaussians import init_splats, make_splats
 from tests.splat.rendered_truth import random_gaussians, render_views
 
@@ -45,7 +45,7 @@ def test_curve_averages_stretches_of_the_run(monkeypatch):
         assert point["loss"] == pytest.approx(sum(p["loss"] for p in stretch) / 5, rel=1e-5)
         assert point["psnr"] == pytest.approx(sum(p["psnr"] for p in stretch) / 5, rel=1e-5)
     assert coarse[-1]["loss"] < coarse[0]["loss"], coarse
-    assert all(8 <= p["num_gaussians"] for p in coarse)
+    assert all(p["num_gaussians"] >= 8 for p in coarse)
 
 
 def test_resumed_run_continues_the_curve(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 The fast check (slow-marked, ~1 min) trains briefly at 64x64 and must beat a flat image by 4 dB on the
 held-out views. The full check of the issue (>= 25 dB on held-out views at 128x128 after 3,000 iterations, ~6-12 min on
-a 2-core CPU) runs when GAGS_LONG_TESTS=1; ``benchmarks/synth.py --reconstruct 3000`` writes the same figure as JSON.
+a 2-core CPU) runs when GAGS_LONG_TESTS=1; ``gags bench synth --reconstruct 3000`` writes the same figure as JSON.
 """
 
 import json

@@ -46,6 +46,7 @@ about half its mIoU on ramen).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -68,6 +69,7 @@ from gags.levels import CODES as GRANULARITY_NAMES
 from gags.levels import NAMES
 from gags.methods import METHOD_NAMES, METHODS
 from gags.pipeline import Step, run_steps
+from gags.segment.prompts import PromptMode
 from gags.synth.scenes import queries_path, transforms_path
 from gags.threads import scoped_torch_threads
 from gags.workspace import Workspace
@@ -86,7 +88,7 @@ LEVEL_METRICS = tuple(f"{m}_{level}" for level in QUERY_LEVELS for m in METRICS)
 ALL_PRESETS = "all"
 """Column of the mean over presets."""
 
-PROMPT_MODES = {"gas": "gags", "uniform": "uniform"}
+PROMPT_MODES: dict[str, PromptMode] = {"gas": "gags", "uniform": "uniform"}
 """Folder name -> ``gags segment --prompts`` value: GaS (the release's depth ratio) and LangSplat's uniform grid."""
 VARIANTS: dict[str, dict[str, bool]] = {
     "no-region-aware": {"region_aware": False},
@@ -204,13 +206,13 @@ def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder:
             root = seed_folder(out, preset, seed)
             scene, gas = root / "scene", root / "gas"
             tag = f"{preset}/seed{seed}"
-            steps.append(Step(f"{tag} synth", transforms_path(scene), lambda s=scene, p=preset, n=seed: synth(
-                SynthConfig(out=s, preset=p, seed=n, resolution=config.resolution, views=config.views))))
+            steps.append(Step(f"{tag} synth", transforms_path(scene), functools.partial(synth, SynthConfig(
+                out=scene, preset=preset, seed=seed, resolution=config.resolution, views=config.views))))
             steps.append(Step(f"{tag} reconstruct", Workspace(gas).reconstruct_metrics,
-                              lambda s=scene, g=gas, n=seed: reconstruct(ReconstructConfig(
-                                  scene=s, out=g, iterations=config.reconstruct_iterations,
-                                  max_gaussians=config.max_gaussians, seed=_default(ReconstructConfig, "seed") + n,
-                                  threads=threads))))
+                              functools.partial(reconstruct, ReconstructConfig(
+                                  scene=scene, out=gas, iterations=config.reconstruct_iterations,
+                                  max_gaussians=config.max_gaussians,
+                                  seed=_default(ReconstructConfig, "seed") + seed, threads=threads))))
             for mode in dict.fromkeys(r.prompts for r in rows):
                 folder = root / mode
 
@@ -218,7 +220,7 @@ def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder:
                     if f != g:
                         share_inputs(g, f, features=False)
                     segment(SegmentConfig(out=f, segmenter=config.segmenter, encoder=encoder,
-                                          prompts=PROMPT_MODES[m],  # type: ignore[arg-type]
+                                          prompts=PROMPT_MODES[m],
                                           seed=_default(SegmentConfig, "seed") + n, threads=threads,
                                           min_region_area=config.min_region_area))
 
@@ -229,17 +231,19 @@ def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder:
                 def run_distill(f: Path = folder, r: Row = row, g: Path = gas, n: int = seed) -> None:
                     if r.variant:
                         share_inputs(g, f, features=True)
-                    distill(DistillConfig(out=f, method=r.method,  # type: ignore[arg-type]
-                                          iterations=config.distill_iterations, encoder=encoder,
-                                          seed=_default(DistillConfig, "seed") + n, threads=threads, **r.switches()))
+                    switches = r.switches()
+                    distill(DistillConfig(out=f, method=r.method, iterations=config.distill_iterations,
+                                          encoder=encoder, seed=_default(DistillConfig, "seed") + n, threads=threads,
+                                          region_aware=switches["region_aware"], entropy=switches["entropy"],
+                                          consistency=switches["consistency"]))
 
                 steps.append(Step(f"{tag} distill {row.key}", Workspace(folder).field_file(row.method),
                                   run_distill))
+                eval_config = EvalConfig(out=folder, method=row.method, split="all", encoder=encoder,
+                                         downscale=config.eval_downscale, figures=config.figures,
+                                         protocol_min_side=config.protocol_min_side)
                 steps.append(Step(f"{tag} eval {row.key}", metrics_path(out, preset, seed, row, "test"),
-                                  lambda f=folder, r=row: _evaluate(evaluate, EvalConfig(
-                                      out=f, method=r.method, split="all", encoder=encoder,
-                                      downscale=config.eval_downscale, figures=config.figures,
-                                      protocol_min_side=config.protocol_min_side), threads)))
+                                  functools.partial(_evaluate, evaluate, eval_config, threads)))
     return steps
 
 

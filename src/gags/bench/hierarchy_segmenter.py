@@ -38,6 +38,7 @@ from PIL import Image
 from gags.config import BenchSegmenterConfig
 from gags.errors import GagsError
 from gags.io import write_json
+from gags.levels import NAMES
 from gags.models import HierarchySegmenter
 
 SPEED_POINTS = (64, 400)
@@ -49,7 +50,7 @@ PRED_IOU_MIN, STABILITY_MIN = 0.7, 0.85
 """The segment stage's mask filters (SAM automatic mask generator: pred_iou_thresh, stability_score_thresh)."""
 
 
-def speed(config: BenchSegmenterConfig, points: Sequence[int], seg: HierarchySegmenter) -> list[dict[str, Any]]:
+def speed(config: BenchSegmenterConfig, counts: Sequence[int], seg: HierarchySegmenter) -> list[dict[str, Any]]:
     """set_image and predict times on ``config.repeats`` photos of ``config.images``, per number of prompt points."""
     if config.images is None or not Path(config.images).is_dir():
         raise GagsError(f"--images {config.images}: pass a folder of photos to time the segmenter on.")
@@ -57,18 +58,18 @@ def speed(config: BenchSegmenterConfig, points: Sequence[int], seg: HierarchySeg
     paths = paths[: config.repeats]
     if not paths:
         raise GagsError(f"no photos (png, jpg) in {config.images}.")
-    images = [np.asarray(Image.open(p).convert("RGB").resize((256, 256), Image.BILINEAR)) for p in paths]
+    images = [np.asarray(Image.open(p).convert("RGB").resize((256, 256), Image.Resampling.BILINEAR)) for p in paths]
     rng = np.random.default_rng(0)
     seg.set_image(images[0])  # warm-up: the first call imports scipy and scikit-image
     results = []
-    for n_points in points:
+    for n_points in counts:
         set_times, predict_times = [], []
         for image in images:
-            points = rng.uniform(0, 256, size=(n_points, 2)).astype(np.float32)
+            prompts = rng.uniform(0, 256, size=(n_points, 2)).astype(np.float32)
             t0 = time.perf_counter()
             seg.set_image(image)
             t1 = time.perf_counter()
-            seg.predict(points)
+            seg.predict(prompts)
             t2 = time.perf_counter()
             set_times.append(t1 - t0)
             predict_times.append(t2 - t1)
@@ -110,33 +111,36 @@ def points_depth(cameras: list, renders: list, seed: int) -> list[np.ndarray]:
     return depths
 
 
-def quality(config: BenchSegmenterConfig, points: int, seg: HierarchySegmenter) -> dict[str, Any]:
+def quality(config: BenchSegmenterConfig, n_points: int, seg: HierarchySegmenter) -> dict[str, Any]:
+    """IoU of the predicted masks with the exact entities under random points on the objects of rendered views."""
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
     from gags.synth.world import build_world
 
     rng = np.random.default_rng(0)
-    ious, bests, passed, over, under = [], [], [], [], []
+    ious: list[np.ndarray] = []
+    bests: list[np.ndarray] = []
+    passed: list[np.ndarray] = []
+    over: list[np.ndarray] = []
+    under: list[np.ndarray] = []
     for preset in PRESETS:
         for seed in range(config.seed_base, config.seed_base + config.seeds):
             world = build_world(preset, seed)
             compiled = compile_world(world)
             cameras = sample_cameras(world, config.views, config.size, seed=seed)
             renders = [render(world, camera, supersample=2, compiled=compiled) for camera in cameras]
-            if config.depth == "points":
-                depths = points_depth(cameras, renders, seed)
-            else:
-                depths = [r.depth if config.depth == "exact" else None for r in renders]
+            depths: list[np.ndarray | None] = (list(points_depth(cameras, renders, seed)) if config.depth == "points"
+                                               else [r.depth if config.depth == "exact" else None for r in renders])
             for r, depth in zip(renders, depths, strict=True):
                 objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
                 ys, xs = np.nonzero(objects)
                 if len(ys) == 0:
                     continue
-                pick = rng.integers(0, len(ys), points)
-                points = np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5
+                pick = rng.integers(0, len(ys), n_points)
+                prompts = np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5
                 seg.set_image(r.rgb, depth)
-                masks, scores, stability = seg.predict(points)
-                masks = masks.numpy()
+                prediction, scores, stability = seg.predict(prompts)
+                masks = prediction.numpy()
                 gt = np.stack([r.ids[k][None] == r.ids[k][ys[pick], xs[pick]][:, None, None] for k in range(3)], 1)
                 inter = (masks[:, :, None] & gt[:, None]).sum((-1, -2))  # [P, predicted level, true level]
                 union = (masks[:, :, None] | gt[:, None]).sum((-1, -2))
@@ -147,15 +151,15 @@ def quality(config: BenchSegmenterConfig, points: int, seg: HierarchySegmenter) 
                 area, true_area = masks.sum((-1, -2)), gt.sum((-1, -2))  # [P, 3]
                 over.append(area > 2 * true_area)
                 under.append(2 * area < true_area)
-    ious, bests, passed = np.concatenate(ious), np.concatenate(bests), np.concatenate(passed)
-    over, under = np.concatenate(over), np.concatenate(under)
+    iou_all, best_all, passed_all = np.concatenate(ious), np.concatenate(bests), np.concatenate(passed)
+    over_all, under_all = np.concatenate(over), np.concatenate(under)
     return {
-        "points": int(len(ious)), "levels": ["subpart", "part", "whole"],
+        "points": int(len(iou_all)), "levels": list(NAMES),
         "worlds": [config.seed_base, config.seed_base + config.seeds - 1], "depth": config.depth, "size": config.size,
-        "iou": ious.mean(0).round(4).tolist(), "iou_mean": round(float(ious.mean()), 4),
-        "best": bests.mean(0).round(4).tolist(), "best_mean": round(float(bests.mean()), 4),
-        "over_2x": over.mean(0).round(4).tolist(), "under_half": under.mean(0).round(4).tolist(),
-        "pass_filters": passed.mean(0).round(4).tolist(),
+        "iou": iou_all.mean(0).round(4).tolist(), "iou_mean": round(float(iou_all.mean()), 4),
+        "best": best_all.mean(0).round(4).tolist(), "best_mean": round(float(best_all.mean()), 4),
+        "over_2x": over_all.mean(0).round(4).tolist(), "under_half": under_all.mean(0).round(4).tolist(),
+        "pass_filters": passed_all.mean(0).round(4).tolist(),
     }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gags.config import BenchMaskNmsConfig
+from gags.errors import GagsError
 from gags.io import write_json
 from gags.segment._reference import literal_mask_nms
 from gags.segment.masks import mask_nms
@@ -121,6 +122,14 @@ def compare(sizes: list[tuple[int, int]], n_objects: int, seeds: int, repeats: i
     }
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> (H, W); GagsError for anything else."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise GagsError(f"--sizes {text}: write each size as HxW, e.g. 256x256.")
+    return int(parts[0]), int(parts[1])
+
+
 def run(config: BenchMaskNmsConfig) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the record it writes."""
     with scoped_torch_threads(config.threads):
@@ -128,7 +137,7 @@ def run(config: BenchMaskNmsConfig) -> dict[str, Any]:
 
 
 def _run(config: BenchMaskNmsConfig) -> dict[str, Any]:
-    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in config.sizes]
+    sizes = [parse_size(s) for s in config.sizes]
     report = compare(sizes, config.objects, config.seeds, config.repeats)
     write_json(config.out, report)
     print(f"wrote {config.out}")

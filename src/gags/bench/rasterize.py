@@ -156,7 +156,7 @@ def run(config: BenchRasterizeConfig) -> dict[str, Any]:
 def _run(config: BenchRasterizeConfig) -> dict[str, Any]:
 
     if config.quick:
-        grid = [(TARGET["n"], TARGET["width"], TARGET["height"], TARGET["channels"])]
+        grid = [(int(TARGET["n"]), int(TARGET["width"]), int(TARGET["height"]), int(TARGET["channels"]))]
     else:
         grid = [(n, s, s, c) for n in (5_000, 20_000, 100_000) for s in (128, 256) for c in (3, 16)]
     results = []

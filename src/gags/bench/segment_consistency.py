@@ -42,6 +42,7 @@ from gags.segment.consistency import (
     evaluate_segment_outputs,
     multiview_consistency,
 )
+from gags.segment.prompts import PromptMode
 from gags.synth.scenes import ids_dir
 from gags.threads import scoped_torch_threads
 from gags.workspace import Workspace
@@ -113,7 +114,7 @@ def prepare_scene(root: Path, preset: str, resolution: int, views: int, seed: in
     return base
 
 
-def run_mode(base: Path, out: Path, mode: str, encoder: str, threads: int) -> dict:
+def run_mode(base: Path, out: Path, mode: PromptMode, encoder: str, threads: int) -> dict[str, Any]:
     """``gags segment`` with --prompts mode into ``out`` (a copy of base; rendered depth shared between modes)."""
     out.mkdir(parents=True, exist_ok=True)
     a, b = Workspace(base), Workspace(out)
@@ -189,7 +190,7 @@ def _run(config: BenchConsistencyConfig) -> dict[str, Any]:
         write_json(config.out / RESULT_JSON, results)
 
     # summary: mean over presets
-    summary = {}
+    summary: dict[str, Any] = {}
     for mode in config.modes:
         rows = [results["presets"][p]["modes"][mode] for p in config.presets]
         summary[mode] = {

@@ -189,7 +189,7 @@ def read_transforms(json_paths: list[Path], images_dir: str | None = None
                     k = Path(str(f)).as_posix()
                     if k not in by_path and Path(k).name not in by_path:
                         raise GagsError(f"{json_paths[0]}: {key} lists {f!r}, which is not among the frames.")
-                    out.append(by_path.get(k, by_path.get(Path(k).name)))
+                    out.append(by_path[k] if k in by_path else by_path[Path(k).name])
                 return out
 
             test = lookup("test_filenames")

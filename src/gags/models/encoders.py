@@ -84,7 +84,8 @@ class OpenClipEncoder:
         if arch == "local-dir":
             if checkpoint is None:
                 raise GagsError("a local-dir encoder needs its folder.")
-            model_name, pretrained, source = f"local-dir:{checkpoint}", None, Path(checkpoint)
+            model_name, pretrained = f"local-dir:{checkpoint}", None
+            source: Path | None = Path(checkpoint)
         else:
             available = open_clip.list_models()
             if arch not in available:

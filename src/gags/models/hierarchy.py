@@ -19,7 +19,7 @@ from gags.models.segmenters import MaskPrediction, check_points, check_rgb
 SUPERPIXEL_AREA = 100
 """Pixels per SLIC superpixel (about 10 x 10): 655 superpixels on a 256 x 256 image.
 
-Kept at smaller image sizes too. Mean IoU over the three levels (benchmarks/hierarchy_segmenter.py quality --depth
+Kept at smaller image sizes too. Mean IoU over the three levels (gags bench hierarchy-segmenter quality --depth
 points, worlds 100-101): at 128 px 0.507 with 100 and with 50 px, 0.480 with 25; at 64 px 0.441 (100), 0.445 (50),
 0.426 (25), 0.380 (12). Smaller superpixels separate more small parts somewhere in the image, but fewer of their masks
 pass the segment stage's score and stability filters (sub-part level at 128 px: 66% with 100 px, 49% with 50)."""
@@ -38,7 +38,7 @@ STEP_SPAN = 1
 expected depth (what the segment stage passes) blurs an occluding edge over a few pixels; read between the two
 neighbours only (span 0), those edges mostly vanish: on depth rendered from untrained Gaussians the whole-level IoU
 drops from 0.52 (span 1) to 0.30 (span 0), while exact depth gives 0.61 either way (worlds 100-103 of
-benchmarks/hierarchy_segmenter.py quality --depth points / exact)."""
+gags bench hierarchy-segmenter quality --depth points / exact)."""
 OCCLUSION_STEP = 0.1
 """Log-depth step (about a 10% depth ratio) from which a boundary pixel pair counts as a full occlusion; smaller steps
 count in proportion. On renders of the procedural world (worlds 100-101, exact depth, log-depth range in a 3 x 3
@@ -52,7 +52,7 @@ LEVEL_THRESHOLDS = (10.0, 25.0, 60.0)
 """Cut heights (edge-weight units: CIE Lab distance + depth term) of the sub-part, part and whole levels.
 
 SUPERPIXEL_AREA, LIGHTNESS_WEIGHT and BLUR_SIGMA were chosen by a grid search for the best mean IoU with the exact
-entity masks of renders of the procedural world (benchmarks/hierarchy_segmenter.py quality); DEPTH_WEIGHTS,
+entity masks of renders of the procedural world (gags bench hierarchy-segmenter quality); DEPTH_WEIGHTS,
 OCCLUSION_STEP, STEP_SPAN and LEVEL_THRESHOLDS by the mean IoU over the three levels with exact and with rendered
 ("points") depth, on worlds 100-103 only; worlds from 200 on are held out for reporting."""
 
@@ -228,7 +228,8 @@ class HierarchySegmenter:
 
     def predict(self, points: np.ndarray | torch.Tensor) -> MaskPrediction:
         """points: [P, 2] pixel xy -> masks [P, 3, H, W] bool (nested), scores [P, 3], stability [P, 3] (CPU)."""
-        if self.superpixels is None or self._level_maps is None:
+        if (self.superpixels is None or self._level_maps is None or self._level_labels is None
+                or self._scores is None or self._stability is None):
             raise GagsError("call set_image before predict.")
         height, width = self.superpixels.shape
         pts = check_points(points, height, width)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -107,6 +107,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     try:
+        state: Any
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 

@@ -35,6 +35,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ from gags.models.specs import TINY_CLIP_DIR
 INPUT_SIZE = 64
 """Side of the crops the tiny CLIP sees (pixels; CLIP's ResNet needs a multiple of 32). Half of the entities of a
 256 x 256 view have boxes under ~40 px, so little detail is lost."""
-MODEL_CFG = {
+MODEL_CFG: dict[str, Any] = {
     "embed_dim": 128,
     "vision_cfg": {"image_size": INPUT_SIZE, "layers": [2, 3, 4, 2], "width": 24, "head_width": 32},
     "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
@@ -157,12 +158,13 @@ class CropSet:
 
     @classmethod
     def concat(cls, sets: list[CropSet]) -> CropSet:
-        return cls(*(np.concatenate([getattr(s, f) for s in sets]) for f in cls.FIELDS))
+        return cls(**{f: np.concatenate([getattr(s, f) for s in sets]) for f in cls.FIELDS})
 
     @classmethod
     def empty(cls, size: int) -> CropSet:
-        return cls(np.zeros((0, size, size, 3), np.uint8), *(np.zeros(0, np.int64) for _ in range(4)),
-                   np.zeros(0, bool), np.zeros(0, np.int64))
+        none = np.zeros(0, np.int64)
+        return cls(crops=np.zeros((0, size, size, 3), np.uint8), name=none, color=none.copy(), texture=none.copy(),
+                   level=none.copy(), background=np.zeros(0, bool), source=none.copy())
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -303,8 +305,8 @@ class Captions:
         names, colors, textures = vocabulary_names(), colour_names(), texture_names()
         plain = textures.index("plain")
         rows: dict[str, tuple[int, int, int, int]] = {}
-        for i, n in enumerate(names):
-            rows[n] = (i, -1, -1, -1)
+        for i, name in enumerate(names):
+            rows[name] = (i, -1, -1, -1)
         for g, phrase in enumerate(GENERIC):
             rows[phrase] = (-1, -1, -1, g)
         combos = {(int(n), int(c), int(x))
@@ -406,8 +408,9 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, positives: torch.T
     return 0.5 * (loss_i + loss_t)
 
 
-def _param_groups(model: torch.nn.Module) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         embedding = "embedding" in name or name.endswith("class_embedding") or name == "logit_scale"
         (decay if p.ndim >= 2 and not embedding else no_decay).append(p)

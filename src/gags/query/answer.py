@@ -119,10 +119,10 @@ def run(config: QueryConfig) -> dict[str, Any]:
     if config.ply:
         start = time.perf_counter()
         selection = select_gaussians(field, query, canon, config.threshold)
-        files = write_selection_plys(folder, read_ply(ws.gaussians_ply), selection)
+        plys = write_selection_plys(folder, read_ply(ws.gaussians_ply), selection)
         record["3d"] = {"num_gaussians": len(geometry), "selected": selection.count, "threshold": selection.threshold,
                         "level": selection.level, "relevancy_min": float(selection.relevancy.min()),
-                        "relevancy_max": float(selection.relevancy.max()), **files,
+                        "relevancy_max": float(selection.relevancy.max()), **plys,
                         "seconds": time.perf_counter() - start}
     write_json(ws.query_result(text), record)
 

@@ -110,14 +110,12 @@ def majority_filter(mask: ArrayLike, radius: int = MAJORITY_RADIUS) -> np.ndarra
     Returns:
         [..., H, W] bool.
     """
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask) != 0
-    _check_maps(mask, "mask")
-    h, w = mask.shape[-2:]
+    ones_mask = np.asarray(mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask) != 0
+    _check_maps(ones_mask, "mask")
+    h, w = ones_mask.shape[-2:]
     # Summed-area table with a zero row and column in front: S[..., a, b] = number of ones in mask[..., :a, :b].
-    table = np.zeros((*mask.shape[:-2], h + 1, w + 1), dtype=np.int64)
-    table[..., 1:, 1:] = mask.cumsum(axis=-2, dtype=np.int64).cumsum(axis=-1)
+    table = np.zeros((*ones_mask.shape[:-2], h + 1, w + 1), dtype=np.int64)
+    table[..., 1:, 1:] = ones_mask.cumsum(axis=-2, dtype=np.int64).cumsum(axis=-1)
     i, j = np.arange(h), np.arange(w)
     r0, r1 = np.maximum(0, i - radius), np.maximum(np.minimum(i + radius + 1, h - 1), 0)
     c0, c1 = np.maximum(0, j - radius), np.maximum(np.minimum(j + radius + 1, w - 1), 0)

@@ -12,7 +12,7 @@ LangSplat names its files; paths of :class:`gags.workspace.Workspace`)::
                               every threshold, the Gaussians' fingerprint
     segment_timings           seconds per step (wall and CPU), ``per_image_s`` and the run's totals (written last)
 
-Steps (DESIGN.md "GaS"; constants in ``gags.config.SegmentConfig``):
+Steps (the GAGS paper's granularity-aware segmentation, GaS; constants in ``gags.config.SegmentConfig``):
 
 1. Expected depth of every view of the scene (training and held-out), rendered from the Gaussians.
 2. Every Gaussian centre projected into every view (``gags.segment.mindepth``): visibility, minimum depth, and per
@@ -257,7 +257,7 @@ def run(config: SegmentConfig) -> dict[str, Any]:
     # steps 4-6 per image
     sums_wall: dict[str, float] = {}
     sums_cpu: dict[str, float] = {}
-    masks_total = {n: 0 for n in SEGMENT_ROWS}
+    masks_total = dict.fromkeys(SEGMENT_ROWS, 0)
     counts = {"candidates": 0, "points": 0}
     dim = None
     bar = tqdm(total=len(pending), desc="gags segment", unit="image")
@@ -268,8 +268,8 @@ def run(config: SegmentConfig) -> dict[str, Any]:
                 sums_wall[key] = sums_wall.get(key, 0.0) + value
             for key, value in report["cpu"].items():
                 sums_cpu[key] = sums_cpu.get(key, 0.0) + value
-            for n in SEGMENT_ROWS:
-                masks_total[n] += report["masks"][n]
+            for row in SEGMENT_ROWS:
+                masks_total[row] += report["masks"][row]
             counts["candidates"] += report["candidates"]
             counts["points"] += report["points"]
             dim = report["dim"]

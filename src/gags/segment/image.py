@@ -49,7 +49,7 @@ def packed_boxes(packed: np.ndarray, width: int) -> torch.Tensor:
     """Boxes of row-packed masks: [K, H, ceil(W / 8)] uint8 -> [K, 4] int64 (x0, y0, x1, y1), inclusive, as
     ``gags.segment.masks.masks_to_boxes`` ([0, 0, 0, 0] for an empty mask)."""
     k, height, _ = packed.shape
-    rows = packed.any(axis=2)  # [K, H]
+    rows = np.any(packed, axis=2)  # [K, H]
     cols = np.unpackbits(np.bitwise_or.reduce(packed, axis=1), axis=1, count=width).view(bool)  # [K, W]
     nonempty = rows.any(axis=1)
     y0 = rows.argmax(axis=1)

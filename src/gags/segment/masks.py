@@ -263,7 +263,7 @@ def mask_nms(
     - when one criterion (score, inner-upper, inner-lower) rejects every mask, the 3 best-scored pass it. (LangSplat's
       code writes ``keep[index, 0] = True`` on a 1-D tensor, which raises; this implements the comment's intent.)
     Every ratio is computed with the same float32 operations as LangSplat on exact integer counts, so the kept set is
-    identical to the per-pair loop's (see ``benchmarks/mask_nms.py``). Pass float64 scores to compare them exactly as
+    identical to the per-pair loop's (see ``gags bench mask-nms``). Pass float64 scores to compare them exactly as
     LangSplat does (its scores are products of Python floats).
 
     Args:

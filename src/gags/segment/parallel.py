@@ -106,13 +106,13 @@ def run_images(config: SegmentConfig, indices: Sequence[int]) -> Iterator[dict[s
                     local.worker = ImageWorker(config)
             return local.worker.process(index)
 
-        with scoped_torch_threads(threads), futures.ThreadPoolExecutor(workers) as pool:
-            yield from _as_completed(pool, run_one, indices)
+        with scoped_torch_threads(threads), futures.ThreadPoolExecutor(workers) as threads_pool:
+            yield from _as_completed(threads_pool, run_one, indices)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads is not safe
     with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_process_worker,
-                                     initargs=(config, threads)) as pool:
-        yield from _as_completed(pool, _process_in_worker, indices)
+                                     initargs=(config, threads)) as processes_pool:
+        yield from _as_completed(processes_pool, _process_in_worker, indices)
 
 
 def _as_completed(pool: futures.Executor, fn: Callable[[int], dict[str, Any]],

@@ -87,7 +87,7 @@ def patch_ratios(depth: torch.Tensor, samples: torch.Tensor, grid: int = PATCH_G
         [grid, grid] float64, row-major patches; NaN where a patch holds no sample.
     """
     _check_maps(depth, samples, grid)
-    ids = _patch_ids(*depth.shape, grid).reshape(-1)
+    ids = _patch_ids(depth.shape[0], depth.shape[1], grid).reshape(-1)
     d = depth.detach().cpu().double().reshape(-1)
     s = samples.detach().cpu().double().reshape(-1)
     has = (s != 0).double()

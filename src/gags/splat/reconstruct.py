@@ -277,6 +277,7 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
     clock = training.Clock(saved.get("train_seconds", 0.0), saved.get("cpu_seconds", 0.0))
 
     def write(step: int) -> None:
+        assert checkpoint_path is not None
         t = time.perf_counter()
         optim, groups = training.optimizer_tensors(optimizers)
         tensors = {**training.grouped("splats", dict(splats.items())), **optim,
@@ -320,13 +321,13 @@ def train(splats: torch.nn.ParameterDict, views: Views, *, iterations: int, scen
             for key, a, b in (("data", t0, t1), ("render", t1, t2), ("loss", t2, t3), ("backward", t3, t4),
                               ("optimizer", t4, t5), ("densify", t5, t6)):
                 timing[key] += b - a
-            value = training.finite_or_raise(float(loss.detach()), step, checkpoint_path)
-            loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
+            loss_value = training.finite_or_raise(float(loss.detach()), step, checkpoint_path)
+            loss_ema = loss_value if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_value
             bar.update(1)
             if step % 10 == 0 or step == iterations - 1:
                 bar.set_postfix(loss=f"{loss_ema:.4f}", gaussians=f"{splats['means'].shape[0]:,}", refresh=False)
             done = step + 1
-            curve.add({"loss": value, "psnr": float(psnr(img.detach()[..., :3].clamp(0.0, 1.0), target))})
+            curve.add({"loss": loss_value, "psnr": float(psnr(img.detach()[..., :3].clamp(0.0, 1.0), target))})
             if curve.due(done):
                 curve.close(done, num_gaussians=int(splats["means"].shape[0]))
             if eval_views is not None and done in eval_at:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,60 +61,64 @@ def align_z(v: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], axis=1)
 
 
-def sphere(r: float, at: Vec = (0, 0, 0), clip=None) -> Prim:
-    return Prim("sphere", {"r": r}, translation=at, clip=clip)
+def _prim(kind: str, params: dict[str, float], rot: np.ndarray | None, at: Vec | np.ndarray, **kwargs: Any) -> Prim:
+    """A primitive of ``kind`` rotated by ``rot`` (None: identity) and placed at ``at``."""
+    return Prim(kind, params, np.eye(3) if rot is None else np.asarray(rot, float), np.asarray(at, float), **kwargs)
 
 
-def ellipsoid(rx: float, ry: float, rz: float, at: Vec = (0, 0, 0), rot=None, clip=None) -> Prim:
-    return Prim("ellipsoid", {"rx": rx, "ry": ry, "rz": rz}, np.eye(3) if rot is None else rot, at, clip=clip)
+def sphere(r: float, at: Vec | np.ndarray = (0, 0, 0), clip=None) -> Prim:
+    return _prim("sphere", {"r": r}, None, at, clip=clip)
 
 
-def box(hx: float, hy: float, hz: float, at: Vec = (0, 0, 0), rot=None) -> Prim:
-    return Prim("box", {"hx": hx, "hy": hy, "hz": hz}, np.eye(3) if rot is None else rot, at)
+def ellipsoid(rx: float, ry: float, rz: float, at: Vec | np.ndarray = (0, 0, 0), rot=None, clip=None) -> Prim:
+    return _prim("ellipsoid", {"rx": rx, "ry": ry, "rz": rz}, rot, at, clip=clip)
 
 
-def rounded_box(hx: float, hy: float, hz: float, rr: float, at: Vec = (0, 0, 0), rot=None) -> Prim:
-    return Prim("rounded_box", {"hx": hx, "hy": hy, "hz": hz, "rr": rr}, np.eye(3) if rot is None else rot, at)
+def box(hx: float, hy: float, hz: float, at: Vec | np.ndarray = (0, 0, 0), rot=None) -> Prim:
+    return _prim("box", {"hx": hx, "hy": hy, "hz": hz}, rot, at)
 
 
-def cylinder(r: float, h: float, at: Vec = (0, 0, 0), rot=None, caps: str = "both", clip=None) -> Prim:
-    return Prim("cylinder", {"r": r, "h": h}, np.eye(3) if rot is None else rot, at, caps=caps, clip=clip)
+def rounded_box(hx: float, hy: float, hz: float, rr: float, at: Vec | np.ndarray = (0, 0, 0), rot=None) -> Prim:
+    return _prim("rounded_box", {"hx": hx, "hy": hy, "hz": hz, "rr": rr}, rot, at)
 
 
-def cone(r0: float, r1: float, h: float, at: Vec = (0, 0, 0), rot=None, caps: str = "both") -> Prim:
-    return Prim("cone", {"r0": r0, "r1": r1, "h": h}, np.eye(3) if rot is None else rot, at, caps=caps)
+def cylinder(r: float, h: float, at: Vec | np.ndarray = (0, 0, 0), rot=None, caps: str = "both", clip=None) -> Prim:
+    return _prim("cylinder", {"r": r, "h": h}, rot, at, caps=caps, clip=clip)
 
 
-def torus(R: float, r: float, at: Vec = (0, 0, 0), rot=None, clip=None) -> Prim:
-    return Prim("torus", {"R": R, "r": r}, np.eye(3) if rot is None else rot, at, clip=clip)
+def cone(r0: float, r1: float, h: float, at: Vec | np.ndarray = (0, 0, 0), rot=None, caps: str = "both") -> Prim:
+    return _prim("cone", {"r0": r0, "r1": r1, "h": h}, rot, at, caps=caps)
 
 
-def capsule(r: float, h: float, at: Vec = (0, 0, 0), rot=None) -> Prim:
-    return Prim("capsule", {"r": r, "h": h}, np.eye(3) if rot is None else rot, at)
+def torus(R: float, r: float, at: Vec | np.ndarray = (0, 0, 0), rot=None, clip=None) -> Prim:
+    return _prim("torus", {"R": R, "r": r}, rot, at, clip=clip)
 
 
-def plane(hx: float, hy: float, at: Vec = (0, 0, 0), rot=None, room: bool = False) -> Prim:
+def capsule(r: float, h: float, at: Vec | np.ndarray = (0, 0, 0), rot=None) -> Prim:
+    return _prim("capsule", {"r": r, "h": h}, rot, at)
+
+
+def plane(hx: float, hy: float, at: Vec | np.ndarray = (0, 0, 0), rot=None, room: bool = False) -> Prim:
     """A rectangle; ``room`` marks a surface of the room (encloses the scene, casts no shadow)."""
-    return Prim("plane", {"hx": hx, "hy": hy}, np.eye(3) if rot is None else rot, at, casts_shadow=not room,
-                encloses=room)
+    return _prim("plane", {"hx": hx, "hy": hy}, rot, at, casts_shadow=not room, encloses=room)
 
 
 def stick(a: Vec, b: Vec, r: float) -> Prim:
     """A capsule from point ``a`` to point ``b``."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return capsule(r, float(np.linalg.norm(b - a)) / 2, tuple((a + b) / 2), align_z(b - a))
+    pa, pb = np.asarray(a, float), np.asarray(b, float)
+    return capsule(r, float(np.linalg.norm(pb - pa)) / 2, (pa + pb) / 2, align_z(pb - pa))
 
 
 def rod(a: Vec, b: Vec, r: float, caps: str = "both") -> Prim:
     """A cylinder from point ``a`` to point ``b``."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return cylinder(r, float(np.linalg.norm(b - a)) / 2, tuple((a + b) / 2), align_z(b - a), caps=caps)
+    pa, pb = np.asarray(a, float), np.asarray(b, float)
+    return cylinder(r, float(np.linalg.norm(pb - pa)) / 2, (pa + pb) / 2, align_z(pb - pa), caps=caps)
 
 
 def taper(a: Vec, b: Vec, ra: float, rb: float) -> Prim:
     """A cone from point ``a`` (radius ``ra``) to point ``b`` (radius ``rb``)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return cone(ra, rb, float(np.linalg.norm(b - a)) / 2, tuple((a + b) / 2), align_z(b - a))
+    pa, pb = np.asarray(a, float), np.asarray(b, float)
+    return cone(ra, rb, float(np.linalg.norm(pb - pa)) / 2, (pa + pb) / 2, align_z(pb - pa))
 
 
 KEEP_BELOW = ((0.0, 0.0, 1.0), 0.0)
@@ -769,9 +774,10 @@ def compose(preset: str, seed: int) -> World:
     placed: list[tuple[WholeSpec, np.ndarray, np.ndarray, float]] = []
     discs: list[tuple[float, float, float]] = []
     for i, spec in enumerate(specs):
-        if where[i] is None:
+        pose = where[i]
+        if pose is None:
             continue  # still no room after the last round: leave this object out
-        x, y = where[i]
+        x, y = pose
         discs.append((x, y, spec.footprint()))
         placed.append((spec, rot_z(u(rng, 0, 2 * math.pi)), np.array([x, y, 0.0]), 1.0))
     xs = np.array([[a, b] for a, b, _ in discs])

@@ -527,10 +527,10 @@ def _shadowed(comp: Compiled, points: torch.Tensor) -> torch.Tensor:
     radii = comp.radii.to(points)
     centers_uv = torch.stack([centers @ e1, centers @ e2], 1)
     max_along = (centers @ light + radii).tolist()
-    c0 = ((centers_uv - radii[:, None] - lo) / cell).floor().long()
-    c1 = ((centers_uv + radii[:, None] - lo) / cell).floor().long()
-    outside = (c1 < 0).any(1) | (c0 > g - 1).any(1)
-    c0, c1 = c0.clamp(0, g - 1).tolist(), c1.clamp(0, g - 1).tolist()
+    cell_lo = ((centers_uv - radii[:, None] - lo) / cell).floor().long()
+    cell_hi = ((centers_uv + radii[:, None] - lo) / cell).floor().long()
+    outside = (cell_hi < 0).any(1) | (cell_lo > g - 1).any(1)
+    c0, c1 = cell_lo.clamp(0, g - 1).tolist(), cell_hi.clamp(0, g - 1).tolist()
     for i in torch.nonzero(comp.casts_shadow & ~outside).flatten().tolist():
         (x0, y0), (x1, y1) = c0[i], c1[i]
         rows = torch.arange(y0, y1 + 1) * g

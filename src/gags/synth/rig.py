@@ -129,7 +129,8 @@ def plan_cameras(world: World, n: int, resolution: int | tuple[int, int], seed: 
             w2c = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float32) @ w2c
             name = f"{prefix}{start + len(cams):05d}{suffix}"
             cams.append(Camera(name, K.clone(), w2c, width, height))
-            plans.append(CameraPlan(ring, float(np.linalg.norm(eye - target)), tuple(float(x) for x in target)))
+            plans.append(CameraPlan(ring, float(np.linalg.norm(eye - target)),
+                                    (float(target[0]), float(target[1]), float(target[2]))))
     return cams, plans
 
 

@@ -260,11 +260,11 @@ def start(config: ViewConfig) -> ViewerHandle:
     server.initial_camera.fov = fov_y
 
     @server.on_client_connect
-    def _(client: Any) -> None:
+    def _on_connect(client: Any) -> None:
         _attach_client(handle, client)
 
     @server.on_client_disconnect
-    def _(client: Any) -> None:
+    def _on_disconnect(client: Any) -> None:
         with handle.lock:
             session = handle.sessions.pop(client.client_id, None)
         if session is not None:
