@@ -26,7 +26,7 @@ from gags.report import (
 )
 from gags.workspace import REPORT_HTML as REPORT_FILE
 
-SECTIONS = ("scene", "reconstruction", "queries", "granularity", "metrics", "curves", "timing")
+SECTIONS = ("scene", "reconstruction", "queries", "granularity", "metrics", "ladder", "curves", "timing")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -173,7 +173,7 @@ def test_demo_writes_a_complete_report(demo_out, capsys):
         "reconstruction": 2 * min(3, n_test),  # ground truth and render
         "queries": 2 * max(per_frame),  # relevancy and mask of each query of the view with the most labels
         "granularity": 2 * min(3, n_test),  # image and level map
-        "metrics": 0, "curves": 0, "timing": 0,
+        "metrics": 0, "ladder": 0, "curves": 0, "timing": 0,
     }
     assert {sid: len(image_sources(body)) for sid, body in found.items()} == expected
     for uri in image_sources(page):

@@ -380,6 +380,28 @@ class BenchQueryConfig:
 
 
 @dataclass
+class BenchLadderConfig:
+    """Where query quality is lost: the label's own masks (R0), exact entity masks encoded (R1, procedural scenes),
+    the segment stage's features (R2) and every distilled field (R3), scored by the protocol of `gags eval`
+    (OUT/bench/ladder.json; see gags.bench.ladder)."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT) with labels (a procedural scene's own, or --labels)."""
+    labels: Path | None = None
+    """Label folder (LERF-OVS frame_XXXXX.json); default the synthetic scene's own labels."""
+    encoder: str | None = None
+    """Text (and R1 image) encoder spec; default the one `gags segment` recorded."""
+    split: Literal["train", "test", "all"] = "all"
+    """The labelled training views, the labelled held-out views, or both (reported separately)."""
+    methods: tuple[str, ...] = ()
+    """Fields of R3; default every field in OUT."""
+    protocol_min_side: int = 720
+    """Labels smaller than this are evaluated enlarged to it, as `gags eval --protocol-min-side`."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default, one per core)."""
+
+
+@dataclass
 class BenchRasterizeConfig:
     """The PyTorch rasterizer: forward and forward+backward time, (Gaussian, pixel) pairs per second, over a grid of
     sizes (see gags.bench.rasterize)."""
@@ -518,6 +540,7 @@ class BenchSynthConfig:
 BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Annotated members)
     Annotated[BenchAblationConfig, tyro.conf.subcommand("ablation")],
     Annotated[BenchQueryConfig, tyro.conf.subcommand("query")],
+    Annotated[BenchLadderConfig, tyro.conf.subcommand("ladder")],
     Annotated[BenchRasterizeConfig, tyro.conf.subcommand("rasterize")],
     Annotated[BenchReconstructConfig, tyro.conf.subcommand("reconstruct")],
     Annotated[BenchMaskNmsConfig, tyro.conf.subcommand("mask-nms")],

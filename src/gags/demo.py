@@ -1,6 +1,7 @@
 """``gags demo``: every stage on a procedural scene with the embedded models, on a CPU.
 
-synth -> reconstruct -> segment -> distill (gags + baselines) -> eval. Each stage writes into the same output folder
+synth -> reconstruct -> segment -> distill (gags + baselines) -> eval -> ladder (``gags bench ladder``: where the
+quality of queries is lost, rung by rung). Each stage writes into the same output folder
 and resumes by itself; a stage whose final artifact exists is skipped, so re-running the command after an interruption
 continues where it stopped. Time per stage goes to ``Workspace.demo_json``. Last, the report (``gags.report``) is
 written again on every run: it is cheap and shows what the stages did.
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gags.config import (
+    BenchLadderConfig,
     DemoConfig,
     DistillConfig,
     EvalConfig,
@@ -30,6 +32,8 @@ from gags.workspace import Workspace
 
 
 def _steps(config: DemoConfig) -> list[Step]:
+    from gags.bench.ladder import RESULT_NAME as LADDER
+    from gags.bench.ladder import run as ladder
     from gags.distill.train import run as distill
     from gags.query.evaluate import run as evaluate
     from gags.segment.extract import run as segment
@@ -56,6 +60,8 @@ def _steps(config: DemoConfig) -> list[Step]:
         steps.append(Step(f"distill {method}", ws.field_file(method), functools.partial(distill, distill_config)))
     steps.append(Step("eval", ws.eval_metrics("gags", "test"),
                       lambda: evaluate(EvalConfig(out=out, method="all", split="all"))))
+    steps.append(Step("ladder", ws.bench_file(LADDER), functools.partial(ladder, BenchLadderConfig(
+        out=out, encoder=config.encoder))))
     return steps
 
 

@@ -109,6 +109,9 @@ class Method:
     name: the ``--method`` value and the folder ``OUT/field/NAME``; label: its row in tables;
     description: one line for ``--help`` and the report; paper: where it comes from;
     heads: given the per-head feature size (``--feature-dim``), what the distillation loop trains;
+    target: the reading of the segment stage's three levels that the field is trained to reproduce, as
+    ``gags bench ladder`` names it (``pick``: per query the level LangSplat's protocol picks; ``avg``: the mean of the
+    levels; ``level-s|m|l``: one level), so that the ladder can say how much of it the field keeps;
     query: how the field is queried; needs_encoder: distillation itself embeds text (with the segment stage's encoder).
     """
 
@@ -117,6 +120,7 @@ class Method:
     description: str
     paper: str
     heads: Callable[[int], MethodSpec]
+    target: str
     query: Query = "one-map"
     needs_encoder: bool = False
 
@@ -156,16 +160,18 @@ GAGS_PAPER = "Peng et al., GAGS: Granularity-Aware Feature Distillation for Lang
 
 _ENTRIES: tuple[Method, ...] = (
     Method("gags", "GaD (gags)", "one 16-d field; a granularity decoder picks the level per pixel (GaD)", GAGS_PAPER,
-           _gags),
+           _gags, target="pick"),
     Method("avg", "average of the levels", "one 16-d field fitted to the normalised mean of the three levels",
-           f"{GAGS_PAPER}, Table 4 (Model 1/7)", _avg),
+           f"{GAGS_PAPER}, Table 4 (Model 1/7)", _avg, target="avg"),
     *(Method(f"level-{lv.code}", f"{lv.display} level only", f"one 16-d field fitted to the {lv.display} level alone",
-             f"{GAGS_PAPER}, Table 4 (Models 4-6)", _single_level(lv.index)) for lv in LEVELS),
+             f"{GAGS_PAPER}, Table 4 (Models 4-6)", _single_level(lv.index), target=f"level-{lv.code}")
+      for lv in LEVELS),
     Method("langsplat", "LangSplat (3 fields)", "three 3-d fields through LangSplat's autoencoder, one per level",
-           "Qin et al., LangSplat: 3D Language Gaussian Splatting (CVPR 2024)", _langsplat, query="level-pick"),
+           "Qin et al., LangSplat: 3D Language Gaussian Splatting (CVPR 2024)", _langsplat, target="pick",
+           query="level-pick"),
     Method("n2f2", "N2F2-style fusion", "three 16-d fields fused per Gaussian by their relevancy to generic phrases",
            "Bhalgat et al., N2F2: Hierarchical Scene Understanding with Nested Neural Feature Fields (ECCV 2024); "
-           f"as compared in {GAGS_PAPER}", _n2f2, needs_encoder=True),
+           f"as compared in {GAGS_PAPER}", _n2f2, target="pick", needs_encoder=True),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}

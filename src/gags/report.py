@@ -107,6 +107,9 @@ def write_report(out: Path) -> Path:
          _granularity_section),
         ("metrics", "Metrics",
          "LERF-OVS protocol, every evaluated method, on the labelled training and held-out views.", _metrics_section),
+        ("ladder", "Where quality is lost",
+         "How much of what the 2D features know the field keeps: the same protocol from the labels down to the field.",
+         _ladder_section),
         ("curves", "Training curves", "Losses over the iterations of each training stage.", _curves_section),
         ("timing", "Time per stage", "Wall-clock seconds of each stage of this run.", _timing_section),
     ]
@@ -460,6 +463,42 @@ def _metrics_section(ctx: Context) -> str:
             f"<p class=\"small\">{counts}. mIoU: mean over (view, label) pairs of the IoU of the predicted mask with "
             "the label's polygons; localization: share of pairs whose most relevant point (30x30 box filter, argmax) "
             f"lies in one of the label's boxes. Best per column in bold. {html.escape(note)}</p>")
+
+
+def _ladder_section(ctx: Context) -> str:
+    from gags.bench.ladder import RESULT_NAME, table_rows
+
+    record = ctx.maybe_json(ctx.ws.bench_file(RESULT_NAME))
+    if record is None:
+        raise Missing("No ladder yet: run `gags bench ladder OUT` to see where the quality of queries is lost, rung by "
+                      "rung (labels, exact masks, the segments' features, the distilled fields).")
+    splits = list(record["splits"])
+    head = "".join(f'<th colspan="2">{SPLIT_NAMES[s]}</th>' for s in splits)
+    sub = "<th>mIoU</th><th>localization</th>" * len(splits)
+    rows = []
+    for rung, label, per in table_rows(record):
+        cells = []
+        for s in splits:
+            e = per[s]
+            kept = e.get("kept")
+            for k in ("miou", "loc_acc"):
+                text = "-" if e.get(k) is None else _pct(e[k])
+                if kept and kept.get(k) is not None:
+                    text += f' <span class="small">({_pct(kept[k])} kept)</span>'
+                cells.append(f"<td>{text}</td>")
+        rows.append(f'<tr><td class="l">{rung}</td><td class="l">{html.escape(label)}</td>{"".join(cells)}</tr>')
+    coverage = "; ".join(
+        f"{SPLIT_NAMES[s]}: " + " / ".join(_pct(record["splits"][s]["coverage"][str(k)]) for k in range(4))
+        for s in splits if record["splits"][s].get("coverage"))
+    notes = " ".join(html.escape(n) for n in record.get("notes", []))
+    return (f'<table class="metrics"><tr><th class="l" rowspan="2">rung</th><th class="l" rowspan="2">relevancy from'
+            f'</th>{head}</tr><tr>{sub}</tr>{"".join(rows)}</table>'
+            "<p class=\"small\">R0: the label's own mask (the protocol's ceiling); R1: exact entity masks encoded as "
+            "the segment stage encodes its masks; R2: the segment stage's features; R3: the distilled fields, with the "
+            "share they keep of the R2 reading they were trained on. Levels read one at a time, per query at the "
+            "level of what it names (own), at the best level (an oracle), as LangSplat's protocol picks, or averaged. "
+            + (f"Labelled pixels with a segment at 0 / 1 / 2 / 3 levels (%): {coverage}. " if coverage else "")
+            + f"{notes}</p>")
 
 
 def _curves_section(ctx: Context) -> str:

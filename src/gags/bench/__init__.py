@@ -3,6 +3,7 @@
 =======================  ============================================================================================
 ``ablation``             the ablation tables over presets and seeds (:mod:`gags.bench.ablation`)
 ``query``                query speed, GAGS vs LangSplat, on one scene output folder (:mod:`gags.bench.query`)
+``ladder``               where query quality is lost: labels, exact masks, segments, fields (:mod:`gags.bench.ladder`)
 ``rasterize``            the PyTorch rasterizer's forward and backward time (:mod:`gags.bench.rasterize`)
 ``reconstruct``          ``gags reconstruct`` on real photos: PSNR along the run (:mod:`gags.bench.reconstruct`)
 ``mask-nms``             vectorised mask NMS against LangSplat's per-pair rules (:mod:`gags.bench.mask_nms`)
@@ -22,6 +23,7 @@ from gags import config as cfg
 BENCHMARKS: dict[type, str] = {
     cfg.BenchAblationConfig: "gags.bench.ablation",
     cfg.BenchQueryConfig: "gags.bench.query",
+    cfg.BenchLadderConfig: "gags.bench.ladder",
     cfg.BenchRasterizeConfig: "gags.bench.rasterize",
     cfg.BenchReconstructConfig: "gags.bench.reconstruct",
     cfg.BenchMaskNmsConfig: "gags.bench.mask_nms",

@@ -70,7 +70,7 @@ from gags.levels import NAMES
 from gags.methods import METHOD_NAMES, METHODS
 from gags.pipeline import Step, run_steps
 from gags.segment.prompts import PromptMode
-from gags.synth.scenes import queries_path, transforms_path
+from gags.synth.scenes import query_levels, transforms_path
 from gags.threads import scoped_torch_threads
 from gags.workspace import Workspace
 
@@ -265,14 +265,6 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     mean = math.fsum(values) / n
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
     return {"mean": mean, "std": std, "n": n, "values": values}
-
-
-def query_levels(scene: Path) -> dict[str, str]:
-    """Query text -> granularity ("whole", "part", "subpart") from a synthetic scene's queries ({} if none)."""
-    path = queries_path(scene)
-    if not path.is_file():
-        return {}
-    return {q["text"]: q["level"] for q in read_json(path).get("queries", [])}
 
 
 def by_query_level(queries: Sequence[dict[str, Any]], levels: dict[str, str]) -> dict[str, float | None]:

@@ -196,6 +196,17 @@ def upsample_maps(maps: np.ndarray, width: int, height: int) -> np.ndarray:
     return out.reshape(*maps.shape[:-2], height, width)
 
 
+def score_frame(name: str, frame: FrameLabels, maps: Mapping[str, np.ndarray],
+                protocol_min_side: int = PROTOCOL_MIN_SIDE,
+                on_result: Callable[[str, str, QueryResult], None] | None = None) -> dict[str, Any]:
+    """The protocol on one frame: relevancy ``maps`` (label -> [H, W] or [L, H, W], any resolution) upsampled to the
+    protocol's size for these labels (``protocol_size``), then :func:`evaluate_frames`. ``gags eval`` and
+    ``gags bench ladder`` score through this one function."""
+    eval_w, eval_h = protocol_size(frame.width, frame.height, protocol_min_side)
+    eval_maps = {c: upsample_maps(np.asarray(m, dtype=np.float32), eval_w, eval_h) for c, m in maps.items()}
+    return evaluate_frames({name: eval_maps}, {name: frame}, on_result=on_result)
+
+
 def evaluate_split(
     out_dir: Path,
     scene: Any,
@@ -245,10 +256,8 @@ def evaluate_split(
 
         found.clear()
         start = time.perf_counter()
-        eval_w, eval_h = protocol_size(frame.width, frame.height, protocol_min_side)
-        protocol_sizes.add((eval_w, eval_h))
-        eval_maps = {c: upsample_maps(m, eval_w, eval_h) for c, m in maps.items()}
-        result = evaluate_frames({name: eval_maps}, {name: frame}, on_result=keep if figures else None)
+        protocol_sizes.add(protocol_size(frame.width, frame.height, protocol_min_side))
+        result = score_frame(name, frame, maps, protocol_min_side, on_result=keep if figures else None)
         seconds["metrics"] += time.perf_counter() - start
         if figures:
             start = time.perf_counter()

@@ -79,6 +79,15 @@ def queries_path(root: Path) -> Path:
     return Path(root) / QUERIES_JSON
 
 
+def query_levels(root: Path) -> dict[str, str]:
+    """Query text -> the level of what it names (``gags.levels.NAMES``) from a synthetic scene's queries ({} when
+    the folder is not a synthetic scene)."""
+    path = queries_path(root)
+    if not path.is_file():
+        return {}
+    return {q["text"]: q["level"] for q in read_json(path).get("queries", []) if "text" in q and "level" in q}
+
+
 def label_dir(root: Path) -> Path:
     """The LERF-OVS labels of the evaluation frames."""
     return Path(root) / LABEL_DIR
@@ -361,5 +370,5 @@ def run(config: SynthConfig) -> Path:
     return out
 
 
-__all__ = ["choose_queries", "frame_labels", "ids_dir", "label_dir", "queries_path", "run", "surface_points",
-           "transforms_path", "validate", "world_path", "write_transforms"]
+__all__ = ["choose_queries", "frame_labels", "ids_dir", "label_dir", "queries_path", "query_levels", "run",
+           "surface_points", "transforms_path", "validate", "world_path", "write_transforms"]

@@ -1,0 +1,340 @@
+"""``gags bench ladder OUT``: where the quality of text queries is lost, rung by rung.
+
+Every rung turns the labelled views of a scene output folder into relevancy maps, and every map is scored by the one
+implementation of the LERF-OVS protocol that ``gags eval`` uses (``gags.query.evaluate.score_frame``):
+
+- R0 ``label``: the label's own mask as relevancy: the protocol's ceiling at this resolution.
+- R1 ``exact`` (procedural scenes only): every entity of the synthetic scene's id maps, at each level, cropped and
+  encoded as ``gags segment`` encodes its masks (``gags.models.crops.crop_masks``, the same encoder): what the encoder
+  knows when the segmentation is perfect.
+- R2 ``segments``: the segment stage's features (LangSplat's ``_f`` / ``_s``): what distillation is asked to keep.
+- R3 ``field METHOD``: every distilled field, rendered and decoded as ``gags eval`` does.
+
+R1 and R2 have three levels, read several ways: ``level-s|m|l`` (one level for every query), ``own`` (the level of
+what the query names, for scenes whose queries carry a level), ``best`` (per query, the level that scores best: an
+oracle), ``pick`` (LangSplat's choice among the three maps, the protocol's rule for a three-level method) and ``avg``
+(the normalised mean of the levels' features, per pixel). A pixel without a segment at a level has relevancy 0 there
+(nothing says the query). Each field is compared with the reading of the target it was trained on (the registry's
+``Method.target``): ``kept`` = R3 / R2 of that reading, for mIoU and localization.
+
+``coverage``: the share of labelled pixels that have a segment at 0, 1, 2 and 3 levels (R2).
+
+Writes ``Workspace.bench_file("ladder")`` and prints a table; the report shows it.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from gags.config import BenchLadderConfig
+from gags.data.features import feature_stem, read_language_features
+from gags.data.labels import FrameLabels
+from gags.errors import GagsError
+from gags.io import write_json
+from gags.levels import LEVELS, NUM_LEVELS, ROWS
+from gags.methods import METHODS
+from gags.threads import scoped_torch_threads
+from gags.workspace import Workspace
+
+RESULT_NAME = "ladder"
+"""The record's name in the scene output folder's benchmark records."""
+SPLITS = ("train", "test")
+LEVEL_READINGS = tuple(f"level-{lv.code}" for lv in LEVELS)
+READINGS = (*LEVEL_READINGS, "own", "best", "pick", "avg")
+"""The ways a three-level rung (R1, R2) is read."""
+
+Maps = dict[str, dict[str, np.ndarray]]
+"""frame -> label -> relevancy [H, W] or [L, H, W]."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# relevancy of three-level feature tables
+
+
+def level_relevancy(table: Tensor, seg: Tensor, query: Tensor, canon: Tensor) -> Tensor:
+    """Relevancy maps of per-level segments.
+
+    Args:
+        table: [M, D] the segments' features; seg: [3, H, W] int64 row of ``table`` per level (-1 = no segment);
+        query: [Q, D]; canon: [C, D].
+    Returns:
+        [Q, 3, H, W] float32: the relevancy of each pixel's segment at each level, 0 where there is none.
+    """
+    from gags.query.relevancy import relevancy
+
+    per_segment = relevancy(table.float(), query, canon)  # [Q, M]
+    padded = torch.cat([per_segment, per_segment.new_zeros(per_segment.shape[0], 1)], dim=1)  # [Q, M + 1]
+    index = torch.where(seg >= 0, seg, table.shape[0])  # [3, H, W]
+    return padded[:, index]
+
+
+def average_relevancy(table: Tensor, seg: Tensor, query: Tensor, canon: Tensor) -> Tensor:
+    """Relevancy of the normalised mean of the levels' features at each pixel (levels without a segment left out):
+    [Q, H, W], 0 where no level has a segment."""
+    from gags.query.relevancy import relevancy
+
+    covered = seg >= 0  # [3, H, W]
+    feats = torch.nn.functional.normalize(table.float(), dim=-1)
+    gathered = feats[seg.clamp_min(0)] * covered[..., None]  # [3, H, W, D]
+    mean = gathered.sum(0)  # [H, W, D]
+    rel = relevancy(mean, query, canon)  # [Q, H, W]
+    return torch.where(covered.any(0), rel, torch.zeros_like(rel))
+
+
+def exact_segments(ids: np.ndarray, rgb: np.ndarray, encoder: Any) -> tuple[Tensor, Tensor]:
+    """The entities of a synthetic view's id maps as a feature table, encoded as ``gags segment`` encodes masks.
+
+    ids: [3, H, W] int entity ids per level (-1: nothing); rgb: [H, W, 3] uint8.
+    Returns (table [M, D] float32, seg [3, H, W] int64 row of ``table`` per level, -1 where no entity).
+    """
+    from gags.models.crops import crop_masks
+
+    ids_t = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    seg = torch.full_like(ids_t, -1)
+    masks, offset = [], 0
+    for k in range(NUM_LEVELS):
+        entities = torch.unique(ids_t[k])
+        entities = entities[entities >= 0]
+        level_masks = ids_t[k][None] == entities[:, None, None]  # [E, H, W]
+        seg[k] = torch.where(ids_t[k] >= 0, torch.searchsorted(entities, ids_t[k].clamp_min(0)) + offset, -1)
+        masks.append(level_masks)
+        offset += len(entities)
+    all_masks = torch.cat(masks)
+    if len(all_masks) == 0:
+        return torch.zeros(0, encoder.dim), seg
+    crops = crop_masks(np.ascontiguousarray(rgb), all_masks, encoder.input_size)
+    return encoder.encode_images(crops).float(), seg
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# scoring
+
+
+def summarize(queries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """mIoU and localization accuracy (fractions) over scored queries."""
+    if not queries:
+        return {"miou": None, "loc_acc": None, "n_queries": 0}
+    return {"miou": float(np.mean([q["iou"] for q in queries])), "loc_acc": float(np.mean([q["hit"] for q in queries])),
+            "n_queries": len(queries)}
+
+
+def score(maps: Maps, labels: Mapping[str, FrameLabels], protocol_min_side: int) -> list[dict[str, Any]]:
+    """Every (frame, label) of ``maps`` scored by the protocol (``gags.query.evaluate.score_frame``)."""
+    from gags.query.evaluate import score_frame
+
+    queries: list[dict[str, Any]] = []
+    for name, frame_maps in maps.items():
+        queries += score_frame(name, labels[name], frame_maps, protocol_min_side)["queries"]
+    return queries
+
+
+def read_levels(per_level: Mapping[str, Maps], labels: Mapping[str, FrameLabels], query_level: Mapping[str, str],
+                protocol_min_side: int) -> dict[str, dict[str, Any]]:
+    """The readings of a three-level rung from its maps: ``per_level`` has ``levels`` ([3, H, W] per label) and
+    ``avg`` ([H, W]). Returns reading -> summary."""
+    stacked = per_level["levels"]
+    scored = {reading: score({f: {c: m[k] for c, m in maps.items()} for f, maps in stacked.items()}, labels,
+                             protocol_min_side)
+              for k, reading in enumerate(LEVEL_READINGS)}
+    out = {reading: summarize(q) for reading, q in scored.items()}
+    by_pair = [{(q["frame"], q["label"]): q for q in scored[r]} for r in LEVEL_READINGS]
+    pairs = list(by_pair[0])
+    best = [{"iou": max(b[p]["iou"] for b in by_pair), "hit": max(b[p]["hit"] for b in by_pair)} for p in pairs]
+    out["best"] = summarize(best)
+    index = {lv.name: lv.index for lv in LEVELS}
+    own = [by_pair[index[query_level[p[1]]]][p] for p in pairs if query_level.get(p[1]) in index]
+    out["own"] = summarize(own) if query_level else {**summarize([]), "note": "the queries carry no level"}
+    out["pick"] = summarize(score(stacked, labels, protocol_min_side))
+    out["avg"] = summarize(score(per_level["avg"], labels, protocol_min_side))
+    return out
+
+
+def coverage_shares(seg: Tensor, labelled: np.ndarray) -> np.ndarray:
+    """[4] counts of labelled pixels with a segment at 0, 1, 2, 3 levels. seg: [3, H, W]; labelled: bool [H, W]."""
+    levels = (seg >= 0).sum(0).numpy()[labelled]
+    return np.bincount(levels, minlength=NUM_LEVELS + 1).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def _resized_levels(seg: Tensor, width: int, height: int) -> Tensor:
+    """[3, h, w] segment rows resized (nearest) to [3, height, width]."""
+    from gags.distill.losses import resize_segment_maps
+
+    return resize_segment_maps(seg.long(), (height, width))
+
+
+def run(config: BenchLadderConfig) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the record it writes in OUT."""
+    with scoped_torch_threads(config.threads):
+        return _run(config)
+
+
+def _run(config: BenchLadderConfig) -> dict[str, Any]:
+    from gags.models import load_encoder
+    from gags.query import render
+    from gags.query.evaluate import labelled_views
+    from gags.query.relevancy import CANONICAL_PHRASES
+    from gags.synth.scenes import ids_dir, query_levels
+
+    out = Path(config.out)
+    ws = Workspace(out)
+    ws.require_scene()
+    scene, labels, by_split = labelled_views(out, config.labels)
+    splits = [s for s in (SPLITS if config.split == "all" else (config.split,)) if by_split[s]]
+    if not splits:
+        raise GagsError(f"the labels of {out} cover no {config.split} view; choose another --split.")
+    encoder_spec = config.encoder or ws.recorded_encoder()
+    ws.check_encoder_weights(encoder_spec)
+    encoder = load_encoder(encoder_spec, device="cpu")
+    categories = list(dict.fromkeys(c for s in splits for n, _ in by_split[s] for c in labels[n].categories))
+    embedded = encoder.encode_text(categories + list(CANONICAL_PHRASES)).float()
+    query_of = dict(zip(categories, embedded[: len(categories)], strict=True))
+    canon = embedded[len(categories):]
+    has_features = ws.features_dir.is_dir()
+    truth = ids_dir(scene.root)
+    has_truth = truth.is_dir()
+    query_level = query_levels(scene.root)
+    methods = [m for m in ws.field_methods() if not config.methods or m in config.methods]
+    notes = []
+    if not has_truth:
+        notes.append("R1 (exact masks) needs a procedural scene's id maps; this scene has none.")
+    if not has_features:
+        notes.append("R2 (segments) needs the segment stage's features; run `gags segment` first.")
+    if not methods:
+        notes.append("R3 needs a distilled field; run `gags distill` first.")
+    geometry = render.load_geometry(out) if methods else None
+    fields = {m: render.load_field(out, m) for m in methods}
+    for m, f in fields.items():
+        assert geometry is not None
+        ws.check_field(m, len(f.features), len(geometry))
+        if render.field_dim(f) != encoder.dim:
+            raise GagsError(f"the {m} field decodes {render.field_dim(f)}-d features but the encoder {encoder_spec!r} "
+                            f"embeds text in {encoder.dim}; pass the --encoder that made the features.")
+
+    results: dict[str, Any] = {}
+    for split in splits:
+        frames = by_split[split]
+        split_labels = {n: labels[n] for n, _ in frames}
+        r0: Maps = {}
+        r1: dict[str, Maps] = {"levels": {}, "avg": {}}
+        r2: dict[str, Maps] = {"levels": {}, "avg": {}}
+        r3: dict[str, Maps] = {m: {} for m in methods}
+        coverage = np.zeros(NUM_LEVELS + 1)
+        for name, index in tqdm(frames, desc=f"ladder {split}", unit="view", leave=False):
+            frame = labels[name]
+            w, h = frame.width, frame.height
+            cats = frame.categories
+            query = torch.stack([query_of[c] for c in cats])
+            r0[name] = {c: frame.masks[c].astype(np.float32) for c in cats}
+            labelled = np.any(np.stack([frame.masks[c] for c in cats]), axis=0)
+            if has_features:
+                feats, seg_full = read_language_features(ws.features_dir, scene.names[index])
+                seg = _resized_levels(torch.from_numpy(seg_full[list(ROWS)].astype(np.int64)), w, h)
+                table = torch.from_numpy(feats.astype(np.float32))
+                _add_levels(r2, name, cats, table, seg, query, canon)
+                coverage += coverage_shares(seg, labelled)
+            if has_truth:
+                ids = np.load(truth / f"{feature_stem(scene.names[index])}.npy")
+                rgb = scene.load_image(index)
+                table, seg_exact = exact_segments(ids, rgb, encoder)
+                seg_exact = _resized_levels(seg_exact, w, h)
+                _add_levels(r1, name, cats, table, seg_exact, query, canon)
+            for m, field in fields.items():
+                assert geometry is not None
+                camera = render.camera_at(scene.cameras[index], w, h)
+                rel = render.view_relevancy(geometry, field, camera, query, canon)  # [Q, L, H, W]
+                r3[m][name] = {c: (rel[q, 0] if rel.shape[1] == 1 else rel[q]).numpy() for q, c in enumerate(cats)}
+        entry: dict[str, Any] = {"n_frames": len(frames),
+                                 "R0": summarize(score(r0, split_labels, config.protocol_min_side))}
+        if has_truth:
+            entry["R1"] = read_levels(r1, split_labels, query_level, config.protocol_min_side)
+        if has_features:
+            entry["R2"] = read_levels(r2, split_labels, query_level, config.protocol_min_side)
+            total = coverage.sum()
+            entry["coverage"] = {str(k): float(coverage[k] / total) if total else None for k in range(NUM_LEVELS + 1)}
+        entry["R3"] = {}
+        for m in methods:
+            summary = summarize(score(r3[m], split_labels, config.protocol_min_side))
+            target = METHODS[m].target if m in METHODS else None
+            if has_features and target is not None:
+                base = entry["R2"][target]
+                summary["target"] = target
+                summary["kept"] = {k: (summary[k] / base[k] if base[k] else None) for k in ("miou", "loc_acc")}
+            entry["R3"][m] = summary
+        results[split] = entry
+
+    record = {"scene": str(out), "labels": str(config.labels) if config.labels else "the synthetic scene's own",
+              "encoder": encoder_spec, "protocol_min_side": config.protocol_min_side, "methods": methods,
+              "notes": notes, "splits": results, "platform": platform.platform()}
+    path = ws.bench_file(RESULT_NAME)
+    write_json(path, record)
+    print_table(record)
+    print(f"gags bench ladder: {path}")
+    return record
+
+
+def _add_levels(rung: dict[str, Maps], name: str, cats: Sequence[str], table: Tensor, seg: Tensor, query: Tensor,
+                canon: Tensor) -> None:
+    levels = level_relevancy(table, seg, query, canon).numpy()  # [Q, 3, H, W]
+    avg = average_relevancy(table, seg, query, canon).numpy()  # [Q, H, W]
+    rung["levels"][name] = {c: levels[q] for q, c in enumerate(cats)}
+    rung["avg"][name] = {c: avg[q] for q, c in enumerate(cats)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the table
+
+
+def table_rows(record: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(rung, reading, per-split summaries) in ladder order, for the terminal and the report."""
+    splits = record["splits"]
+    rows: list[tuple[str, str, dict[str, Any]]] = [("R0", "label", {s: e["R0"] for s, e in splits.items()})]
+    for rung, what in (("R1", "exact masks"), ("R2", "segments")):
+        if all(rung in e for e in splits.values()):
+            for reading in READINGS:
+                rows.append((rung, f"{what}, {reading}", {s: e[rung][reading] for s, e in splits.items()}))
+    for m in record["methods"]:
+        rows.append(("R3", f"field {m}", {s: e["R3"][m] for s, e in splits.items()}))
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def print_table(record: Mapping[str, Any]) -> None:
+    """The ladder as a table: mIoU / localization (%) per split, and what each field keeps of its target."""
+    splits = list(record["splits"])
+    names = {"train": "training views", "test": "held-out views"}
+    print(f"{'rung':<5} {'relevancy from':<28} " + " ".join(f"{names[s] + ' mIoU / loc.':>28}" for s in splits))
+    for rung, label, per in table_rows(record):
+        cells = []
+        for s in splits:
+            e = per[s]
+            cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
+            if "kept" in e:
+                cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}% kept)"
+            cells.append(f"{cell:>28}")
+        print(f"{rung:<5} {label:<28} " + " ".join(cells))
+    for s in splits:
+        cov = record["splits"][s].get("coverage")
+        if cov:
+            print(f"{names[s]}: labelled pixels with a segment at 0 / 1 / 2 / 3 levels: "
+                  + " / ".join(f"{_pct(cov[str(k)])}%" for k in range(NUM_LEVELS + 1)))
+    for note in record["notes"]:
+        print(f"note: {note}")
+
+
+__all__ = ["READINGS", "average_relevancy", "exact_segments", "level_relevancy", "print_table", "run", "table_rows"]
