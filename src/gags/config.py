@@ -107,9 +107,10 @@ class SegmentConfig:
     max_height: int = 1080
     """Images taller than this are segmented resized to this height (LangSplat/GAGS preprocess.py: 1080); 0 = never."""
     overwrite: bool = False
-    """Delete this stage's outputs (language_features/, prompts/, segment/) and start over."""
+    """Delete this stage's outputs (the language features, prompts and segment records of OUT) and start over."""
     features: Path | None = None
-    """An existing LangSplat language_features/ folder: validated, copied into OUT and used instead of segmenting."""
+    """An existing folder of LangSplat features (_f.npy / _s.npy): validated, copied into OUT and used instead of
+    segmenting."""
     visibility_rel_tol: float = 0.25
     """A Gaussian centre is visible in a view when |D - z| <= 0.25 D (release depth_SAM.py: visibility_threshold)."""
     patch_grid: int = 8

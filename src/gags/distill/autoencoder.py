@@ -80,7 +80,7 @@ def train_autoencoder(
     if features.dim() != 2 or features.shape[0] < 2:
         raise GagsError(
             f"the LangSplat autoencoder needs at least 2 features of shape [M, D], got {tuple(features.shape)}. "
-            "Check that language_features/ holds the _f.npy files of the scene (run `gags segment`)."
+            "Check that OUT's language features hold the _f.npy files of the scene (run `gags segment`)."
         )
     x = F.normalize(features.float(), dim=-1)
     if not torch.isfinite(x).all():

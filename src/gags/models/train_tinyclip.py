@@ -119,7 +119,7 @@ def vocabulary_names() -> list[str]:
     from gags.synth.world import World
 
     vocab = World.vocabulary()
-    return sorted(set(vocab["whole"]) | set(vocab["part"]) | set(vocab["subpart"]))
+    return sorted(set().union(*(vocab[level] for level in LEVEL_NAMES)))
 
 
 def colour_names() -> list[str]:
@@ -545,7 +545,7 @@ def evaluate(encoder, data: CropSet) -> dict:
 def format_table(metrics: dict) -> str:
     lines = ["| level | crops | top-1 among all names | top-1 among the level's names | relevancy: true name "
              "| relevancy: other names |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for key in ("whole", "part", "subpart", "background"):
+    for key in (*reversed(LEVEL_NAMES), "background"):
         if key in metrics:
             m = metrics[key]
             lines.append(f"| {key} | {m['n']} | {100 * m['top1_all_names']:.1f}% | {100 * m['top1_level_names']:.1f}% "
@@ -556,7 +556,7 @@ def format_table(metrics: dict) -> str:
 def format_misses(metrics: dict) -> str:
     """One line per level: how the misses among all names split by the level of the name predicted."""
     lines = ["Misses among all names, by the level of the name predicted:", ""]
-    for key in ("whole", "part", "subpart"):  # evaluate() always returns these three
+    for key in reversed(LEVEL_NAMES):  # evaluate() always returns these three
         to = metrics[key]["misses_to"]
         lines.append(f"- {key}: {sum(to.values())} misses, {to['whole']} to a whole, {to['part']} to a part, "
                      f"{to['subpart']} to a sub-part")

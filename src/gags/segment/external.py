@@ -1,7 +1,7 @@
 """Language features made elsewhere (LangSplat's preprocessing): validated and used instead of segmenting.
 
-``gags segment OUT`` takes this path when ``OUT/language_features/`` already holds ``_f``/``_s`` files that it did not
-write, or when ``--features DIR`` names such a folder (its files are copied into OUT).
+``gags segment OUT`` takes this path when OUT's feature folder (``Workspace.features_dir``) already holds ``_f``/``_s``
+files that it did not write, or when ``--features DIR`` names such a folder (its files are copied into OUT).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def import_features(config: SegmentConfig, scene: Any) -> dict[str, Any]:
     required = [names[i] for i in scene.train_ids] or names
     source = Path(config.features) if config.features is not None else features_dir
     if not source.is_dir():
-        raise GagsError(f"--features {source} is not a folder; pass LangSplat's language_features/ folder.")
+        raise GagsError(f"--features {source} is not a folder; pass the folder of LangSplat's _f.npy / _s.npy files.")
     report = validate_language_features(source, names, sizes, required)
     if config.features is not None and source.resolve() != features_dir.resolve():
         ensure_dir(features_dir)

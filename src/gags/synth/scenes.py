@@ -39,7 +39,7 @@ from gags.synth.labels import mask_to_polygons
 from gags.synth.library import PRESETS
 from gags.synth.raycast import Render, backproject, compile_world, render
 from gags.synth.rig import plan_cameras, split_views
-from gags.synth.world import LEVELS, World, build_world
+from gags.synth.world import LEVELS, WHOLE, World, build_world
 
 MAX_RESOLUTION = 512
 """Largest --resolution (the renderer is CPU-bound; 512 keeps a 40-view scene within minutes)."""
@@ -247,7 +247,7 @@ def _name_ids(world: World) -> dict[tuple[str, str], np.ndarray]:
     for level in LEVELS:
         for node in world.nodes(level):
             whole = node
-            while whole.level != "whole":
+            while whole.level != WHOLE:
                 whole = world.nodes(LEVELS.index(whole.level) + 1)[whole.parent]
             if node.implicit or whole.id in world.background:
                 continue
@@ -275,7 +275,7 @@ def choose_queries(world: World, renders: dict[str, Render]) -> list[dict]:
         if frames and len(frames) >= min_frames:
             candidates.append({"text": name, "level": level, "frames": frames})
     queries = []
-    for level in ("whole", "part", "subpart"):
+    for level in reversed(LEVELS):
         mine = sorted((c for c in candidates if c["level"] == level), key=lambda c: (-len(c["frames"]), c["text"]))
         queries += mine[:QUERIES_PER_LEVEL]
     return queries

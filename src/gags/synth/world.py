@@ -19,6 +19,9 @@ import numpy as np
 from gags.errors import GagsError
 from gags.levels import NAMES as LEVELS
 
+SUBPART, PART, WHOLE = LEVELS
+"""The entity levels of the world, finest first (``gags.levels``)."""
+
 """Level names in the order of the id maps' first axis (finest first)."""
 
 PRIMITIVE_KINDS = ("sphere", "ellipsoid", "box", "rounded_box", "cylinder", "cone", "torus", "capsule", "plane")
@@ -301,7 +304,7 @@ class World:
         name = LEVELS[level] if isinstance(level, int) else level
         if name not in LEVELS:
             raise GagsError(f"unknown level {level!r}; use one of {LEVELS} or 0, 1, 2.")
-        return {"subpart": self.subparts, "part": self.parts, "whole": self.wholes}[name]
+        return dict(zip(LEVELS, (self.subparts, self.parts, self.wholes), strict=True))[name]
 
     def describe(self, level: int | str, id: int) -> Description:
         """Name, colour, texture and parent names of entity ``id`` at ``level`` (0 sub-part, 1 part, 2 whole)."""
@@ -333,7 +336,7 @@ class World:
     def present(self) -> dict[str, list[str]]:
         """The explicit names this world holds, per level (sorted)."""
         out = {}
-        for level in ("whole", "part", "subpart"):
+        for level in reversed(LEVELS):
             out[level] = sorted({n.name for n in self.nodes(level) if not n.implicit})
         return out
 
@@ -381,17 +384,17 @@ def assemble(preset: str, seed: int, placed: list[tuple[WholeSpec, np.ndarray, n
     positions, centers, radii = [], [], []
     for spec, rotation, translation, scale in placed:
         wid = len(wholes)
-        whole = Node(wid, "whole", spec.name, spec.kind, -1, [], spec.parts[0].subs[0].material)
+        whole = Node(wid, WHOLE, spec.name, spec.kind, -1, [], spec.parts[0].subs[0].material)
         wholes.append(whole)
         placed_prims: list[Prim] = []
         for pspec in spec.parts:
             pid = len(parts)
-            pnode = Node(pid, "part", pspec.name, spec.kind, wid, [], pspec.subs[0].material, pspec.implicit)
+            pnode = Node(pid, PART, pspec.name, spec.kind, wid, [], pspec.subs[0].material, pspec.implicit)
             parts.append(pnode)
             whole.children.append(pid)
             for sspec in pspec.subs:
                 sid = len(subs)
-                subs.append(Node(sid, "subpart", sspec.name, spec.kind, pid, [], sspec.material, sspec.implicit))
+                subs.append(Node(sid, SUBPART, sspec.name, spec.kind, pid, [], sspec.material, sspec.implicit))
                 pnode.children.append(sid)
                 for prim in sspec.prims:
                     moved = prim.moved(rotation, translation, scale)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gags.cameras import Camera
+from gags.levels import DISPLAY as LEVEL_DISPLAY
 from gags.query.figures import HEATMAP_BLEND, colormap
 from gags.query.relevancy import relevancy
 from gags.query.select3d import SELECT_THRESHOLD, Selection, select_gaussians
@@ -312,7 +313,7 @@ class Renderer:
             mix = upsample(small, width, height)
             share = g.argmax(axis=1)
             parts = ", ".join(f"{name} {100 * np.mean(share == k):.0f}%"
-                              for k, name in enumerate(("sub-part", "part", "whole")))
+                              for k, name in enumerate(LEVEL_DISPLAY))
             w = GRANULARITY_BLEND * weight
             return (1 - w) * image + w * mix, None, f"granularity: {parts}"
         # relevancy: the level with the highest maximum (several levels only with langsplat fields)

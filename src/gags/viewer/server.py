@@ -21,6 +21,7 @@ import torch
 from gags.cameras import Camera
 from gags.config import ViewConfig
 from gags.errors import GagsError
+from gags.levels import DISPLAY as LEVEL_DISPLAY
 from gags.query.figures import colormap
 from gags.viewer.render import (
     GRANULARITY_COLORS,
@@ -127,7 +128,7 @@ def legend_image(mode: str, width: int = 240, height: int = 36) -> np.ndarray:
         cv2.putText(image, "high", (width - 40, 30), font, scale, ink, 1, cv2.LINE_AA)
     elif mode == "granularity":
         step = width // 3
-        for k, name in enumerate(("sub-part", "part", "whole")):
+        for k, name in enumerate(LEVEL_DISPLAY):
             x = k * step + 6
             color = tuple(int(c) for c in np.round(GRANULARITY_COLORS[k] * 255))
             cv2.rectangle(image, (x, 10), (x + 14, 24), color, -1)
