@@ -18,20 +18,22 @@ def test_demo_runs_every_stage_and_resumes(demo_run, tmp_path, small_demo, capsy
     shared, summary = demo_run
     out = shutil.copytree(shared, tmp_path / "demo")  # the rerun below rewrites demo.json and the report
     for path in ("scene/transforms.json", "gaussians.ply", "reconstruct/metrics.json", "segment/timings.json",
-                 "field/gags/field.safetensors", "field/avg/field.safetensors", "eval/gags/test/metrics.json",
+                 "field/gags/field.safetensors", "field/avg/field.safetensors", "field/lift/field.safetensors",
+                 "field/lift-consistent/field.safetensors", "eval/gags/test/metrics.json",
                  "eval/avg/train/metrics.json", "bench/ladder.json", "demo.json"):
         assert (out / path).is_file(), path
-    assert set(summary["eval"]) == {"gags", "avg"}
+    assert set(summary["eval"]) == {"gags", "avg", "lift", "lift-consistent"}
     for splits in summary["eval"].values():
         for m in splits.values():
             assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["loc_acc"] <= 1.0
     timings = json.loads((out / "demo.json").read_text())["seconds"]
-    assert set(timings) == {"synth", "reconstruct", "segment", "distill gags", "distill avg", "eval", "ladder"}
+    assert set(timings) == {"synth", "reconstruct", "segment", "distill gags", "distill avg", "distill lift",
+                            "distill lift-consistent", "eval", "ladder"}
 
     capsys.readouterr()
     run(small_demo(out))  # everything is done: every stage is skipped
     printed = capsys.readouterr().out
-    assert printed.count("done already") == 7
+    assert printed.count("done already") == 9
 
 
 def test_unknown_baseline_is_a_user_error(tmp_path, capsys):

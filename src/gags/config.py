@@ -205,9 +205,10 @@ class DistillConfig:
     """Write a resumable checkpoint every N iterations."""
     resume: bool = True
     """Continue from the method's checkpoint in OUT if there is one."""
-    threads: int = 1
-    """PyTorch CPU threads (0: PyTorch's default, one per core). 1 by default: at CPU training sizes the work per
-    operation is small, and waiting threads cost more than they give when other jobs share the CPU."""
+    threads: int | None = None
+    """PyTorch CPU threads (0: PyTorch's default, one per core). Default: 1 for the training loop (at CPU training
+    sizes the work per operation is small, and waiting threads cost more than they give when other jobs share the
+    CPU); every core for the training-free methods (lift), whose renders are large."""
 
 
 @dataclass
@@ -277,7 +278,7 @@ class DemoConfig:
     """Gaussian budget of the RGB training (bounds the time of every later stage on a CPU)."""
     distill_iterations: int | None = None
     """Distillation iterations; default: the CPU default of `gags distill`."""
-    baselines: tuple[BaselineName, ...] = ("avg",)
+    baselines: tuple[BaselineName, ...] = ("avg", "lift", "lift-consistent")
     """Baselines distilled and evaluated next to gags (any method of gags.methods but gags)."""
     segmenter: str = "hierarchy"
     """Segmenter spec, as `gags segment --segmenter`."""

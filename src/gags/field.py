@@ -177,10 +177,29 @@ class LangSplatAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+class DirectFeatures(nn.Module):
+    """The per-Gaussian features are the CLIP features themselves (training-free lifting): [N, L x D] read as L
+    levels of D-d features, each L2-normalised. No parameters."""
+
+    def __init__(self, levels: int, dim: int):
+        super().__init__()
+        if levels < 1 or dim < 1:
+            raise ValueError(f"levels and dim must be positive, got {levels}, {dim}")
+        self.levels, self.dim = int(levels), int(dim)
+
+    def spec(self) -> dict[str, int]:
+        return {"levels": self.levels, "dim": self.dim}
+
+    def forward(self, f: Tensor) -> Tensor:
+        """f: [N, L x D] -> [N, L, D], unit norm (a zero feature stays zero)."""
+        return F.normalize(f.float().reshape(f.shape[0], self.levels, self.dim), dim=-1)
+
+
 _DECODERS: dict[str, type[nn.Module]] = {
     "feature_decoder": FeatureDecoder,
     "granularity_decoder": GranularityDecoder,
     "autoencoder": LangSplatAutoencoder,
+    "direct": DirectFeatures,
 }
 
 
@@ -188,9 +207,11 @@ _DECODERS: dict[str, type[nn.Module]] = {
 class LanguageField:
     """A distilled language field: one feature per Gaussian and the decoders that read it.
 
-    features: [N, F] per-Gaussian features (F = 16 for gags/avg/level-*; 3 per level x 3 levels for langsplat).
-    Exactly one of ``feature_decoder`` (F-d feature -> CLIP) or ``autoencoder`` (each 3-d slice -> CLIP) is set; with
-    the autoencoder the field has ``F / 3`` levels, decoded separately. ``granularity_decoder`` is set for gags.
+    features: [N, F] per-Gaussian features (F = 16 for gags/avg/level-*; 3 per level x 3 levels for langsplat; the CLIP
+    features themselves, L x D, for the lifted fields).
+    Exactly one of ``feature_decoder`` (F-d feature -> CLIP), ``autoencoder`` (each 3-d slice -> CLIP) or ``direct``
+    (each D-d slice is a CLIP feature) is set; with the autoencoder or ``direct`` the field has several levels, decoded
+    separately. ``granularity_decoder`` is set for gags.
     config: the resolved configuration that made the field (JSON-serialisable; Paths are written as strings).
     """
 
@@ -199,14 +220,19 @@ class LanguageField:
     feature_decoder: FeatureDecoder | None = None
     granularity_decoder: GranularityDecoder | None = None
     autoencoder: LangSplatAutoencoder | None = None
+    direct: DirectFeatures | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2:
             raise ValueError(f"features must be [N, F], got {tuple(self.features.shape)}")
-        if (self.feature_decoder is None) == (self.autoencoder is None):
-            raise ValueError("a LanguageField needs exactly one of feature_decoder or autoencoder")
+        readers = [m for m in (self.feature_decoder, self.autoencoder, self.direct) if m is not None]
+        if len(readers) != 1:
+            raise ValueError("a LanguageField needs exactly one of feature_decoder, autoencoder or direct")
         f = self.features.shape[1]
+        if self.direct is not None and f != self.direct.levels * self.direct.dim:
+            raise ValueError(f"features have {f} channels, the direct reader expects {self.direct.levels} x "
+                             f"{self.direct.dim}")
         if self.feature_decoder is not None and f != self.feature_decoder.in_dim:
             raise ValueError(f"features have {f} channels, the feature decoder expects {self.feature_decoder.in_dim}")
         if self.autoencoder is not None and f % self.autoencoder.code_dim != 0:
@@ -219,14 +245,27 @@ class LanguageField:
 
     @property
     def levels(self) -> int:
-        """Number of CLIP features decoded per feature vector: F / 3 with the autoencoder, else 1."""
+        """Number of CLIP features decoded per feature vector: F / 3 with the autoencoder, the direct reader's levels,
+        else 1."""
         if self.autoencoder is not None:
             return self.features.shape[1] // self.autoencoder.code_dim
+        if self.direct is not None:
+            return self.direct.levels
         return 1
 
-    def _modules(self) -> dict[str, FeatureDecoder | GranularityDecoder | LangSplatAutoencoder]:
+    @property
+    def clip_dim(self) -> int:
+        """Size of the decoded features (512 for CLIP ViT-B-16)."""
+        if self.feature_decoder is not None:
+            return self.feature_decoder.out_dim
+        if self.direct is not None:
+            return self.direct.dim
+        assert self.autoencoder is not None
+        return self.autoencoder.decoder_dims[-1]
+
+    def _modules(self) -> dict[str, FeatureDecoder | GranularityDecoder | LangSplatAutoencoder | DirectFeatures]:
         mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
-                "autoencoder": self.autoencoder}
+                "autoencoder": self.autoencoder, "direct": self.direct}
         return {k: m for k, m in mods.items() if m is not None}
 
     def to(self, device: torch.device | str) -> LanguageField:
@@ -243,6 +282,8 @@ class LanguageField:
         flat = f.reshape(-1, f.shape[-1]).float()
         if self.feature_decoder is not None:
             out = self.feature_decoder(flat)[:, None, :]
+        elif self.direct is not None:
+            out = self.direct(flat)
         else:
             assert self.autoencoder is not None
             out = self.autoencoder.decode(flat.reshape(flat.shape[0], self.levels, self.autoencoder.code_dim))
@@ -259,7 +300,10 @@ class LanguageField:
 
     def save(self, path: Path) -> None:
         """Write the field as one safetensors file (atomically): tensors + JSON metadata."""
-        tensors = {"features": self.features.detach().float().cpu().contiguous()}
+        # lifted CLIP features are stored in float16 (half the size; their precision is CLIP's own output's), the
+        # small learned features in float32
+        dtype = torch.float16 if self.direct is not None else torch.float32
+        tensors = {"features": self.features.detach().to(dtype).cpu().contiguous()}
         specs = {}
         for name, module in self._modules().items():
             specs[name] = module.spec()
@@ -329,6 +373,7 @@ class LanguageField:
 __all__ = [
     "CLIP_DIM",
     "FEATURE_DIM",
+    "DirectFeatures",
     "NUM_LEVELS",
     "FeatureDecoder",
     "GranularityDecoder",

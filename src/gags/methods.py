@@ -97,6 +97,8 @@ def one_hot(index: int) -> tuple[float, float, float]:
     return (w[0], w[1], w[2])
 
 
+Build = Literal["distill", "lift"]
+"""How ``gags distill`` makes a method's field."""
 Query = Literal["one-map", "level-pick"]
 """How a field answers a query: one relevancy map, or one per level of which the evaluation protocol picks one
 (LangSplat: the level with the highest smoothed maximum)."""
@@ -108,24 +110,30 @@ class Method:
 
     name: the ``--method`` value and the folder ``OUT/field/NAME``; label: its row in tables;
     description: one line for ``--help`` and the report; paper: where it comes from;
-    heads: given the per-head feature size (``--feature-dim``), what the distillation loop trains;
+    heads: given the per-head feature size (``--feature-dim``), what the distillation loop trains (None for a method
+    that is not trained);
     target: the reading of the segment stage's three levels that the field is trained to reproduce, as
     ``gags bench ladder`` names it (``pick``: per query the level LangSplat's protocol picks; ``avg``: the mean of the
     levels; ``level-s|m|l``: one level), so that the ladder can say how much of it the field keeps;
-    query: how the field is queried; needs_encoder: distillation itself embeds text (with the segment stage's encoder).
+    query: how the field is queried; needs_encoder: distillation itself embeds text (with the segment stage's encoder);
+    build: how ``gags distill`` makes the field: ``distill`` (the training loop of :mod:`gags.distill.train`) or
+    ``lift`` (training-free, :mod:`gags.distill.lift`).
     """
 
     name: str
     label: str
     description: str
     paper: str
-    heads: Callable[[int], MethodSpec]
+    heads: Callable[[int], MethodSpec] | None
     target: str
     query: Query = "one-map"
     needs_encoder: bool = False
+    build: Build = "distill"
 
     def spec(self, feature_dim: int) -> MethodSpec:
         """What this method trains with a ``feature_dim``-d feature per head."""
+        if self.heads is None:
+            raise GagsError(f"method {self.name!r} is not trained by the distillation loop (built by: {self.build}).")
         if feature_dim < 1:
             raise GagsError(f"--feature-dim must be >= 1, got {feature_dim}.")
         return self.heads(feature_dim)
@@ -157,6 +165,7 @@ def _n2f2(d: int) -> MethodSpec:
 
 
 GAGS_PAPER = "Peng et al., GAGS: Granularity-Aware Feature Distillation for Language Gaussian Splatting (2024)"
+OCCAM_PAPER = "Cheng et al., Occam's LGS: An Efficient Approach for Language Gaussian Splatting (2024)"
 
 _ENTRIES: tuple[Method, ...] = (
     Method("gags", "GaD (gags)", "one 16-d field; a granularity decoder picks the level per pixel (GaD)", GAGS_PAPER,
@@ -172,14 +181,22 @@ _ENTRIES: tuple[Method, ...] = (
     Method("n2f2", "N2F2-style fusion", "three 16-d fields fused per Gaussian by their relevancy to generic phrases",
            "Bhalgat et al., N2F2: Hierarchical Scene Understanding with Nested Neural Feature Fields (ECCV 2024); "
            f"as compared in {GAGS_PAPER}", _n2f2, target="pick", needs_encoder=True),
+    Method("lift", "lifting (3 levels)", "training-free: each Gaussian's blending-weighted mean of the 2D features of "
+           "every training view, per level", OCCAM_PAPER, None, target="pick", query="level-pick", build="lift"),
+    Method("lift-consistent", "lifting, consistent level",
+           "training-free: per Gaussian, the level whose 2D features agree best across the views that see it",
+           f"{OCCAM_PAPER}; the level choice follows {GAGS_PAPER}'s claim that the multi-view-consistent granularity "
+           "is the right one", None, target="pick", build="lift"),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}
 """Every method, by name, in the order tables list them."""
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
-"""``gags, avg, level-s, level-m, level-l, langsplat, n2f2``."""
+"""``gags, avg, level-s, level-m, level-l, langsplat, n2f2, lift, lift-consistent``."""
 BASELINES: tuple[str, ...] = tuple(n for n in METHOD_NAMES if n != "gags")
 """Every method but GaD: what ``gags demo --baselines`` may add."""
+TRAINED: tuple[str, ...] = tuple(n for n in METHOD_NAMES if METHODS[n].build == "distill")
+"""The methods the distillation loop trains."""
 
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 """The CLI's choices of ``--method`` (built from the registry)."""
@@ -200,5 +217,5 @@ def method_spec(name: str, feature_dim: int) -> MethodSpec:
     return method(name).spec(feature_dim)
 
 
-__all__ = ["BASELINES", "LANGSPLAT_CODE_DIM", "METHODS", "METHOD_NAMES", "BaselineName", "Head", "Method",
+__all__ = ["BASELINES", "LANGSPLAT_CODE_DIM", "METHODS", "METHOD_NAMES", "TRAINED", "BaselineName", "Head", "Method",
            "MethodName", "MethodSpec", "method", "method_spec", "one_hot"]

@@ -111,7 +111,7 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
             assert entry["R2"]["best"]["loc_acc"] >= entry["R2"][reading]["loc_acc"]
         assert entry["R0"]["miou"] >= entry["R1"]["best"]["miou"] - 0.05
         assert sum(entry["coverage"].values()) == pytest.approx(1.0)
-        assert set(entry["R3"]) == {"gags", "avg"} and "kept" in entry["R3"]["avg"]
+        assert set(entry["R3"]) == {"gags", "avg", "lift", "lift-consistent"} and "kept" in entry["R3"]["avg"]
     printed = capsys.readouterr().out
     assert "exact masks, own" in printed and "field gags" in printed
     # the report shows the ladder

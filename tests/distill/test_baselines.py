@@ -27,9 +27,12 @@ def test_heads_of_every_method():
     n2f2 = method_spec("n2f2", 16)
     assert n2f2.feature_dim == 48 and [h.channels for h in n2f2.heads] == [slice(0, 16), slice(16, 32),
                                                                             slice(32, 48)]
-    assert set(METHODS) == {"gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2"}
+    assert set(METHODS) == {"gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2", "lift",
+                            "lift-consistent"}
     with pytest.raises(GagsError, match="unknown method"):
         method_spec("lerf", 16)
+    with pytest.raises(GagsError, match="not trained by the distillation loop"):
+        method_spec("lift", 16)
 
 
 def test_level_weights_by_hand():

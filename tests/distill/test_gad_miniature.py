@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from gags.config import DistillConfig
-from gags.distill.train import TrainView, build_field, new_state, train_field
+from gags.distill.train import build_field, new_state, train_field
+from gags.distill.views import TrainView
 from gags.methods import method_spec
 from gags.splat.gaussians import FrozenGaussians
 from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians

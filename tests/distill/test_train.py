@@ -25,7 +25,7 @@ from gags.distill import losses
 from gags.distill.train import checkpoint_info, default_schedule, pixel_losses, run
 from gags.errors import GagsError
 from gags.field import LanguageField
-from gags.methods import METHOD_NAMES as METHODS
+from gags.methods import TRAINED
 from gags.workspace import CHECKPOINT as CHECKPOINT_FILE
 from gags.workspace import CURVES_JSON, CURVES_PNG, FIELD_FILE
 from tests.distill.flat_square import pixel_points, ring_cameras, segment_ids, square_gaussians
@@ -127,7 +127,7 @@ def test_language_features_float_or_int_and_bad_files(tmp_path):
 # --------------------------------------------------------------------------------------------------------------- stage
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "n2f2"])
+@pytest.mark.parametrize("method", [m for m in TRAINED if m != "n2f2"])
 def test_every_method_writes_a_loadable_field(tmp_path, method):
     out = make_out(tmp_path)
     report = run(_config(out, method=method))

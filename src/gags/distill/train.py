@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,9 +46,9 @@ from tqdm.auto import tqdm
 
 from gags.cameras import Camera
 from gags.config import DistillConfig
-from gags.data.features import read_language_features
 from gags.distill import losses
 from gags.distill.baselines import N2F2_PHRASES, N2F2_TEMPERATURE, n2f2_fuse
+from gags.distill.views import TrainView, load_views
 from gags.errors import GagsError
 from gags.field import (
     FeatureDecoder,
@@ -58,8 +57,8 @@ from gags.field import (
     LanguageField,
 )
 from gags.io import atomic_path, ensure_dir, write_json
-from gags.levels import CODES, ROWS
-from gags.methods import Head, MethodSpec, method_spec
+from gags.levels import CODES
+from gags.methods import Head, MethodSpec, method, method_spec
 from gags.splat.gaussians import FrozenGaussians
 from gags.threads import scoped_torch_threads
 from gags.training import (
@@ -86,48 +85,6 @@ CHECKPOINT_KIND = "distill"
 
 # ----------------------------------------------------------------------------------------------------------------------
 # inputs
-
-
-@dataclass
-class TrainView:
-    """One training view at the training resolution.
-
-    camera: the camera at the training resolution; seg: [3, h, w] int32 indices into ``table`` for the levels s, m, l
-    (-1 = none); table: [M, D] float32, the view's ``_f`` features, or their 3-d LangSplat codes.
-    """
-
-    camera: Camera
-    seg: Tensor
-    table: Tensor
-
-    def __post_init__(self) -> None:
-        if self.seg.dim() != 3 or self.seg.shape[0] != 3:
-            raise ValueError(f"seg must be [3, h, w], got {tuple(self.seg.shape)}")
-        if tuple(self.seg.shape[1:]) != (self.camera.height, self.camera.width):
-            raise ValueError(f"seg is {tuple(self.seg.shape[1:])}, camera {self.camera.height}x{self.camera.width}")
-
-
-def load_views(scene: Any, ids: Sequence[int], folder: Path, downscale: float,
-               device: torch.device | str = "cpu") -> list[TrainView]:
-    """Cameras at ``downscale`` and their level indices resized (nearest) to that size, with the ``_f`` tables."""
-    views, dim = [], None
-    for i in ids:
-        camera = scene.camera(i, downscale)
-        feats, seg = read_language_features(folder, camera.name, missing_hint=(
-            f"Run `gags segment {Path(folder).parent}` first (or put LangSplat's _f.npy / _s.npy files there)."))
-        if dim is not None and feats.shape[1] != dim:
-            raise GagsError(f"{folder} holds features of dimension {feats.shape[1]} for {camera.name!r} and {dim} for "
-                            "other images; every image must be encoded by the same CLIP model. Re-run `gags segment`.")
-        dim = feats.shape[1]
-        aspect_err = abs(seg.shape[2] / seg.shape[1] - camera.width / camera.height)
-        if aspect_err > 0.02:
-            raise GagsError(f"the _s map of {camera.name!r} is {seg.shape[2]}x{seg.shape[1]} (W x H) but the image is "
-                            f"{scene.cameras[i].width}x{scene.cameras[i].height}: not the same aspect ratio. The "
-                            "language features belong to other images; re-run `gags segment`.")
-        levels = losses.resize_segment_maps(torch.from_numpy(seg[list(ROWS)]), (camera.height, camera.width))
-        table = torch.from_numpy(feats.astype(np.float32))
-        views.append(TrainView(camera, levels.to(torch.int32).to(device), table.to(device)))
-    return views
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -599,9 +556,19 @@ def _phrase_embeddings(config: DistillConfig, clip_dim: int) -> Tensor:
     return encoder.encode_text(list(N2F2_PHRASES))
 
 
+TRAINING_THREADS = 1
+"""PyTorch threads of the training loop by default: at CPU training sizes the work per operation is small, and
+waiting threads cost more than they give when other jobs share the CPU."""
+
+
 def run(config: DistillConfig) -> dict[str, Any]:
     """Run the stage; returns the record written to ``Workspace.field_curves(METHOD)`` (without the curves)."""
-    with scoped_torch_threads(config.threads):
+    if method(config.method).build == "lift":
+        from gags.distill.lift import run_lift
+
+        with scoped_torch_threads(config.threads if config.threads is not None else 0):  # large renders: every core
+            return run_lift(config)
+    with scoped_torch_threads(config.threads if config.threads is not None else TRAINING_THREADS):
         return _run(config)
 
 

@@ -65,10 +65,7 @@ def text_embeddings(encoder_spec: str, texts: Sequence[str], dim: int) -> tuple[
 
 def field_dim(field: LanguageField) -> int:
     """Size of the decoded features (512 for CLIP ViT-B-16)."""
-    if field.feature_decoder is not None:
-        return field.feature_decoder.out_dim
-    assert field.autoencoder is not None
-    return field.autoencoder.decoder_dims[-1]
+    return field.clip_dim
 
 
 # ----------------------------------------------------------------------------------------------------------------------
