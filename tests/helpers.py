@@ -45,3 +45,21 @@ def write_random_clip(folder: Path, cfg: dict = TINY_CLIP_CFG, seed: int = 0) ->
     model = open_clip.create_model(f"local-dir:{folder}", load_weights=False).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return model
+
+
+def tiny_transforms_scene(folder: Path, names: list[str], file_paths: list[str] | None = None, **intr) -> Path:
+    """A transforms.json of small solid images (written for ``names``), frames listed as ``file_paths``."""
+    import numpy as np
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(folder / "images" / name)
+    frames = []
+    for i, fp in enumerate(file_paths or [f"images/{n}" for n in names]):
+        c2w = np.eye(4)
+        c2w[:3, 3] = [0.1 * i, 0.0, 3.0]
+        frames.append({"file_path": fp, "transform_matrix": c2w.tolist()})
+    meta = {"fl_x": 25.0, "fl_y": 25.0, "w": 30, "h": 20, **intr, "frames": frames}
+    (folder / "transforms.json").write_text(json.dumps(meta))
+    return folder / "transforms.json"

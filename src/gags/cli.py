@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tyro
 
@@ -28,6 +30,17 @@ def _runner(verb: str) -> Callable[[object], object] | None:
     return getattr(module, func_name, None)
 
 
+def _one_line_warning(verb: str) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints ``gags VERB: warning: MESSAGE`` (no source path, no code line)."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        print(f"gags {verb}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gags`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -39,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gags {verb}: this stage is not available in this version yet.", file=sys.stderr)
         return EXIT_NOT_AVAILABLE
     try:
-        run(config)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(verb)
+            run(config)
     except GagsError as exc:
         print(f"gags {verb}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

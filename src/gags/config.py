@@ -53,6 +53,8 @@ class ReconstructConfig:
     images_dir: str | None = None
     """Image folder inside a COLMAP scene (e.g. images_8); default: the first of images, images_2, images_4,
     images_8."""
+    strict: bool = False
+    """Refuse a transforms.json that lists frames whose image is missing (default: skip them with a warning)."""
     downscale: int = 1
     """Train on images downscaled by this integer factor."""
     iterations: int | None = None

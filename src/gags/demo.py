@@ -99,8 +99,9 @@ def headline(out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
 
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     print(f"\nRGB reconstruction: held-out PSNR {summary['psnr']:.2f} dB, {summary['num_gaussians']} Gaussians")
-    print(f"{'method':<10} {'split':<6} {'mIoU':>7} {'loc acc':>8}")
+    width = max([len("method"), *(len(m) for m in summary["eval"])])
+    print(f"{'method':<{width}} {'split':<6} {'mIoU':>7} {'loc acc':>8}")
     for method, splits in summary["eval"].items():
         for split, m in splits.items():
-            print(f"{method:<10} {split:<6} {100 * m['miou']:>6.1f}% {100 * m['loc_acc']:>7.1f}%")
+            print(f"{method:<{width}} {split:<6} {100 * m['miou']:>6.1f}% {100 * m['loc_acc']:>7.1f}%")
     print(f"\nEverything is in {out}")

@@ -62,12 +62,14 @@ def write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file or raise a GagsError naming the file."""
+def read_json(path: Path, user_input: bool = False) -> Any:
+    """Read a JSON file or raise a GagsError naming the file (``user_input``: a file the user gave, to be fixed, not
+    an artifact of a stage to be made again)."""
     path = Path(path)
     if not path.is_file():
-        raise GagsError(f"{path} does not exist. Run the stage that writes it first.")
+        raise GagsError(f"{path} does not exist." + ("" if user_input else " Run the stage that writes it first."))
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GagsError(f"{path} is not valid JSON ({exc}). Delete it and re-run the stage that writes it.") from exc
+        remedy = "Fix the file." if user_input else "Delete it and re-run the stage that writes it."
+        raise GagsError(f"{path} is not valid JSON ({exc}). {remedy}") from exc

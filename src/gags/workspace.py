@@ -27,14 +27,18 @@ folder, does a field fit the Gaussians, which encoder made the features and are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gags.errors import GagsError
-from gags.io import read_json, write_json
+from gags.io import ensure_dir, read_json, write_json
 from gags.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
@@ -65,6 +69,10 @@ CURVES_JSON = "curves.json"
 CURVES_PNG = "curves.png"
 RESULT_JSON = "result.json"
 DEPTH_META_JSON = "meta.json"
+REPLACED_PREFIX = ".replaced-"
+"""``OUT/.replaced-STAGE/``: a stage's previous outputs while a run replaces them (``Workspace.replacing``)."""
+LOCK_PREFIX = ".lock-"
+"""``OUT/.lock-STAGE``: held by the process writing that stage (``Workspace.lock``)."""
 
 DEFAULT_ENCODER = "tiny"
 """The encoder assumed when OUT records none (features made elsewhere, e.g. by LangSplat's preprocessing)."""
@@ -94,6 +102,14 @@ def file_fingerprint(path: Path) -> str:
             elif size > FINGERPRINT_BYTES:
                 digest.update(fh.read())
     return digest.hexdigest()[:16]
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link or a folder tree if it exists."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def query_slug(text: str, max_len: int = 60) -> str:
@@ -301,6 +317,16 @@ class Workspace:
                             "put a 3DGS .ply there) first.")
         return self.gaussians_ply
 
+    def read_gaussians(self) -> dict[str, Any]:
+        """The raw 3DGS parameters of OUT's Gaussians (``gags.data.read_ply``); GagsError when there are none."""
+        from gags.data.ply import read_ply
+
+        splats = read_ply(self.require_gaussians())
+        if len(splats["means"]) == 0:
+            raise GagsError(f"{self.gaussians_ply} holds no Gaussians. Run `gags reconstruct SCENE --out {self.root}` "
+                            "again (or put a non-empty 3DGS .ply there).")
+        return splats
+
     def require_features(self) -> Path:
         """``OUT/language_features/``, or a GagsError naming the command that writes it."""
         if not self.features_dir.is_dir():
@@ -326,6 +352,98 @@ class Workspace:
             raise GagsError(f"the {method} field has {num_features} Gaussians but {self.gaussians_ply} has "
                             f"{num_gaussians}: it was distilled on other Gaussians. Re-run `gags distill {self.root} "
                             f"--method {method} --no-resume`.")
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # what a stage was made from, and one writer per stage
+
+    def gaussians_fingerprint(self) -> str:
+        """Fingerprint of OUT's Gaussians (size and SHA-256 of the file's ends): other Gaussians of the same count
+        differ."""
+        return file_fingerprint(self.require_gaussians())
+
+    def features_fingerprint(self) -> str:
+        """Fingerprint of the language features: the segment stage's record (models, settings) and the name and size
+        of every feature file. Re-segmenting with other settings or models changes it."""
+        digest = hashlib.sha256()
+        if self.segment_config.is_file():
+            digest.update(self.segment_config.read_bytes())
+        if self.features_dir.is_dir():
+            for path in sorted(self.features_dir.glob("*.npy")):
+                digest.update(f"{path.name}:{path.stat().st_size};".encode())
+        return digest.hexdigest()[:16]
+
+    def inputs(self) -> dict[str, str]:
+        """The fingerprints of what a language field is made from: the Gaussians and the language features."""
+        return {"gaussians": self.gaussians_fingerprint(), "features": self.features_fingerprint()}
+
+    def check_field_inputs(self, method: str, recorded: dict[str, Any]) -> None:
+        """GagsError when the field of ``method`` was made from other Gaussians or other features than OUT holds now
+        (``recorded``: its config's ``inputs``; fields made before inputs were recorded are not checked)."""
+        then = recorded.get("inputs")
+        if not isinstance(then, dict):
+            return
+        now = self.inputs()
+        changed = [k for k in ("gaussians", "features") if then.get(k) is not None and then.get(k) != now[k]]
+        if changed:
+            what = " and ".join({"gaussians": f"other Gaussians than {self.gaussians_ply}",
+                                 "features": "other language features than OUT's"}[k] for k in changed)
+            raise GagsError(f"the {method} field in {self.field_dir(method)} was made from {what} (they changed "
+                            f"since). Re-run `gags distill {self.root} --method {method} --no-resume`.")
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, command: str | None = None) -> Iterator[None]:
+        """One writer per stage and folder: hold ``OUT/.lock-STAGE`` for the block; GagsError (naming ``command``,
+        default ``gags STAGE``) when another process holds it. The lock is the kernel's (``flock``): a process that
+        dies releases it, so no stale lock remains."""
+        import fcntl
+
+        ensure_dir(self.root)
+        path = self.root / f"{LOCK_PREFIX}{stage}"
+        fh = open(path, "a+")  # noqa: SIM115 (held for the block)
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise GagsError(f"`{command or 'gags ' + stage}` is already writing into {self.root} ({holder}). Wait "
+                                "for it to finish (or stop it); two runs must not write into one folder.") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            yield
+        finally:
+            fh.close()
+
+    @contextlib.contextmanager
+    def replacing(self, stage: str, paths: Sequence[Path]) -> Iterator[None]:
+        """Replace a stage's outputs (``paths``, entries of OUT) by what the block writes, keeping the old ones until
+        it succeeds: they are moved into ``OUT/.replaced-STAGE/`` first, put back if the block fails or is
+        interrupted, and deleted when it succeeds. If a replacing run was killed (the folder is still there), it
+        holds the last complete outputs: they stay, and the killed run's partial outputs are discarded."""
+        backup = self.root / f"{REPLACED_PREFIX}{stage}"
+        for path in paths:
+            if Path(path).parent != self.root:
+                raise ValueError(f"{path} is not an entry of {self.root}")
+        if backup.exists():
+            for path in paths:
+                _remove(path)
+        else:
+            ensure_dir(backup)
+            for path in paths:
+                if path.exists() or path.is_symlink():
+                    os.replace(path, backup / path.name)
+        try:
+            yield
+        except BaseException:
+            for path in paths:
+                _remove(path)
+            for item in backup.iterdir():
+                os.replace(item, self.root / item.name)
+            backup.rmdir()
+            raise
+        shutil.rmtree(backup)
 
     # ------------------------------------------------------------------------------------------------------------------
     # the segment stage's record

@@ -10,6 +10,7 @@ import torch
 from gags.cameras import OPENGL_TO_OPENCV
 from gags.data import load_scene, write_point_ply
 from gags.errors import GagsError
+from tests.helpers import tiny_transforms_scene
 
 
 def _kitchen(kitchen: Path, tmp_path: Path, images_dir: str = "images_8"):
@@ -140,3 +141,69 @@ def test_nan_pose_names_the_file(kitchen, tmp_path):
     json_path.write_text(json.dumps(meta))  # Python writes NaN, as nerfstudio-style tools do
     with pytest.raises(GagsError, match=rf"{json_path}.*{meta['frames'][2]['file_path']}.*NaN"):
         load_scene(json_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inputs real datasets ship
+
+
+def test_windows_separators_are_accepted(tmp_path):
+    """Older instant-ngp scenes write ``images\\0001.jpg``."""
+    path = tiny_transforms_scene(tmp_path, ["0001.png", "0002.png"], ["images\\0001.png", ".\\images\\0002.png"])
+    assert load_scene(path).names == ["0001.png", "0002.png"]
+
+
+def test_frames_without_images_are_skipped_with_one_warning(tmp_path):
+    path = tiny_transforms_scene(tmp_path, ["a.png", "b.png"], ["images/a.png", "images/gone.png", "images/b.png",
+                                                            "images/lost.png"])
+    with pytest.warns(UserWarning, match=r"2 of 4 frames have no image file and are skipped.*--strict"):
+        scene = load_scene(path)
+    assert scene.names == ["a.png", "b.png"]
+    with pytest.raises(GagsError, match="gone.png"):
+        load_scene(path, strict=True)
+
+
+def test_zero_or_negative_focal_lengths_are_refused(tmp_path):
+    for fl in (0.0, -25.0):
+        path = tiny_transforms_scene(tmp_path / str(fl), ["a.png"], fl_x=fl)
+        with pytest.raises(GagsError, match="must be positive"):
+            load_scene(path)
+
+
+def test_a_transforms_file_that_is_not_json_is_the_users_to_fix(tmp_path):
+    path = tiny_transforms_scene(tmp_path, ["a.png"])
+    path.write_text("{ not json")
+    with pytest.raises(GagsError, match="is not valid JSON.*Fix the file") as err:
+        load_scene(path)
+    assert "Delete it" not in str(err.value)
+
+
+def test_blender_train_and_val_holds_out_val(tmp_path):
+    """A Blender folder with transforms_train.json and transforms_val.json but no test file."""
+    from PIL import Image
+
+    for split, count in (("train", 3), ("val", 2)):
+        (tmp_path / split).mkdir()
+        frames = []
+        for i in range(count):
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / split / f"r_{i}.png")
+            c2w = np.eye(4)
+            c2w[:3, 3] = [i, 0.0, 4.0]
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
+        (tmp_path / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    with pytest.warns(UserWarning, match="transforms_val.json are held out"):
+        scene = load_scene(tmp_path)
+    assert [scene.names[i] for i in scene.test_ids] == ["val/r_0.png", "val/r_1.png"]
+
+
+def test_the_cli_prints_a_warning_as_one_line(tmp_path, capsys):
+    from gags.cli import main
+
+    path = tiny_transforms_scene(tmp_path / "scene", ["a.png", "b.png"], ["images/a.png", "images/gone.png",
+                                                                      "images/b.png"])
+    assert main(["reconstruct", str(path.parent), "--out", str(tmp_path / "out"), "--iterations", "0",
+                 "--test-every", "0"]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "warning" in x)
+    assert line.startswith("gags reconstruct: warning: ") and "1 of 3 frames have no image file" in line
+    assert ".py:" not in err and "warnings.warn" not in err

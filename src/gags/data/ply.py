@@ -116,13 +116,15 @@ def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def write_ply(path: Path, splats: dict[str, torch.Tensor]) -> None:
+def write_ply(path: Path, splats: dict[str, torch.Tensor], pad_to_degree: int | None = None) -> None:
     """Write Gaussians (keys as :func:`read_ply` returns) as a standard 3DGS PLY, atomically.
 
     Args:
         path: output file.
         splats: ``means`` [N, 3], ``quats`` [N, 4], ``scales`` [N, 3], ``opacities`` [N], ``sh0`` [N, 1, 3],
             ``shN`` [N, K-1, 3] (tensors or arrays; other keys are ignored).
+        pad_to_degree: write the SH bands up to this degree, the missing ones as zeros (the official 3DGS loader
+            asserts 45 ``f_rest`` properties, degree 3); None writes the bands ``shN`` has.
     """
     missing = [k for k in GAUSSIAN_KEYS if k not in splats]
     if missing:
@@ -136,6 +138,9 @@ def write_ply(path: Path, splats: dict[str, torch.Tensor]) -> None:
     shN = arrays["shN"]
     if shN.ndim != 3 or shN.shape[0] != n or shN.shape[2] != 3 or shN.shape[1] + 1 not in SH_COEFFS_PER_DEGREE.values():
         raise GagsError(f"cannot write {path}: shN has shape {shN.shape}, expected [N, K-1, 3] with K in 1, 4, 9, 16.")
+    if pad_to_degree is not None and shN.shape[1] + 1 < SH_COEFFS_PER_DEGREE[pad_to_degree]:
+        pad = np.zeros((n, SH_COEFFS_PER_DEGREE[pad_to_degree] - 1 - shN.shape[1], 3), shN.dtype)
+        shN = np.concatenate([shN, pad], axis=1)
     k_rest = shN.shape[1]
     rest = shN.transpose(0, 2, 1).reshape(n, 3 * k_rest)  # channel-major, as the official writer
     columns: list[tuple[str, np.ndarray]] = [

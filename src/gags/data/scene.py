@@ -255,7 +255,8 @@ def _unknown_format(path: Path) -> GagsError:
 
 
 def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = DEFAULT_TEST_EVERY,
-               split: tuple[Sequence[str], Sequence[str]] | None = None, cache_dir: Path | None = None) -> Scene:
+               split: tuple[Sequence[str], Sequence[str]] | None = None, cache_dir: Path | None = None,
+               strict: bool = False) -> Scene:
     """Load a scene in any accepted format (see the module docstring).
 
     Args:
@@ -265,6 +266,8 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
         test_every: hold out every N-th image (index % N == 0, LLFF); 0 holds out none.
         split: explicit (train names, test names); wins over the transforms file's own split and ``test_every``.
         cache_dir: undistortion cache folder (default: see the module docstring).
+        strict: refuse a transforms file that lists frames whose image is missing (default: skip them, with a
+            warning that counts them).
     Raises:
         GagsError: unknown format, missing/corrupt image, size mismatch, NaN pose, empty model.
     """
@@ -277,7 +280,7 @@ def load_scene(path: Path, *, images_dir: str | None = None, test_every: int = D
     transforms = None if is_scene_json else find_transforms(path)
     model_dir = find_model_dir(path) if path.is_dir() else None
     if transforms is not None:
-        root, views, points, colors, file_split = read_transforms(transforms, images_dir)
+        root, views, points, colors, file_split = read_transforms(transforms, images_dir, strict)
         fmt = "transforms"
         image_folder = views[0].path.parent
     elif model_dir is not None:

@@ -115,15 +115,13 @@ def run_lift(config: DistillConfig) -> dict[str, Any]:
     entry = method(config.method)
     ws = Workspace(config.out)
     ws.require_scene()
-    ply = ws.require_gaussians()
+    ws.require_gaussians()
     folder = ws.require_features()
-    if config.downscale is not None and not config.downscale > 0:
-        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
     scene = ws.load_scene()
     if not scene.train_ids:
         raise GagsError(f"the scene in {ws.scene_json} has no training images.")
     downscale = float(config.downscale) if config.downscale is not None else LIFT_DOWNSCALE
-    gaussians = FrozenGaussians.from_ply(ply)
+    gaussians = FrozenGaussians.from_splats(ws.read_gaussians())
     views = load_views(scene, scene.train_ids, folder, downscale)
     sums, weights = weighted_sums(gaussians, views)
     features, agreement = lifted_levels(sums, weights)
@@ -143,7 +141,8 @@ def run_lift(config: DistillConfig) -> dict[str, Any]:
     record = {"method": entry.name, "build": "lift", "seconds": time.perf_counter() - start,
               "resolution": [cam.width, cam.height], "downscale": downscale, "num_views": len(views),
               "clip_dim": dim, **facts}
-    field.config.update({"method": entry.name, "downscale": downscale, "seed": config.seed, **facts})
+    field.config.update({"method": entry.name, "downscale": downscale, "seed": config.seed, "inputs": ws.inputs(),
+                         **facts})
     ensure_dir(ws.field_dir(entry.name))
     write_json(ws.field_curves(entry.name), {**record, "history": []})
     field.save(ws.field_file(entry.name))  # last: its presence means the field is done

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from gags import validate as check
 from gags.cameras import Camera
 from gags.config import DistillConfig
 from gags.distill import losses
@@ -561,14 +562,38 @@ TRAINING_THREADS = 1
 waiting threads cost more than they give when other jobs share the CPU."""
 
 
+def validate(config: DistillConfig) -> None:
+    """GagsError for an option out of its range, before anything is read or written."""
+    if config.iterations is not None:
+        check.at_least("--iterations", config.iterations, 0)
+    check.optional_positive("--downscale", config.downscale)
+    check.at_least("--checkpoint-every", config.checkpoint_every, 1)
+    check.at_least("--feature-dim", config.feature_dim, 1)
+    for name in ("feature_lr", "decoder_lr", "langsplat_feature_lr", "ae_lr"):
+        check.positive(f"--{name.replace('_', '-')}", getattr(config, name))
+    for name in ("entropy_weight", "entropy_weight_late", "consistency_weight_late", "ae_cos_weight"):
+        check.at_least(f"--{name.replace('_', '-')}", getattr(config, name), 0.0)
+    check.between("--late-start", config.late_start, 0.0, 1.0)
+    check.at_least("--smoothing-kernel", config.smoothing_kernel, 1)
+    if config.ae_epochs is not None:
+        check.at_least("--ae-epochs", config.ae_epochs, 1)
+    check.at_least("--ae-batch-size", config.ae_batch_size, 1)
+    check.at_least("--ae-cpu-max-steps", config.ae_cpu_max_steps, 1)
+    if config.threads is not None:
+        check.at_least("--threads (0: PyTorch's default)", config.threads, 0)
+
+
 def run(config: DistillConfig) -> dict[str, Any]:
     """Run the stage; returns the record written to ``Workspace.field_curves(METHOD)`` (without the curves)."""
-    if method(config.method).build == "lift":
+    validate(config)
+    entry = method(config.method)
+    lock = Workspace(Path(config.out)).lock(f"distill-{entry.name}", f"gags distill --method {entry.name}")
+    if entry.build == "lift":
         from gags.distill.lift import run_lift
 
-        with scoped_torch_threads(config.threads if config.threads is not None else 0):  # large renders: every core
+        with scoped_torch_threads(config.threads if config.threads is not None else 0), lock:  # large renders
             return run_lift(config)
-    with scoped_torch_threads(config.threads if config.threads is not None else TRAINING_THREADS):
+    with scoped_torch_threads(config.threads if config.threads is not None else TRAINING_THREADS), lock:
         return _run(config)
 
 
@@ -577,15 +602,9 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     out = Path(config.out)
     ws = Workspace(out)
     ws.require_scene()
-    ply = ws.require_gaussians()
+    ws.require_gaussians()
     folder = ws.require_features()
     spec = method_spec(config.method, config.feature_dim)
-    if config.iterations is not None and config.iterations < 0:
-        raise GagsError(f"--iterations must be >= 0, got {config.iterations}.")
-    if config.downscale is not None and config.downscale <= 0:
-        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
-    if config.checkpoint_every < 1:
-        raise GagsError(f"--checkpoint-every must be >= 1, got {config.checkpoint_every}.")
     device = _device()
     scene = ws.load_scene()
     if not scene.train_ids:
@@ -595,7 +614,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     iterations = config.iterations if config.iterations is not None else iterations
     downscale = float(config.downscale) if config.downscale is not None else downscale
 
-    gaussians = FrozenGaussians.from_ply(ply, device)
+    gaussians = FrozenGaussians.from_splats(ws.read_gaussians(), device)
     views = load_views(scene, scene.train_ids, folder, downscale, device)
     clip_dim = int(views[0].table.shape[1])
     phrases = _phrase_embeddings(config, clip_dim) if spec.name == "n2f2" else None
@@ -603,10 +622,15 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     ensure_dir(ws.field_dir(spec.name))
     ckpt_path = ws.field_checkpoint(spec.name)
     settings = {k: v for k, v in resolved_config(config, iterations, downscale).items() if k in RESUME_KEYS}
-    settings.update(num_gaussians=len(gaussians), clip_dim=clip_dim)
+    inputs = ws.inputs()
+    settings.update(num_gaussians=len(gaussians), clip_dim=clip_dim, inputs=inputs)
     resume = config.resume and ckpt_path.is_file()
     if resume:
-        check_settings(ckpt_path, checkpoint_info(ckpt_path).get("settings", {}), settings)
+        saved = checkpoint_info(ckpt_path).get("settings", {})
+        if saved.get("inputs") != inputs:
+            raise GagsError(f"{ckpt_path} was made from other Gaussians or other language features than {out} holds "
+                            "now (they changed since). Pass --no-resume to distill the field again from them.")
+        check_settings(ckpt_path, saved, settings)
 
     autoencoder = None
     if spec.space == "codes":
@@ -626,6 +650,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
                 checkpoint_extra=extra)
     run_config = resolved_config(config, iterations, downscale)
     field_, facts = build_field(spec, state, run_config, phrases)
+    facts["inputs"] = inputs
     if phrases is not None:
         facts.update(n2f2_phrases=list(N2F2_PHRASES), n2f2_temperature=N2F2_TEMPERATURE)
     field_.config.update(facts)

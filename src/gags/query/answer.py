@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gags import validate as check
 from gags.config import QueryConfig
 from gags.errors import GagsError
 from gags.io import ensure_dir, write_json
@@ -78,8 +79,7 @@ def run(config: QueryConfig) -> dict[str, Any]:
     text = config.text.strip()
     if not text:
         raise GagsError("the query text is empty. Pass a phrase, e.g. gags query OUT \"red cup\".")
-    if not config.downscale > 0:
-        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
+    check.positive("--downscale", config.downscale)
     if not 0.0 <= config.threshold <= 1.0:
         raise GagsError(f"--threshold is a relevancy in [0, 1], got {config.threshold}.")
     field = render.load_field(out, config.method)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gags import validate as check
 from gags.config import EvalConfig
 from gags.data.labels import FrameLabels, match_images
 from gags.errors import GagsError
@@ -316,22 +317,27 @@ def write_figures(out_dir: Path, image: np.ndarray, labels: FrameLabels, maps: M
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Print method | split | frames | queries | mIoU | loc. acc. (percent)."""
-    print(f"{'method':<10} {'split':<6} {'frames':>6} {'queries':>7} {'mIoU %':>7} {'loc %':>7}")
+    width = max([len("method"), *(len(r["method"]) for r in rows)])
+    print(f"{'method':<{width}} {'split':<6} {'frames':>6} {'queries':>7} {'mIoU %':>7} {'loc %':>7}")
     for r in rows:
-        print(f"{r['method']:<10} {r['split']:<6} {r['n_frames']:>6} {r['n_queries']:>7} {100 * r['miou']:>7.1f} "
-              f"{100 * r['loc_acc']:>7.1f}")
+        print(f"{r['method']:<{width}} {r['split']:<6} {r['n_frames']:>6} {r['n_queries']:>7} "
+              f"{100 * r['miou']:>7.1f} {100 * r['loc_acc']:>7.1f}")
 
 
 def run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """``gags eval``: every chosen method on every chosen split; returns method -> split -> metrics."""
+    with Workspace(Path(config.out)).lock("eval"):
+        return _run(config)
+
+
+def _run(config: EvalConfig) -> dict[str, dict[str, dict[str, Any]]]:
     from gags.data.labels import load_labels
     from gags.query import render
 
     out = Path(config.out)
     ws = Workspace(out)
     ws.require_scene()
-    if not config.downscale > 0:
-        raise GagsError(f"--downscale must be positive, got {config.downscale}.")
+    check.positive("--downscale", config.downscale)
     methods = ws.resolve_methods(config.method)
     scene = ws.load_scene()
     label_dir = _label_folder(config, scene)

@@ -40,14 +40,17 @@ DECODE_CHUNK = 65_536
 
 def load_geometry(out: Path) -> FrozenGaussians:
     """Read OUT's Gaussians (log scales, logit opacities) and activate them."""
-    return FrozenGaussians.from_ply(Workspace(Path(out)).require_gaussians())
+    return FrozenGaussians.from_splats(Workspace(Path(out)).read_gaussians())
 
 
 def load_field(out: Path, method: str) -> LanguageField:
-    """The field of ``method`` in OUT (GagsError listing the existing fields when it is missing)."""
+    """The field of ``method`` in OUT: GagsError listing the existing fields when it is missing, or saying to distill
+    it again when it was made from other Gaussians or features than OUT holds now."""
     ws = Workspace(Path(out))
     ws.resolve_methods(method)
-    return LanguageField.load(ws.field_file(method))
+    field = LanguageField.load(ws.field_file(method))
+    ws.check_field_inputs(method, field.config)
+    return field
 
 
 def text_embeddings(encoder_spec: str, texts: Sequence[str], dim: int) -> tuple[Tensor, Tensor]:

@@ -188,29 +188,57 @@ def _stage_depths(ws: Workspace, config: SegmentConfig, gaussians: dict[str, tor
     return depths, seconds
 
 
-def run(config: SegmentConfig) -> dict[str, Any]:
-    """Run the stage (see the module docstring); returns the summary written to ``Workspace.segment_timings``."""
-    from gags.data import read_ply
+def validate(config: SegmentConfig) -> None:
+    """GagsError for an option out of its range, before anything is read or written."""
+    positive = {"--workers": config.workers, "--patch-grid": config.patch_grid,
+                "--points-per-ratio": config.points_per_ratio, "--max-points-per-side": config.max_points_per_side,
+                "--sub-patch-grid": config.sub_patch_grid, "--uniform-points-per-side": config.uniform_points_per_side}
+    for name, value in positive.items():
+        if value < 1:
+            raise GagsError(f"{name} must be at least 1, got {value}.")
+    for name, value in {"--threads": config.threads, "--max-height": config.max_height,
+                        "--min-region-area": config.min_region_area}.items():
+        if value < 0:
+            raise GagsError(f"{name} must be >= 0, got {value}.")
+    fractions = {"--pred-iou-thresh": config.pred_iou_thresh, "--stability-thresh": config.stability_thresh,
+                 "--box-nms-thresh": config.box_nms_thresh, "--mask-nms-iou": config.mask_nms_iou,
+                 "--mask-nms-score": config.mask_nms_score, "--mask-nms-inner": config.mask_nms_inner}
+    for name, fraction in fractions.items():
+        if not 0.0 <= fraction <= 1.0:  # also refuses NaN
+            raise GagsError(f"{name} must be a number in [0, 1], got {fraction}.")
+    if not 0.0 < config.visibility_rel_tol < 1.0:
+        raise GagsError(f"--visibility-rel-tol must be in (0, 1), got {config.visibility_rel_tol}.")
+    if config.features is not None and not Path(config.features).is_dir():
+        raise GagsError(f"--features {config.features} is not a folder; pass the folder of LangSplat's _f.npy / "
+                        "_s.npy files.")
 
-    wall_start = time.perf_counter()
-    out = Path(config.out)
-    ws = Workspace(out)
+
+def run(config: SegmentConfig) -> dict[str, Any]:
+    """Run the stage (see the module docstring); returns the summary written to ``Workspace.segment_timings``.
+
+    Every option and both model specs are checked before anything is written. ``--overwrite`` keeps the previous
+    outputs until the new run succeeds (``Workspace.replacing``): a failed or interrupted run puts them back.
+    """
+    validate(config)
+    ws = Workspace(Path(config.out))
     scene = ws.load_scene()
-    if config.workers < 1:
-        raise GagsError(f"--workers must be at least 1, got {config.workers}.")
-    if config.threads < 0:
-        raise GagsError(f"--threads must be >= 0 (0 = CPU cores / workers), got {config.threads}.")
-    if config.max_height < 0:
-        raise GagsError(f"--max-height must be >= 0 (0 = never resize), got {config.max_height}.")
+    check_unique_stems(scene.names, ws.root)
+    if config.features is None:
+        resolved_settings(config, ws.require_gaussians())  # a wrong model spec or checkpoint is reported here
+        ws.read_gaussians()  # an empty or corrupt PLY too
+    with ws.lock("segment"):
+        if config.overwrite:
+            with ws.replacing("segment", ws.segment_outputs):
+                return _run(config, ws, scene)
+        return _run(config, ws, scene)
+
+
+def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
+    wall_start = time.perf_counter()
+    out = ws.root
     names = scene.names
-    check_unique_stems(names, out)
     features_dir = ws.features_dir
     record_path = ws.segment_config
-    if config.overwrite:
-        for folder in ws.segment_outputs:
-            if folder.exists():
-                shutil.rmtree(folder)
-
     record = ws.segment_record()
     if config.features is not None:
         if record is not None and record.get("source") != "external":
@@ -246,7 +274,7 @@ def run(config: SegmentConfig) -> dict[str, Any]:
     rendered = 0.0
     if need:
         with timer.step("depth"), scoped_torch_threads(torch_threads(config)):
-            gaussians = read_ply(gaussians_path)
+            gaussians = ws.read_gaussians()
             depths, rendered = _stage_depths(ws, config, gaussians, cameras, settings["gaussians"])
         with timer.step("visibility_prompts"), scoped_torch_threads(torch_threads(config)):
             points = prompts_for_views(config, gaussians, cameras, depths, need)

@@ -31,6 +31,7 @@ import torch
 from gsplat.strategy import DefaultStrategy
 
 from gags import training
+from gags import validate as check
 from gags.cameras import Camera
 from gags.config import ReconstructConfig
 from gags.errors import GagsError
@@ -68,6 +69,8 @@ RANDOM_INIT_FAR = 2.0
 """Random initial Gaussians fill the camera frustums between these depths (times the scene scale): for cameras on a
 sphere of radius ~scale around the scene, depth 2 x scale reaches the far side of it."""
 
+STANDARD_SH_DEGREE = 3
+"""The SH degree of the PLY layout every 3DGS tool reads (45 ``f_rest`` properties)."""
 CHECKPOINT_KIND = "reconstruct"
 """Checkpoints of this stage are ``gags.training`` checkpoints of this kind."""
 
@@ -410,9 +413,30 @@ def resolve_budget(iterations: int | None, max_gaussians: int | None, on_gpu: bo
     return iterations, max_gaussians
 
 
+def validate(config: ReconstructConfig) -> None:
+    """GagsError for an option out of its range, before anything is read or written."""
+    if config.images is None and config.scene is None:
+        raise GagsError("give a scene folder (gags reconstruct SCENE --out OUT) or a folder of photos (--images DIR).")
+    check.at_least("--downscale", config.downscale, 1)
+    if config.iterations is not None:
+        check.at_least("--iterations", config.iterations, 0)
+    if config.max_gaussians is not None:
+        check.at_least("--max-gaussians (0: no ceiling)", config.max_gaussians, 0)
+    check.between("--sh-degree", config.sh_degree, 0, 3)
+    check.at_least("--sh-degree-interval", config.sh_degree_interval, 1)
+    check.between("--ssim-lambda", config.ssim_lambda, 0.0, 1.0)
+    check.at_least("--checkpoint-every", config.checkpoint_every, 1)
+    check.at_least("--test-every (0: no held-out views)", config.test_every, 0)
+    check.at_least("--random-init-points", config.random_init_points, 1)
+    check.at_least("--threads (0: PyTorch's default)", config.threads, 0)
+    for step in config.eval_at:
+        check.at_least("--eval-at", step, 1)
+
+
 def run(config: ReconstructConfig) -> dict[str, Any]:
-    """Run the stage; returns the metrics written to OUT/reconstruct/metrics.json."""
-    with scoped_torch_threads(config.threads):
+    """Run the stage; returns the metrics written to the stage's metrics file (``Workspace.reconstruct_metrics``)."""
+    validate(config)
+    with scoped_torch_threads(config.threads), Workspace(Path(config.out)).lock("reconstruct"):
         return _run(config)
 
 
@@ -428,17 +452,10 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
         from gags.data.sfm import run_sfm
 
         scene_path = run_sfm(Path(config.images), out)
-    elif config.scene is not None:
-        scene_path = Path(config.scene)
     else:
-        raise GagsError("give a scene folder (gags reconstruct SCENE --out OUT) or a folder of photos (--images DIR).")
-    if config.downscale < 1:
-        raise GagsError(f"--downscale must be a positive integer, got {config.downscale}.")
-    if config.iterations is not None and config.iterations < 0:
-        raise GagsError(f"--iterations must be >= 0, got {config.iterations}.")
-    if config.max_gaussians is not None and config.max_gaussians < 0:
-        raise GagsError(f"--max-gaussians must be >= 0 (0: no ceiling), got {config.max_gaussians}.")
-    scene = load_scene(scene_path, images_dir=config.images_dir, test_every=config.test_every)
+        assert config.scene is not None  # validate() checked that one is given
+        scene_path = Path(config.scene)
+    scene = load_scene(scene_path, images_dir=config.images_dir, test_every=config.test_every, strict=config.strict)
     ws.save_scene(scene)
     scene_scale = float(scene.scale)  # 1.1 x camera extent already (3DGS / simple_trainer)
     train_views = _load_views(scene, scene.train_ids, config.downscale)
@@ -474,7 +491,8 @@ def _run(config: ReconstructConfig) -> dict[str, Any]:
                    checkpoint_path=ckpt_path, checkpoint_every=config.checkpoint_every, resume=resume,
                    checkpoint_info={"settings": settings, "init": init}, eval_views=test_views,
                    eval_at=tuple(config.eval_at), max_gaussians=max_gaussians)
-    write_ply(ws.gaussians_ply, {k: v.detach() for k, v in splats.items()})
+    # the standard layout (SH degree 3, higher bands zero when trained with fewer), as the official 3DGS loader reads it
+    write_ply(ws.gaussians_ply, {k: v.detach() for k, v in splats.items()}, pad_to_degree=STANDARD_SH_DEGREE)
     # the degree of the last iteration (all bands when nothing was trained, e.g. a PLY taken as it is)
     last = result.step - 1
     final_degree = config.sh_degree if last < 0 else min(last // max(1, config.sh_degree_interval), config.sh_degree)

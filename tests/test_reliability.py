@@ -1,0 +1,180 @@
+"""Nothing lost, nothing stale, one writer per stage: ``--overwrite`` keeps the previous outputs until the new ones
+exist, fields remember the Gaussians and features they were made from, a second writer of a stage is refused, an
+empty Gaussian PLY is refused, and options out of range are refused before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from gags.cli import main
+from gags.config import DistillConfig, EvalConfig, SegmentConfig
+from gags.data import write_ply
+from gags.errors import GagsError
+from gags.segment import extract
+from gags.workspace import Workspace
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def demo_copy(demo_run, tmp_path) -> Path:
+    """A copy of the session's miniature demo: scene, Gaussians, features, gags and avg fields."""
+    return Path(shutil.copytree(demo_run[0], tmp_path / "demo"))
+
+
+def _segment_config(out: Path, encoder_dir: Path, **kwargs) -> SegmentConfig:
+    return SegmentConfig(out=out, encoder=f"openclip:local-dir:{encoder_dir}", threads=1, **kwargs)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("bad", [{"encoder": "tinyy"}, {"segmenter": "sam:vit_q"}, {"patch_grid": 0},
+                                 {"pred_iou_thresh": math.nan}, {"features": Path("/nonexistent")}])
+def test_overwrite_with_a_bad_option_loses_nothing(demo_copy, encoder_dir, bad):
+    ws = Workspace(demo_copy)
+    before = {p: _snapshot(p) for p in ws.segment_outputs}
+    config = dataclasses.replace(_segment_config(demo_copy, encoder_dir, overwrite=True), **bad)
+    with pytest.raises(GagsError):
+        extract.run(config)
+    assert {p: _snapshot(p) for p in ws.segment_outputs} == before
+
+
+def test_a_failed_overwrite_puts_the_previous_outputs_back(demo_copy, encoder_dir, monkeypatch):
+    ws = Workspace(demo_copy)
+    before = {p: _snapshot(p) for p in ws.segment_outputs}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the segmenter failed half-way")
+
+    monkeypatch.setattr("gags.segment.parallel.segment_image", broken)
+    with pytest.raises(RuntimeError, match="half-way"):
+        extract.run(_segment_config(demo_copy, encoder_dir, overwrite=True, prompts="uniform"))
+    assert {p: _snapshot(p) for p in ws.segment_outputs} == before
+    assert not list(demo_copy.glob(".replaced-*"))
+    monkeypatch.undo()
+    summary = extract.run(_segment_config(demo_copy, encoder_dir, overwrite=True, prompts="uniform"))
+    assert summary["images"] > 0 and not list(demo_copy.glob(".replaced-*"))
+    assert ws.segment_settings()["prompts"] == "uniform"
+
+
+def test_a_killed_overwrite_keeps_the_last_complete_outputs(tmp_path):
+    """A replacing run killed in the middle leaves the previous outputs aside; the next one keeps them aside (they
+    are the last complete ones) and drops the killed run's partial outputs."""
+    ws = Workspace(tmp_path)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "a.npy").write_text("complete")
+    with pytest.raises(KeyboardInterrupt), ws.replacing("segment", [ws.prompts_dir]):
+        (tmp_path / "prompts").mkdir()
+        (tmp_path / "prompts" / "b.npy").write_text("partial")
+        raise KeyboardInterrupt
+    assert (tmp_path / "prompts" / "a.npy").read_text() == "complete"  # an interrupt puts them back at once
+    backup = tmp_path / ".replaced-segment"
+    backup.mkdir()  # as after kill -9: the previous outputs are in the backup, partial new ones in place
+    (tmp_path / "prompts").rename(backup / "prompts")
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "c.npy").write_text("partial")
+    with pytest.raises(RuntimeError), ws.replacing("segment", [ws.prompts_dir]):
+        assert not (tmp_path / "prompts").exists()  # the partial outputs are gone, the complete ones kept aside
+        raise RuntimeError
+    assert sorted(p.name for p in (tmp_path / "prompts").iterdir()) == ["a.npy"]
+
+
+def test_a_field_of_other_inputs_is_refused(demo_copy):
+    from gags.query.render import load_field
+
+    ws = Workspace(demo_copy)
+    load_field(demo_copy, "gags")  # made from these inputs
+    splats = ws.read_gaussians()
+    splats["means"] = splats["means"] + 0.01  # other Gaussians, the same count
+    write_ply(ws.gaussians_ply, splats)
+    with pytest.raises(GagsError, match="made from other Gaussians.*--no-resume"):
+        load_field(demo_copy, "gags")
+    with pytest.raises(GagsError, match="made from other Gaussians"):
+        from gags.query.evaluate import run as evaluate
+
+        evaluate(EvalConfig(out=demo_copy, method="gags", figures=False))
+    # distilling again from the checkpoint of other inputs is refused too; --no-resume makes it again
+    with pytest.raises(GagsError, match="other Gaussians or other language features.*--no-resume"):
+        from gags.distill.train import run as distill
+
+        distill(DistillConfig(out=demo_copy, method="gags", iterations=12))
+
+
+def test_resegmented_features_make_the_fields_stale(demo_copy, encoder_dir):
+    from gags.query.render import load_field
+
+    extract.run(_segment_config(demo_copy, encoder_dir, overwrite=True, prompts="uniform"))
+    with pytest.raises(GagsError, match="other language features"):
+        load_field(demo_copy, "avg")
+
+
+def test_one_writer_per_stage(demo_copy, encoder_dir, capsys):
+    ws = Workspace(demo_copy)
+    with ws.lock("segment"):
+        with pytest.raises(GagsError, match="`gags segment` is already writing"):
+            extract.run(_segment_config(demo_copy, encoder_dir))
+        assert main(["segment", str(demo_copy), "--encoder", f"openclip:local-dir:{encoder_dir}"]) == 1
+        assert "already writing" in capsys.readouterr().err
+    with ws.lock("distill-avg", "gags distill --method avg"):
+        with pytest.raises(GagsError, match="gags distill --method avg"):
+            from gags.distill.train import run as distill
+
+            distill(DistillConfig(out=demo_copy, method="avg", iterations=12))
+    extract.run(_segment_config(demo_copy, encoder_dir))  # released: runs (everything is done already)
+
+
+def test_an_empty_gaussian_ply_is_refused(demo_copy, encoder_dir):
+    ws = Workspace(demo_copy)
+    empty = {"means": torch.zeros(0, 3), "quats": torch.zeros(0, 4), "scales": torch.zeros(0, 3),
+             "opacities": torch.zeros(0), "sh0": torch.zeros(0, 1, 3), "shN": torch.zeros(0, 0, 3)}
+    write_ply(ws.gaussians_ply, empty)
+    from gags.distill.train import run as distill
+
+    with pytest.raises(GagsError, match="holds no Gaussians"):
+        extract.run(_segment_config(demo_copy, encoder_dir, overwrite=True))
+    assert all(p.exists() for p in ws.segment_outputs)  # refused before anything was replaced
+    for method in ("gags", "lift"):
+        with pytest.raises(GagsError, match="holds no Gaussians"):
+            distill(DistillConfig(out=demo_copy, method=method, resume=False))
+
+
+def test_reconstruct_writes_the_standard_ply_layout(tmp_path):
+    """``--sh-degree 1`` trains one band but writes the 45 ``f_rest`` properties the official 3DGS loader asserts."""
+    from plyfile import PlyData
+
+    from gags.data import read_ply
+    from tests.helpers import tiny_transforms_scene
+
+    scene = tiny_transforms_scene(tmp_path / "scene", ["a.png", "b.png", "c.png"])
+    assert main(["reconstruct", str(scene.parent), "--out", str(tmp_path / "out"), "--iterations", "3",
+                 "--sh-degree", "1", "--test-every", "0"]) == 0
+    props = [p.name for p in PlyData.read(str(tmp_path / "out" / "gaussians.ply"))["vertex"].properties]
+    assert sum(name.startswith("f_rest_") for name in props) == 45
+    assert torch.all(read_ply(tmp_path / "out" / "gaussians.ply")["shN"][:, 3:] == 0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reconstruct", "SCENE", "--sh-degree", "9"], "--sh-degree must be in"),
+    (["reconstruct", "SCENE", "--threads", "-4"], "--threads"),
+    (["reconstruct", "SCENE", "--test-every", "-1"], "--test-every"),
+    (["distill", "OUT", "--downscale", "nan"], "--downscale must be a positive number"),
+    (["distill", "OUT", "--feature-lr", "inf"], "--feature-lr must be a positive number"),
+    (["segment", "OUT", "--patch-grid", "0"], "--patch-grid must be at least 1"),
+    (["segment", "OUT", "--pred-iou-thresh", "nan"], "--pred-iou-thresh must be a number in"),
+])
+def test_options_out_of_range_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "nothing") if a in ("SCENE", "OUT") else a for a in argv]
+    if argv[0] == "reconstruct":
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
