@@ -9,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,129 @@ def test_options_out_of_range_are_refused_before_anything_runs(tmp_path, capsys,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from gags.io import write_json
+
+    path = tmp_path / "record.json"
+    write_json(path, {"old": 1})
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("gags.io.os.replace", full)
+    with pytest.raises(GagsError, match="No space left on device.*Nothing already written was lost"):
+        write_json(path, {"new": 2})
+    assert path.read_text().strip().replace(" ", "").replace("\n", "") == '{"old":1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left
+
+
+def test_overwrite_in_a_folder_that_refuses_changes_is_a_clear_error(demo_copy, encoder_dir, monkeypatch):
+    ws = Workspace(demo_copy)
+    before = {p: _snapshot(p) for p in ws.segment_outputs}
+    calls = []
+
+    def refuse(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the first output moved aside, then the folder refuses
+            raise PermissionError(13, "Permission denied")
+        return shutil.move(src, dst)
+
+    monkeypatch.setattr("gags.workspace.os.replace", refuse)
+    with pytest.raises(GagsError, match="cannot replace the segment outputs.*Permission denied.*nothing was changed"):
+        extract.run(_segment_config(demo_copy, encoder_dir, overwrite=True))
+    monkeypatch.undo()
+    assert {p: _snapshot(p) for p in ws.segment_outputs} == before and not list(demo_copy.glob(".replaced-*"))
+
+
+def test_names_of_queries_and_figures_are_unique():
+    from gags.workspace import query_slug
+
+    names = {query_slug(t) for t in ("Red cup", "red cup", "red-cup!", "杯子", "чашка", "")}
+    assert len(names) == 6
+    assert query_slug("Red cup").startswith("red-cup-") and query_slug("杯子").startswith("query-")
+    assert query_slug("Red cup") == query_slug("Red cup")  # stable
+
+
+def test_label_boxes_outside_the_image_are_clipped_or_refused(tmp_path):
+    import json
+
+    from gags.data.labels import read_frame_labels
+
+    def write(bbox):
+        label = {"info": {"name": "a.png", "width": 40, "height": 30},
+                 "objects": [{"category": "cup", "segmentation": [[5, 5], [20, 5], [20, 20], [5, 20]],
+                              "bbox": bbox}]}
+        (tmp_path / "frame_00001.json").write_text(json.dumps(label))
+        return read_frame_labels(tmp_path / "frame_00001.json")
+
+    assert write([5, 5, 1e9, 20]).boxes["cup"].tolist() == [[5, 5, 40, 20]]
+    with pytest.raises(GagsError, match="outside the 40x30 image"):
+        write([500, 500, 900, 900])
+
+
+def test_quoted_library_messages_are_one_clean_line():
+    from gags.errors import one_line
+
+    text = "\x1b[31mWeights only load failed.\x1b[0m\n\n  " + " ".join(f"word{i}" for i in range(100))
+    line = one_line(text)
+    assert "\x1b" not in line and "\n" not in line and line.endswith(" ...") and "word35 ..." in line
+    assert "word36" not in line  # cut after whole words (40 of them)
+
+
+def test_intrinsics_no_camera_has_are_refused_and_odd_ones_warned():
+    from gags.data.colmap import check_intrinsics
+
+    K = np.array([[0.0, 0, 10], [0, 0.0, 10], [0, 0, 1]])
+    with pytest.raises(GagsError, match="must be positive"):
+        check_intrinsics(K, None, 20, 20, "cameras.bin: camera 1")
+    K = np.array([[100.0, 0, 10], [0, 280.0, 10], [0, 0, 1]])
+    with pytest.warns(UserWarning, match="implausible calibration"):
+        check_intrinsics(K, np.array([46.0, -3690.0, 0, 0]), 20, 20, "cameras.bin: camera 1")
+
+
+def test_the_viewer_shows_a_query_as_plain_text_and_warns_when_public():
+    from types import SimpleNamespace
+
+    from gags.viewer.server import ViewerHandle, plain_text
+
+    shown = plain_text("![x](http://example.com/a.png) <img src=x onerror=alert(1)>")
+    assert "](" not in shown.replace("\\](", "") and "<" not in shown and "![" not in shown
+    server = SimpleNamespace(get_port=lambda: 8080)
+    local = ViewerHandle(server=server, renderer=None, config=SimpleNamespace(host="127.0.0.1"))
+    public = ViewerHandle(server=server, renderer=None, config=SimpleNamespace(host="0.0.0.0"))
+    assert not local.public and local.url == "http://localhost:8080"
+    assert public.public and public.url == "http://0.0.0.0:8080"
+
+
+def test_sigterm_stops_a_stage_like_ctrl_c(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import tiny_transforms_scene
+
+    scene = tiny_transforms_scene(tmp_path / "scene", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gags", "reconstruct", str(scene.parent), "--out", str(out), "--iterations", "100000",
+           "--checkpoint-every", "5", "--test-every", "0"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "reconstruct" / "checkpoint.safetensors").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err and "Fatal" not in err

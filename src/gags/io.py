@@ -42,7 +42,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise GagsError(f"could not write in {path.parent}: {exc.strerror or exc}. Nothing was changed; free space "
+                        "or fix the folder's permissions.") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates the file private (0600); the artifact gets the permissions a plain open() would give it
@@ -50,6 +54,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:  # disk full, quota, permissions: the previous file is untouched
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise GagsError(f"could not write {path}: {exc.strerror or exc}. Nothing already written was lost (the "
+                        "previous file, if any, is unchanged); free space or fix the folder's permissions and run "
+                        "the same command again.") from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

@@ -112,10 +112,18 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+SLUG_HASH_CHARS = 6
+"""Hex characters of the text's hash that end every slug: texts that differ only in case, punctuation or non-Latin
+letters get different names."""
+
+
 def query_slug(text: str, max_len: int = 60) -> str:
-    """The folder name of a query: lower case, runs of other characters -> '-' (``"Red cup!"`` -> ``red-cup``)."""
+    """A file-name-safe name of a text, unique to it: lower case, runs of other characters -> '-', then a short hash
+    of the exact text (``"Red cup!"`` -> ``red-cup-`` + 6 hex characters; a text of no Latin letter or digit ->
+    ``query-`` + the hash). The text itself is kept in the files written beside."""
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:SLUG_HASH_CHARS]
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
-    return s or QUERY_DIR
+    return f"{s or QUERY_DIR}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -399,7 +407,11 @@ class Workspace:
 
         ensure_dir(self.root)
         path = self.root / f"{LOCK_PREFIX}{stage}"
-        fh = open(path, "a+")  # noqa: SIM115 (held for the block)
+        try:
+            fh = open(path, "a+")  # noqa: SIM115 (held for the block)
+        except OSError as exc:
+            raise GagsError(f"cannot write in {self.root} ({exc.strerror or exc}). Choose a writable output folder "
+                            "or fix its permissions; nothing was changed.") from exc
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -431,9 +443,18 @@ class Workspace:
                 _remove(path)
         else:
             ensure_dir(backup)
-            for path in paths:
-                if path.exists() or path.is_symlink():
-                    os.replace(path, backup / path.name)
+            moved: list[Path] = []
+            try:
+                for path in paths:
+                    if path.exists() or path.is_symlink():
+                        os.replace(path, backup / path.name)
+                        moved.append(path)
+            except OSError as exc:
+                for path in moved:
+                    os.replace(backup / path.name, path)
+                backup.rmdir()
+                raise GagsError(f"cannot replace the {stage} outputs in {self.root} ({exc.strerror or exc}); nothing "
+                                "was changed. Fix the folder's permissions.") from exc
         try:
             yield
         except BaseException:

@@ -13,6 +13,7 @@ import torch
 
 from gags.config import QueryConfig
 from gags.errors import GagsError
+from gags.workspace import Workspace
 from tests import handmade_scene as helpers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +46,7 @@ def test_query_held_out_view(out, encoder_dir, method, capsys):
     from gags.query.answer import run
 
     record = run(config(out, encoder_dir, method=method, ply=True))
-    folder = out / "query" / "egg"
+    folder = Workspace(out).query_dir("egg")
     assert json.loads((folder / "result.json").read_text())["text"] == "egg"
     assert [v["view"] for v in record["views"]] == ["frame_00004.png"]  # the held-out view
     view = record["views"][0]
@@ -87,7 +88,7 @@ def test_query_views_by_name_and_all(out, encoder_dir):
     record = run(config(out, encoder_dir, text="Bowl!", views=("frame_00001.png", "frame_00002"), downscale=2))
     assert [v["view"] for v in record["views"]] == ["frame_00001.png", "frame_00002.png"]
     assert all(v["resolution"] == [helpers.WIDTH // 2, helpers.HEIGHT // 2] for v in record["views"])
-    assert (out / "query" / "bowl" / "frame_00002_mask.png").is_file()
+    assert (Workspace(out).query_dir("Bowl!") / "frame_00002_mask.png").is_file()
     assert "3d" not in record
     record = run(config(out, encoder_dir, text="bowl", all=True))
     assert len(record["views"]) == 4
@@ -118,5 +119,5 @@ def test_query_cli(out, encoder_dir, capsys):
 
     code = main(["query", str(out), "egg", "--ply", "--encoder", f"openclip:local-dir:{encoder_dir}"])
     assert code == 0
-    assert (out / "query" / "egg" / "selected.ply").is_file()
+    assert (Workspace(out).query_dir("egg") / "selected.ply").is_file()
     assert "3D:" in capsys.readouterr().out

@@ -7,6 +7,8 @@ raise a GagsError asking for ``colmap image_undistorter``.
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -82,8 +84,35 @@ def _available_dirs(root: Path) -> list[str]:
         root).is_dir() else []
 
 
+MAX_PLAUSIBLE_RADIAL = 1.0
+"""Radial distortion coefficients of real lenses stay well within +-1 (COLMAP's estimates of ordinary cameras: a few
+tenths); larger ones mean a broken calibration, and undistorting with them warps the images."""
+MAX_PLAUSIBLE_ASPECT = 1.5
+"""Pixels are close to square (fy / fx near 1); a ratio beyond 1.5 either way means a broken calibration."""
+
+
+def check_intrinsics(K: np.ndarray, coeffs: np.ndarray | None, width: int, height: int, where: str) -> None:
+    """GagsError for intrinsics no camera has (non-positive or non-finite focal lengths or size, as a truncated
+    cameras.bin reads); a warning for implausible ones (huge radial distortion, very non-square pixels)."""
+    fx, fy = float(K[0, 0]), float(K[1, 1])
+    if not (np.isfinite(K).all() and fx > 0 and fy > 0 and width > 0 and height > 0):
+        raise GagsError(f"{where} has focal lengths {fx:g}, {fy:g} and size {width}x{height}; they must be positive "
+                        "(is the model file truncated?). Re-export the model with COLMAP.")
+    radial = [] if coeffs is None else [float(coeffs[0]), float(coeffs[1])]
+    if any(abs(k) > MAX_PLAUSIBLE_RADIAL for k in radial) or not 1 / MAX_PLAUSIBLE_ASPECT <= fy / fx \
+            <= MAX_PLAUSIBLE_ASPECT:
+        warnings.warn(f"{where} has an implausible calibration (fx {fx:g}, fy {fy:g}, radial {radial}); the "
+                      "undistorted images may be warped. Check the calibration.", stacklevel=3)
+
+
 def opencv_distortion(camera: pycolmap.Camera, model_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(K [3, 3] float64, OpenCV coefficients or None) of a pycolmap camera, at the camera's resolution."""
+    K, coeffs = _opencv_distortion(camera, model_path)
+    check_intrinsics(K, coeffs, int(camera.width), int(camera.height), f"{model_path}: camera {camera.camera_id}")
+    return K, coeffs
+
+
+def _opencv_distortion(camera: pycolmap.Camera, model_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     model = camera.model.name
     p = np.asarray(camera.params, dtype=np.float64)
     if model == "SIMPLE_PINHOLE":
@@ -113,14 +142,31 @@ def _K(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
+def restore_signal_handlers() -> None:
+    """Put Python's SIGINT and SIGTERM handlers back at the C level after pycolmap ran: its logging library installs a
+    failure handler that prints a native stack trace and kills the process, so ``gags``'s handler (stop as Ctrl-C
+    does, one line, resumable) would never run. Only the main thread can set handlers; elsewhere nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
 def read_model(model_dir: Path) -> pycolmap.Reconstruction:
     """Load a COLMAP model with pycolmap or raise a GagsError naming the folder."""
     model_dir = Path(model_dir)
     try:
         return pycolmap.Reconstruction(str(model_dir))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError for unreadable models
-        raise GagsError(f"cannot read the COLMAP model in {model_dir} ({exc}). Check that the .bin/.txt files are "
+        detail = " ".join(str(exc).split())
+        if "unordered_map" in detail or "map::at" in detail:
+            detail = "one file refers to entries missing from another, e.g. an empty or truncated images.bin"
+        raise GagsError(f"cannot read the COLMAP model in {model_dir} ({detail}). Check that the .bin/.txt files are "
                         "complete and written by COLMAP.") from exc
+    finally:
+        restore_signal_handlers()
 
 
 def read_colmap(model_dir: Path, images_dir: str | None = None

@@ -172,6 +172,10 @@ def read_frame_labels(path: Path) -> FrameLabels:
         box = _numbers(path, f"objects[{i}].bbox", obj["bbox"], "[x1, y1, x2, y2]").reshape(-1)
         if box.shape != (4,):
             raise _fail(path, f"objects[{i}].bbox", f"must be [x1, y1, x2, y2], got {box.size} numbers")
+        x1, y1, x2, y2 = box
+        if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
+            raise _fail(path, f"objects[{i}].bbox", f"{obj['bbox']} lies outside the {width}x{height} image")
+        box = np.clip(box, 0.0, [width, height, width, height])  # a box reaching outside the image ends at its edge
         mask = polygon_mask(polygon, width, height)
         if category in masks:
             masks[category] |= mask

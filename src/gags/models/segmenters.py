@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from gags.errors import GagsError
+from gags.errors import GagsError, one_line
 from gags.levels import NUM_LEVELS as N_LEVELS
 from gags.models.specs import SAM2_CONFIGS, SAM_ARCHS, parse_segmenter_spec
 
@@ -116,7 +116,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a file the user can replace
         raise GagsError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:300]}. Checkpoints are read as "
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {one_line(str(exc))}. Checkpoints are read as "
             "safetensors or with torch.load(weights_only=True); re-download the file or convert it to safetensors."
         ) from exc
     for key in ("model", "state_dict"):

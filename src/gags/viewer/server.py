@@ -9,6 +9,8 @@ viser tries the next ones, and the handle (and the printed address) give the por
 from __future__ import annotations
 
 import math
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,8 +71,13 @@ class ViewerHandle:
 
     @property
     def url(self) -> str:
-        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::", "") else self.host
+        host = "localhost" if self.host in ("127.0.0.1", "::1") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def public(self) -> bool:
+        """Listening on every interface: reachable by other machines of the network."""
+        return self.host in ("0.0.0.0", "::", "")
 
     def session_list(self) -> list[ClientSession]:
         with self.lock:
@@ -147,9 +154,16 @@ def publish_frame(client: Any, frame: Frame) -> None:
                                       depth=depth if depth.max() <= FAR_DEPTH else None)
 
 
+def plain_text(text: str) -> str:
+    """``text`` shown as itself in a Markdown block: Markdown's punctuation escaped, HTML's brackets as entities, so a
+    query such as ``![x](http://...)`` or ``<img src=...>`` is printed, never rendered or fetched."""
+    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text)
+    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _status(frame: Frame) -> str:
-    return f"**{MODE_LABELS[frame.mode]}** — {frame.info}  \n{frame.camera.width}x{frame.camera.height} px, " \
-           f"{1000 * frame.seconds:.0f} ms"
+    return f"**{MODE_LABELS[frame.mode]}** — {plain_text(frame.info)}  \n{frame.camera.width}x{frame.camera.height} " \
+           f"px, {1000 * frame.seconds:.0f} ms"
 
 
 def _attach_client(handle: ViewerHandle, client: Any) -> ClientSession:
@@ -281,6 +295,10 @@ def run(config: ViewConfig) -> None:
         handle = start(config)
         print(f"gags view: {handle.url} (field {handle.renderer.scene.field.method}, "
               f"{len(handle.renderer.scene.geometry)} Gaussians); Ctrl-C to stop", flush=True)
+        if handle.public:
+            print(f"gags view: warning: listening on every network interface ({handle.host}): anyone who can reach "
+                  f"this machine on port {handle.port} can open the viewer and read the scene. Use --host 127.0.0.1 "
+                  "to keep it local.", file=sys.stderr, flush=True)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
