@@ -344,7 +344,8 @@ class BenchAblationConfig:
     """Ceiling on the Gaussians densification may reach (the synthetic scenes start from 20,000 points)."""
     distill_iterations: int | None = None
     """Distillation iterations; default the CPU default of `gags distill` (1,000 at <= 40 px)."""
-    methods: tuple[MethodName, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat")
+    methods: tuple[MethodName, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat", "lift",
+                                       "lift-consistent")
     """Methods distilled from the GaS (depth-aware) prompts."""
     uniform_methods: tuple[MethodName, ...] = ("gags", "avg")
     """Methods distilled from the uniform prompt grid (GaD without GaS, and neither)."""

@@ -22,6 +22,9 @@ def bench(out, encoder_dir, **kwargs) -> BenchQueryConfig:
 
 
 def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, capsys):
+    from tests import handmade_scene
+
+    handmade_scene.write_field(query_out, "avg", encoder_dir)  # any other field of OUT is timed beside them
     # through the command line: the scene folder is the positional argument
     code = main(["bench", "query", str(query_out), "--encoder", f"openclip:local-dir:{encoder_dir}", "--repeats", "1"])
     assert code == 0
@@ -41,7 +44,7 @@ def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, capsys):
     assert written["protocol_resolution"] == [[720, 540]]
     breakdown = written["breakdown"]
     assert set(breakdown) == {"gags", "langsplat", "langsplat_one_render", "gags_render_resolution",
-                              "langsplat_render_resolution"}
+                              "langsplat_render_resolution", "avg"}
     for name, b in breakdown.items():
         for part in PARTS:
             assert b[f"{part}_s"] > 0, (name, part)
@@ -51,6 +54,9 @@ def test_query_bench_writes_times_and_ratio(query_out, encoder_dir, capsys):
     assert written["ratio_render_resolution"] == pytest.approx(
         breakdown["langsplat_render_resolution"]["total_s"] / breakdown["gags_render_resolution"]["total_s"])
     assert [breakdown[k]["renders_per_frame"] for k in ("gags", "langsplat", "langsplat_one_render")] == [1, 3, 1]
+    assert set(written["others"]) == {"avg"} and written["others"]["avg"]["total_s"] > 0
+    assert written["others"]["avg"]["ratio_to_gags"] == pytest.approx(written["others"]["avg"]["total_s"]
+                                                                      / written["gags_s"])
     q3 = written["query_3d"]
     assert q3["gags_s"] > 0 and q3["langsplat_s"] > 0 and q3["n_queries"] == 2
     assert len(q3["per_query_s"]["gags"]) == 2 and q3["ratio"] == pytest.approx(q3["langsplat_s"] / q3["gags_s"])

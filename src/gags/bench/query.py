@@ -1,4 +1,5 @@
-"""``gags bench query OUT``: time to answer every (frame, query) pair of a scene's evaluation set, GAGS vs LangSplat.
+"""``gags bench query OUT``: time to answer every (frame, query) pair of a scene's evaluation set, GAGS vs LangSplat,
+and every other field of OUT (e.g. the lifted fields) beside them (``others``, with their ratio to GAGS).
 
 The evaluation set is what ``gags eval`` evaluates (``gags.query.evaluate.labelled_views``): every labelled frame of
 both splits, each with the categories of its labels as text queries, rendered at the label resolution. Per frame, each
@@ -150,13 +151,15 @@ def run(config: BenchQueryConfig) -> dict[str, Any]:
     ws = Workspace(out)
     ws.require_scene()
     fields = {m: _load(out, m) for m in METHODS}
+    others = [m for m in ws.field_methods() if m not in METHODS]  # every other field of OUT is timed too
+    fields.update({m: render.load_field(out, m) for m in others})
     geometry = render.load_geometry(out)
     for method, field in fields.items():
         ws.check_field(method, len(field.features), len(geometry))
     dims = {render.field_dim(f) for f in fields.values()}
     if len(dims) != 1:
-        raise GagsError(f"the gags and langsplat fields of {out} decode to different sizes ({sorted(dims)}): they "
-                        "were distilled from different features. Re-run `gags distill` for both.")
+        raise GagsError(f"the fields of {out} decode to different sizes ({sorted(dims)}): they were distilled from "
+                        "different features. Re-run `gags distill` for each.")
     scene, labels, by_split = labelled_views(out, config.labels)
     views = [v for split in ("train", "test") for v in by_split[split]]
     if not views:
@@ -181,6 +184,7 @@ def run(config: BenchQueryConfig) -> dict[str, Any]:
             "langsplat_one_render": (fields["langsplat"], False, PROTOCOL_MIN_SIDE),
             "gags_render_resolution": (fields["gags"], True, 0),
             "langsplat_render_resolution": (fields["langsplat"], True, 0),
+            **{m: (fields[m], True, PROTOCOL_MIN_SIDE) for m in others},
         }
         passes: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
         for args in variants.values():  # warm-up
@@ -188,11 +192,12 @@ def run(config: BenchQueryConfig) -> dict[str, Any]:
         for _ in range(config.repeats):
             for name, args in variants.items():
                 passes[name].append(answer_frames(geometry, args[0], frames, canon, *args[1:]))
-        per_text: dict[str, list[float]] = {m: [] for m in METHODS}
-        for method in METHODS:
+        timed = [*METHODS, *others]
+        per_text: dict[str, list[float]] = {m: [] for m in timed}
+        for method in timed:
             select_each(fields[method], embedded[:1], canon)  # warm-up
-        for q in range(len(texts)):  # alternating, so that a change of load hits both methods
-            for method in METHODS:
+        for q in range(len(texts)):  # alternating, so that a change of load hits every method
+            for method in timed:
                 per_text[method] += select_each(fields[method], embedded[q:q + 1], canon)
         load_after = os.getloadavg()
         threads = torch.get_num_threads()
@@ -219,6 +224,8 @@ def run(config: BenchQueryConfig) -> dict[str, Any]:
                      "ratio": median_3d["langsplat"] / median_3d["gags"],
                      "gags_total_s": sum(per_text["gags"]), "langsplat_total_s": sum(per_text["langsplat"]),
                      "n_queries": len(texts), "num_gaussians": len(geometry), "per_query_s": per_text},
+        "others": {m: {"total_s": best[m]["total"], "ratio_to_gags": best[m]["total"] / gags_s,
+                       "query_3d_s": median_3d[m], "levels": fields[m].levels} for m in others},
         "text_encode_s": text_s,
         "n_frames": len(frames),
         "n_queries": sum(len(f.labels) for f in frames),
@@ -263,3 +270,5 @@ def print_summary(record: dict[str, Any]) -> None:
           f"{record['ratio_render_resolution']:.2f}")
     print(f"3D query (median of {q3['n_queries']} texts, one each): gags {q3['gags_s']:.3f} s, langsplat "
           f"{q3['langsplat_s']:.3f} s, ratio {q3['ratio']:.2f}")
+    for name, o in record.get("others", {}).items():
+        print(f"{name}: {o['total_s']:.3f} s ({o['ratio_to_gags']:.2f} x gags), 3D query {o['query_3d_s']:.3f} s")
