@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gags.errors import GagsError
-from gags.io import atomic_path
+from gags.io import atomic_path, read_safetensors
 from gags.levels import NUM_LEVELS
 
 CLIP_DIM = 512
@@ -324,18 +324,11 @@ class LanguageField:
     @classmethod
     def load(cls, path: Path, device: torch.device | str = "cpu") -> LanguageField:
         """Read a field written by :meth:`save`; GagsError if the file is missing, corrupt or of another format."""
-        from safetensors import safe_open
-
         path = Path(path)
         fix = "Re-run `gags distill` to write it again."
         if not path.is_file():
             raise GagsError(f"language field {path} does not exist. Run `gags distill` first.")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                metadata = fh.metadata() or {}
-                tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
-        except Exception as exc:  # safetensors raises its own error types, and OSError/ValueError on bad headers
-            raise GagsError(f"language field {path} is not a readable safetensors file ({exc}). {fix}") from exc
+        tensors, metadata = read_safetensors(path, "language field", fix)
         if metadata.get("format") != FIELD_FORMAT:
             raise GagsError(f"{path} is a safetensors file but not a gags language field. {fix}")
         try:

@@ -83,3 +83,17 @@ def read_json(path: Path, user_input: bool = False) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         remedy = "Fix the file." if user_input else "Delete it and re-run the stage that writes it."
         raise GagsError(f"{path} is not valid JSON ({exc}). {remedy}") from exc
+
+
+def read_safetensors(path: Path, what: str, remedy: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors and metadata of a safetensors file; GagsError naming ``what`` it is and saying ``remedy`` when it
+    cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
+    except Exception as exc:  # safetensors raises its own error types, and OSError / ValueError on bad headers
+        raise GagsError(f"{what} {path} cannot be read ({exc}). {remedy}") from exc
+    return tensors, metadata

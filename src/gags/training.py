@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from gags.errors import GagsError
-from gags.io import atomic_path
+from gags.io import atomic_path, read_safetensors
 
 FORMAT_VERSION = 2
 """Version of the checkpoint layout; a checkpoint of another version is refused (delete it to start over)."""
@@ -88,12 +87,7 @@ def load_checkpoint(path: Path, kind: str) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; GagsError (saying to delete it) when it is damaged or of
     another kind or version."""
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no items())
-    except Exception as exc:  # safetensors raises its own error types, and OSError / ValueError on bad headers
-        raise GagsError(f"checkpoint {path} cannot be read ({exc}). Delete it to start over.") from exc
+    tensors, metadata = read_safetensors(path, "checkpoint", "Delete it to start over.")
     if metadata.get("format") != checkpoint_format(kind):
         raise GagsError(f"{path} is not a gags {kind} checkpoint of this version (format {metadata.get('format')!r}, "
                         f"expected {checkpoint_format(kind)!r}). Delete it to start over.")
