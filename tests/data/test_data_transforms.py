@@ -207,3 +207,26 @@ def test_the_cli_prints_a_warning_as_one_line(tmp_path, capsys):
     line = next(x for x in err.splitlines() if "warning" in x)
     assert line.startswith("gags reconstruct: warning: ") and "1 of 3 frames have no image file" in line
     assert ".py:" not in err and "warnings.warn" not in err
+
+
+def test_a_jpeg_with_damaged_data_is_warned_about(tmp_path):
+    """PIL decodes such a file without a word; libjpeg reports the damage, and read_image passes it on."""
+    import io
+
+    from PIL import Image
+
+    from gags.data.images import read_image
+
+    pixels = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    (tmp_path / "good.jpg").write_bytes(bytes(data))
+    for i in range(len(data) // 2, len(data) // 2 + 6):  # a few bytes of the scan data changed
+        data[i] ^= 0x21
+    (tmp_path / "bad.jpg").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "good.jpg").shape == (64, 64, 3)
+    with pytest.warns(UserWarning, match="bad.jpg: the JPEG decoder reports damaged data.*Corrupt JPEG data"):
+        assert read_image(tmp_path / "bad.jpg").shape == (64, 64, 3)

@@ -14,6 +14,10 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,10 +71,45 @@ def read_image(path: Path) -> np.ndarray:
         [H, W, 3] uint8, writable (alpha composited on black, grey repeated, 16-bit scaled to 8-bit).
     Raises:
         GagsError: missing, corrupt or truncated file.
+    Warns:
+        when libjpeg reports damaged data in a JPEG that still decodes (PIL decodes such files without a word).
     """
     with _open_image(path) as img:
         img.load()
-        return _to_rgb8(img)
+        rgb = _to_rgb8(img)
+    if Path(path).suffix.lower() in JPEG_EXTENSIONS:
+        damage = jpeg_damage(Path(path))
+        if damage:
+            warnings.warn(f"{path}: the JPEG decoder reports damaged data ({damage}); the image may show artefacts. "
+                          "Replace or re-export it.", stacklevel=2)
+    return rgb
+
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+_STDERR_LOCK = threading.Lock()
+"""libjpeg writes its warnings to the process's standard error: one check captures it at a time."""
+
+
+def jpeg_damage(path: Path) -> str | None:
+    """What libjpeg (OpenCV's decoder, at 1/8 scale) reports about a JPEG's data: its ``Corrupt JPEG data`` and
+    ``Premature end of JPEG file`` warnings, or None. Anything else written to standard error meanwhile (e.g. by
+    another thread) is written back."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        lines = capture.read().decode(errors="replace").splitlines()
+    reports = [line.strip() for line in lines if "JPEG" in line]
+    others = [line for line in lines if "JPEG" not in line]
+    if others:
+        sys.stderr.write("\n".join(others) + "\n")
+    return "; ".join(reports) or None
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
