@@ -305,3 +305,33 @@ def test_sigterm_stops_a_stage_like_ctrl_c(tmp_path):
     assert proc.returncode == 130
     assert "interrupted; run the same command again to resume" in err
     assert "Traceback" not in err and "Fatal" not in err
+
+
+def test_an_empty_images_bin_says_what_is_wrong(tmp_path):
+    from tests.data.conftest import KITCHEN as KITCHEN_DIR
+
+    if not KITCHEN_DIR.is_dir():
+        pytest.skip(f"{KITCHEN_DIR} not found")
+    scene = tmp_path / "kitchen"
+    shutil.copytree(KITCHEN_DIR / "sparse", scene / "sparse")
+    (scene / "images_8").symlink_to(KITCHEN_DIR / "images_8")
+    (scene / "sparse" / "0" / "images.bin").write_bytes(b"")
+    from gags.data import load_scene
+
+    with pytest.raises(GagsError, match="entries missing from another.*images.bin") as err:
+        load_scene(scene, images_dir="images_8")
+    assert "unordered_map" not in str(err.value)
+
+
+def test_a_refused_pickle_is_one_clean_line(tmp_path, capsys):
+    """A checkpoint holding Python objects is refused by torch.load(weights_only=True) with a page of advice; the
+    error quotes it on one line."""
+    from gags.models.segmenters import load_state_dict
+
+    path = tmp_path / "sam.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": SegmentConfig(out=tmp_path)}, path)
+    with pytest.raises(GagsError) as err:
+        load_state_dict(path)
+    message = str(err.value)
+    assert message.startswith(f"cannot read checkpoint {path}") and "\n" not in message and "\x1b" not in message
+    assert "weights_only=True" in message
