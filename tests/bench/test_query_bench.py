@@ -96,7 +96,11 @@ def test_rasterize_benchmark_measures_the_target_case(tmp_path, capsys):
     assert written == json.loads(json.dumps(record))
     (case,) = written["results"]
     assert (case["n"], case["width"], case["height"], case["channels"]) == (20_000, 128, 128, 16)
-    assert 0 < case["forward_seconds"] < case["forward_backward_seconds"]
+    # Wall times of one repeat are too noisy to order against each other; check what they measured instead.
+    assert case["composited_pairs"] > 0 and case["forward_seconds"] > 0 and case["forward_backward_seconds"] > 0
+    assert case["forward_pairs_per_second"] == pytest.approx(case["composited_pairs"] / case["forward_seconds"])
+    assert set(case["stage_cpu_seconds"]) == {"project", "build_pairs", "composite_forward", "backward_all"}
+    assert case["stage_cpu_seconds"]["backward_all"] > 0
     assert "target 20k/128x128/16ch" in capsys.readouterr().out
 
 
