@@ -1,6 +1,13 @@
 """Fixtures shared by tests of several folders: one PyTorch thread, a random-weights CLIP of open_clip's architecture
-(so that tests do not depend on the shipped tiny CLIP), and a miniature ``gags demo`` run once per session."""
+(so that tests do not depend on the shipped tiny CLIP), a miniature ``gags demo`` run once per session, and a real local
+Ray cluster."""
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,3 +57,39 @@ def demo_run(tmp_path_factory, small_demo) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("demo") / "demo"
     summary = run(small_demo(out))
     return out, summary
+
+
+RAY_START_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory) -> Iterator[str]:
+    """The address (HOST:PORT) of a real Ray cluster started for the session: a head on 127.0.0.1 with 2 CPUs, run by
+    ``ray start --block`` in its own process group (stopped with it at the end; other Ray instances on the machine are
+    left alone). Token authentication is off: the cluster is private to the test run."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    with open(log, "w") as fh:
+        head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                                 "--num-gpus=0", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                                 "--disable-usage-stats"], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + RAY_START_TIMEOUT_S
+        while "Ray runtime started" not in log.read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start failed: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head, its raylet, GCS and workers: nothing of it is kept
+        head.wait()

@@ -104,6 +104,15 @@ class SegmentConfig:
     """With --workers > 1: threads sharing this process (the faster of the two on few cores) or worker processes."""
     threads: int = 0
     """PyTorch threads per worker (0: CPU cores / workers); 1 is faster when other jobs share the CPU."""
+    ray: str | None = None
+    """Segment on a Ray cluster (pip install "gags[ray]"): local (start one here) | auto (the cluster Ray finds) |
+    HOST:PORT of a head. One actor per worker slot loads the models once; OUT must be on storage every node sees."""
+    ray_workers: int = 0
+    """With --ray: actors (0: as many as the cluster's CPUs and GPUs fit, at most one per image)."""
+    ray_cpus_per_worker: float = 1.0
+    """With --ray: CPU cores each actor reserves (its PyTorch threads unless --threads says otherwise)."""
+    ray_gpus_per_worker: float = 0.0
+    """With --ray: GPUs each actor reserves (fractions share one GPU); models then run on CUDA."""
     seed: int = 42
     """Seed of prompt sampling (official release: 42); view k draws with seed + k."""
     max_height: int = 1080
@@ -365,6 +374,13 @@ class BenchAblationConfig:
     """Write the per-query PNGs of `gags eval` (to look at failures)."""
     threads: int = 1
     """PyTorch CPU threads (0: PyTorch's default, one per core)."""
+    ray: str | None = None
+    """Run the (preset, seed) runs as Ray tasks (pip install "gags[ray]"): local | auto | HOST:PORT of a head. Each
+    resumes as without Ray; the tables are built here. OUT must be on storage every node sees."""
+    ray_cpus_per_task: float = 1.0
+    """With --ray: CPU cores each (preset, seed) run reserves (set --threads to match)."""
+    ray_gpus_per_task: float = 0.0
+    """With --ray: GPUs each (preset, seed) run reserves."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ files, then rerun to check that finished runs are skipped."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -162,3 +163,17 @@ def test_miniature_ablation_tables_match_the_runs_and_resume(tmp_path, encoder_d
     assert "done already" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")} == finished
     assert json.loads((out / "ablation.json").read_text())["results"] == written["results"]
+
+
+def test_ablation_on_ray_gives_the_serial_tables_and_resumes(tmp_path, encoder_dir, ray_head):
+    """(preset, seed) runs as tasks of a real local Ray cluster (2 CPUs: both seeds at once): the same figures as a
+    serial run, and a rerun finds everything done."""
+    serial = ablation.run(dataclasses.replace(miniature(tmp_path / "serial", encoder_dir), variants=()))
+    config = dataclasses.replace(miniature(tmp_path / "ray", encoder_dir), variants=(), ray=ray_head)
+    on_ray = ablation.run(config)
+    assert sorted(on_ray["ran"]) == sorted(serial["ran"])
+    assert on_ray["results"] == serial["results"]
+    timings = json.loads((tmp_path / "ray" / ablation.TIMINGS_FILE).read_text())["seconds"]
+    assert set(timings) == set(serial["ran"])  # merged on the driver from both tasks
+    again = ablation.run(config)
+    assert again["ran"] == [] and sorted(again["skipped"]) == sorted(serial["ran"])

@@ -26,6 +26,7 @@ from gags.segment import extract
 from gags.segment.external import validate_language_features
 from gags.segment.image import STEPS, box_nms_survivors, candidate_masks, packed_boxes, segment_image
 from gags.segment.masks import LEVELS, granularity_levels, masks_to_boxes
+from gags.segment.parallel import ImageWorker
 from gags.threads import scoped_torch_threads
 
 pytest.importorskip("open_clip")
@@ -237,6 +238,84 @@ def test_kill_9_then_rerun_continues(scene_out, encoder_dir, tmp_path):
                                                                                           name)
         assert np.array_equal(np.load(sa), np.load(sb))
         assert np.allclose(np.load(fa).astype(np.float32), np.load(fb).astype(np.float32), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# on a Ray cluster (ray_head: a real local cluster, tests/conftest.py)
+
+
+def _same_files(a: Path, b: Path) -> None:
+    files_a = sorted(p.name for p in (a / "language_features").glob("*.npy"))
+    assert files_a and files_a == sorted(p.name for p in (b / "language_features").glob("*.npy"))
+    for name in files_a:
+        assert (a / "language_features" / name).read_bytes() == (b / "language_features" / name).read_bytes(), name
+
+
+def test_ray_gives_the_serial_files_byte_for_byte(scene_out, encoder_dir, tmp_path, ray_head, capsys):
+    serial = fresh_out(scene_out, tmp_path / "serial")
+    on_ray = fresh_out(scene_out, tmp_path / "ray")
+    extract.run(config_for(serial, encoder_dir))
+    assert main(["segment", str(on_ray), "--encoder", f"openclip:local-dir:{encoder_dir}", "--threads", "1",
+                 "--ray", ray_head]) == 0
+    _same_files(serial, on_ray)
+    timings = json.loads((on_ray / "segment" / "timings.json").read_text())
+    assert timings["parallel"] == "ray" and timings["workers"] == 2  # the cluster's 2 CPUs, one actor each
+    assert not list(on_ray.glob(".ray-probe-*"))  # the shared-storage probe is removed
+    # a rerun finds every image done (resume is unchanged on Ray)
+    assert main(["segment", str(on_ray), "--encoder", f"openclip:local-dir:{encoder_dir}", "--threads", "1",
+                 "--ray", ray_head]) == 0
+    assert "already done" in capsys.readouterr().out
+
+
+class DiesOnceMidImage(ImageWorker):
+    """An actor that, the first time it meets image 1, writes that image's _f file and dies (SIGKILL) before its _s
+    file: a worker lost mid-image. The marker file makes it happen once in the whole cluster."""
+
+    def process(self, index: int) -> dict:
+        marker = Path(self.config.out) / "died-once"
+        if index == 1 and not marker.exists():
+            marker.write_text("1")
+            name = self.scene.names[index]
+            f_path = feature_paths(self.ws.features_dir, name)[0]
+            np.save(f_path, np.zeros((1, 4), np.float16))  # a wrong, half-finished output
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().process(index)
+
+
+def test_ray_actor_killed_mid_image_leads_to_the_complete_result(scene_out, encoder_dir, tmp_path, ray_head):
+    import ray
+
+    from gags.cluster import connect
+    from gags.data import load_scene_json
+    from gags.segment.parallel import ray_images
+
+    serial = fresh_out(scene_out, tmp_path / "serial")
+    on_ray = fresh_out(scene_out, tmp_path / "ray")
+    extract.run(config_for(serial, encoder_dir))
+    # the depth maps and prompts the stage writes before handing out images: the serial run's
+    shutil.copytree(serial / "segment", on_ray / "segment")
+    shutil.copytree(serial / "prompts", on_ray / "prompts")
+    (on_ray / "language_features").mkdir()
+    names = load_scene_json(serial).names
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test module is not importable by workers
+    with connect(ray_head):
+        reports = list(ray_images(config_for(on_ray, encoder_dir, ray=ray_head), range(len(names)),
+                                  worker_class=DiesOnceMidImage))
+    (on_ray / "died-once").unlink()  # the actor did die (the file exists), and the run went on
+    assert sorted(r["index"] for r in reports) == list(range(len(names)))
+    _same_files(serial, on_ray)
+
+
+def test_ray_user_errors(scene_out, encoder_dir, tmp_path, monkeypatch):
+    out = fresh_out(scene_out, tmp_path)
+    with pytest.raises(GagsError, match="--ray-cpus-per-worker and --ray-gpus-per-worker are both 0"):
+        extract.run(config_for(out, encoder_dir, ray="local", ray_cpus_per_worker=0))
+    with pytest.raises(GagsError, match="--ray-workers must be >= 0"):
+        extract.run(config_for(out, encoder_dir, ray="local", ray_workers=-1))
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with pytest.raises(GagsError, match=r'pip install "gags\[ray\]"'):
+        extract.run(config_for(out, encoder_dir, ray="local"))
+    assert not (out / "language_features").exists()  # nothing written
 
 
 # ----------------------------------------------------------------------------------------------------------------------

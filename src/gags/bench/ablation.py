@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from gags.config import (
     BenchAblationConfig,
     DistillConfig,
@@ -68,7 +70,7 @@ from gags.io import atomic_path, ensure_dir, read_json, write_json
 from gags.levels import CODES as GRANULARITY_NAMES
 from gags.levels import NAMES
 from gags.methods import METHOD_NAMES, METHODS
-from gags.pipeline import Step, run_steps
+from gags.pipeline import Step, StepsResult, read_timings, run_steps
 from gags.segment.prompts import PromptMode
 from gags.synth.scenes import query_levels, transforms_path
 from gags.threads import scoped_torch_threads
@@ -193,6 +195,14 @@ def share_inputs(src: Path, dst: Path, features: bool) -> None:
 
 
 def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder: str) -> list[Step]:
+    """Every step of every (preset, seed) run, in order."""
+    return [step for preset in config.presets for seed in range(config.seeds)
+            for step in run_steps_of(config, out, rows, encoder, preset, seed)]
+
+
+def run_steps_of(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder: str, preset: str,
+                 seed: int) -> list[Step]:
+    """The steps of one (preset, seed) run, which shares nothing with the others (its own folder)."""
     from gags.distill.train import run as distill
     from gags.query.evaluate import run as evaluate
     from gags.segment.extract import run as segment
@@ -201,50 +211,92 @@ def _steps(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder:
 
     threads = config.threads
     steps: list[Step] = []
-    for preset in config.presets:
-        for seed in range(config.seeds):
-            root = seed_folder(out, preset, seed)
-            scene, gas = root / "scene", root / "gas"
-            tag = f"{preset}/seed{seed}"
-            steps.append(Step(f"{tag} synth", transforms_path(scene), functools.partial(synth, SynthConfig(
-                out=scene, preset=preset, seed=seed, resolution=config.resolution, views=config.views))))
-            steps.append(Step(f"{tag} reconstruct", Workspace(gas).reconstruct_metrics,
-                              functools.partial(reconstruct, ReconstructConfig(
-                                  scene=scene, out=gas, iterations=config.reconstruct_iterations,
-                                  max_gaussians=config.max_gaussians,
-                                  seed=_default(ReconstructConfig, "seed") + seed, threads=threads))))
-            for mode in dict.fromkeys(r.prompts for r in rows):
-                folder = root / mode
+    root = seed_folder(out, preset, seed)
+    scene, gas = root / "scene", root / "gas"
+    tag = f"{preset}/seed{seed}"
+    steps.append(Step(f"{tag} synth", transforms_path(scene), functools.partial(synth, SynthConfig(
+        out=scene, preset=preset, seed=seed, resolution=config.resolution, views=config.views))))
+    steps.append(Step(f"{tag} reconstruct", Workspace(gas).reconstruct_metrics,
+                      functools.partial(reconstruct, ReconstructConfig(
+                          scene=scene, out=gas, iterations=config.reconstruct_iterations,
+                          max_gaussians=config.max_gaussians,
+                          seed=_default(ReconstructConfig, "seed") + seed, threads=threads))))
+    for mode in dict.fromkeys(r.prompts for r in rows):
+        folder = root / mode
 
-                def run_segment(f: Path = folder, m: str = mode, g: Path = gas, n: int = seed) -> None:
-                    if f != g:
-                        share_inputs(g, f, features=False)
-                    segment(SegmentConfig(out=f, segmenter=config.segmenter, encoder=encoder,
-                                          prompts=PROMPT_MODES[m],
-                                          seed=_default(SegmentConfig, "seed") + n, threads=threads,
-                                          min_region_area=config.min_region_area))
+        def run_segment(f: Path = folder, m: str = mode, g: Path = gas, n: int = seed) -> None:
+            if f != g:
+                share_inputs(g, f, features=False)
+            segment(SegmentConfig(out=f, segmenter=config.segmenter, encoder=encoder,
+                                  prompts=PROMPT_MODES[m],
+                                  seed=_default(SegmentConfig, "seed") + n, threads=threads,
+                                  min_region_area=config.min_region_area))
 
-                steps.append(Step(f"{tag} segment {mode}", Workspace(folder).segment_timings, run_segment))
-            for row in rows:
-                folder = root / row.folder
+        steps.append(Step(f"{tag} segment {mode}", Workspace(folder).segment_timings, run_segment))
+    for row in rows:
+        folder = root / row.folder
 
-                def run_distill(f: Path = folder, r: Row = row, g: Path = gas, n: int = seed) -> None:
-                    if r.variant:
-                        share_inputs(g, f, features=True)
-                    switches = r.switches()
-                    distill(DistillConfig(out=f, method=r.method, iterations=config.distill_iterations,
-                                          encoder=encoder, seed=_default(DistillConfig, "seed") + n, threads=threads,
-                                          region_aware=switches["region_aware"], entropy=switches["entropy"],
-                                          consistency=switches["consistency"]))
+        def run_distill(f: Path = folder, r: Row = row, g: Path = gas, n: int = seed) -> None:
+            if r.variant:
+                share_inputs(g, f, features=True)
+            switches = r.switches()
+            distill(DistillConfig(out=f, method=r.method, iterations=config.distill_iterations,
+                                  encoder=encoder, seed=_default(DistillConfig, "seed") + n, threads=threads,
+                                  region_aware=switches["region_aware"], entropy=switches["entropy"],
+                                  consistency=switches["consistency"]))
 
-                steps.append(Step(f"{tag} distill {row.key}", Workspace(folder).field_file(row.method),
-                                  run_distill))
-                eval_config = EvalConfig(out=folder, method=row.method, split="all", encoder=encoder,
-                                         downscale=config.eval_downscale, figures=config.figures,
-                                         protocol_min_side=config.protocol_min_side)
-                steps.append(Step(f"{tag} eval {row.key}", metrics_path(out, preset, seed, row, "test"),
-                                  functools.partial(_evaluate, evaluate, eval_config, threads)))
+        steps.append(Step(f"{tag} distill {row.key}", Workspace(folder).field_file(row.method),
+                          run_distill))
+        eval_config = EvalConfig(out=folder, method=row.method, split="all", encoder=encoder,
+                                 downscale=config.eval_downscale, figures=config.figures,
+                                 protocol_min_side=config.protocol_min_side)
+        steps.append(Step(f"{tag} eval {row.key}", metrics_path(out, preset, seed, row, "test"),
+                          functools.partial(_evaluate, evaluate, eval_config, threads)))
     return steps
+
+
+def _run_remote(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder: str, preset: str, seed: int,
+                cwd: str) -> StepsResult:
+    """A Ray task: the steps of one (preset, seed) run not done yet (run in a worker; see :func:`run_on_ray`)."""
+    from gags.cluster import worker_setup
+
+    worker_setup(cwd, config.threads)
+    return run_steps(run_steps_of(config, out, rows, encoder, preset, seed))
+
+
+def run_on_ray(config: BenchAblationConfig, out: Path, rows: Sequence[Row], encoder: str) -> StepsResult:
+    """Every (preset, seed) run as one Ray task (``--ray``), as many at once as the cluster fits; a task whose worker
+    dies is rerun and resumes like a rerun of the benchmark. The timings of finished runs are merged here, the only
+    writer of OUT's timings file."""
+    from gags.cluster import MAX_RESTARTS, RaySlot, check_shared_storage, connect
+
+    slot = RaySlot(config.ray_cpus_per_task, config.ray_gpus_per_task)
+    result = StepsResult(seconds=read_timings(out / TIMINGS_FILE))
+    with connect(str(config.ray)) as ray:
+        check_shared_storage(ray, out)
+        if slot.fits(ray.cluster_resources()) < 1:
+            raise GagsError(f"the Ray cluster has no room for one run of {slot.cpus} CPU(s) and {slot.gpus} GPU(s) "
+                            f"({ray.cluster_resources()}); lower --ray-cpus-per-task / --ray-gpus-per-task.")
+        task = ray.remote(_run_remote).options(max_retries=MAX_RESTARTS, **slot.options())
+        pending = [task.remote(config, out, rows, encoder, preset, seed, os.getcwd())
+                   for preset in config.presets for seed in range(config.seeds)]
+        with tqdm(total=len(pending), desc="gags bench ablation (ray)", unit="run") as bar:
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    try:
+                        part: StepsResult = ray.get(ready[0])
+                    except ray.exceptions.RayTaskError as exc:  # the run's own error, raised here as itself
+                        raise exc.as_instanceof_cause() from None
+                    result.seconds.update(part.seconds)
+                    result.ran += part.ran
+                    result.skipped += part.skipped
+                    write_json(out / TIMINGS_FILE, {"seconds": result.seconds})
+                    bar.update(1)
+            finally:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+    return result
 
 
 def _evaluate(evaluate: Any, config: EvalConfig, threads: int) -> None:
@@ -494,13 +546,21 @@ def run(config: BenchAblationConfig) -> dict[str, Any]:
     unknown = [p for p in config.presets if p not in PRESETS]
     if unknown:
         raise GagsError(f"--presets: unknown preset(s) {unknown}; choose among {', '.join(PRESETS)}.")
+    if config.ray is not None:
+        from gags.cluster import RaySlot, require_ray
+
+        require_ray()
+        RaySlot(config.ray_cpus_per_task, config.ray_gpus_per_task).check("--ray-cpus-per-task", "--ray-gpus-per-task")
     rows = plan_rows(config)
     out = ensure_dir(Path(config.out))
     settings = settings_of(config)
     _check_settings(out, settings)
-    steps = _steps(config, out, rows, settings["encoder"])
-    with scoped_torch_threads(config.threads):
-        done = run_steps(steps, out / TIMINGS_FILE)
+    if config.ray is not None:
+        done = run_on_ray(config, out.resolve(), rows, settings["encoder"])
+    else:
+        steps = _steps(config, out, rows, settings["encoder"])
+        with scoped_torch_threads(config.threads):
+            done = run_steps(steps, out / TIMINGS_FILE)
     record = write_results(out, config, rows, done.seconds)
     record["ran"], record["skipped"] = done.ran, done.skipped
     print(markdown(record["tables"], settings, len(record["runs"])))

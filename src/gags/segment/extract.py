@@ -208,6 +208,14 @@ def validate(config: SegmentConfig) -> None:
             raise GagsError(f"{name} must be a number in [0, 1], got {fraction}.")
     if not 0.0 < config.visibility_rel_tol < 1.0:
         raise GagsError(f"--visibility-rel-tol must be in (0, 1), got {config.visibility_rel_tol}.")
+    if config.ray is not None:
+        from gags.cluster import RaySlot, require_ray
+
+        require_ray()
+        RaySlot(config.ray_cpus_per_worker, config.ray_gpus_per_worker).check("--ray-cpus-per-worker",
+                                                                                     "--ray-gpus-per-worker")
+        if config.ray_workers < 0:
+            raise GagsError(f"--ray-workers must be >= 0 (0: as many as the cluster fits), got {config.ray_workers}.")
     if config.features is not None and not Path(config.features).is_dir():
         raise GagsError(f"--features {config.features} is not a folder; pass the folder of LangSplat's _f.npy / "
                         "_s.npy files.")
@@ -288,6 +296,7 @@ def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
     masks_total = dict.fromkeys(SEGMENT_ROWS, 0)
     counts = {"candidates": 0, "points": 0}
     dim = None
+    actors = None
     bar = tqdm(total=len(pending), desc="gags segment", unit="image")
     start_images = time.perf_counter()
     try:
@@ -301,6 +310,7 @@ def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
             counts["candidates"] += report["candidates"]
             counts["points"] += report["points"]
             dim = report["dim"]
+            actors = report.get("actors", actors)
             bar.update(1)
     finally:
         bar.close()
@@ -313,11 +323,11 @@ def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
         "images": n,
         "done": len(names),
         "views_rendered_s": rendered,
-        "workers": config.workers,
-        "parallel": config.parallel if config.workers > 1 else "none",
+        "workers": actors if config.ray is not None else config.workers,
+        "parallel": "ray" if config.ray is not None else config.parallel if config.workers > 1 else "none",
         "resolution": [[c.width, c.height] for c in (cameras[pending[0]],)][0],
         "per_image_s": (sum(timer.wall.values()) + images_wall) / n,
-        "models_load_s": images_wall - sum(sums_wall.values()) if config.workers == 1 else None,
+        "models_load_s": images_wall - sum(sums_wall.values()) if config.workers == 1 and config.ray is None else None,
         "global_s_per_image": global_wall,
         "steps_s_per_image": steps_wall,
         "global_cpu_s_per_image": {k: v / n for k, v in timer.cpu.items()},

@@ -1,12 +1,18 @@
-"""Per-image work of ``gags segment``: in this process, in threads, or in worker processes.
+"""Per-image work of ``gags segment``: in this process, in threads, in worker processes, or on a Ray cluster.
 
 Each worker loads the scene and the models once (:class:`ImageWorker`); ``process(index)`` segments one image
 (:func:`gags.segment.image.segment_image`) and writes its feature files, so a finished image is never lost.
+
+On Ray (``--ray``, :func:`ray_images`) every worker is an actor holding one :class:`ImageWorker`; images are handed out
+one at a time to whichever actor is free. An actor that dies is restarted and its unfinished image is redone
+(``gags.cluster.MAX_RESTARTS`` times at most); the files of an image are written atomically, ``_s`` last, so a dead
+actor leaves nothing half-written and the image counts as not done until it is redone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -17,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gags.cluster import MAX_RESTARTS, RaySlot
 from gags.config import SegmentConfig
 from gags.data.features import feature_stem, read_npy, write_language_features
-from gags.errors import GagsError
+from gags.errors import GagsError, one_line
 from gags.segment.image import segment_image
 from gags.threads import scoped_torch_threads
 from gags.timing import StepTimer
@@ -36,8 +43,14 @@ def segmentation_downscale(height: int, max_height: int) -> float:
 class ImageWorker:
     """Loads the scene and the models once; ``process(index)`` segments one image and writes its files."""
 
-    def __init__(self, config: SegmentConfig) -> None:
+    def __init__(self, config: SegmentConfig, cwd: str | None = None, threads: int = 0) -> None:
+        """cwd, threads: for a worker in another process or on another node (see ``gags.cluster.worker_setup``)."""
         from gags.models import load_encoder, load_segmenter
+
+        if cwd is not None:
+            from gags.cluster import worker_setup
+
+            worker_setup(cwd, threads)
 
         self.config = config
         self.ws = Workspace(Path(config.out))
@@ -87,7 +100,14 @@ def _process_in_worker(index: int) -> dict[str, Any]:
 
 
 def run_images(config: SegmentConfig, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
-    """Yield the per-image reports of ``indices`` as they finish (``config.workers`` at a time)."""
+    """Yield the per-image reports of ``indices`` as they finish (``config.workers`` at a time, or on Ray)."""
+    if config.ray is not None:
+        from gags.cluster import check_shared_storage, connect
+
+        with connect(config.ray) as ray:
+            check_shared_storage(ray, Path(config.out))
+            yield from ray_images(config, indices)
+        return
     workers = max(1, min(config.workers, len(indices)))
     threads = torch_threads(config)
     if workers == 1:
@@ -115,6 +135,50 @@ def run_images(config: SegmentConfig, indices: Sequence[int]) -> Iterator[dict[s
         yield from _as_completed(processes_pool, _process_in_worker, indices)
 
 
+def ray_slot(config: SegmentConfig) -> RaySlot:
+    return RaySlot(cpus=config.ray_cpus_per_worker, gpus=config.ray_gpus_per_worker)
+
+
+def ray_threads(config: SegmentConfig) -> int:
+    """PyTorch threads of a Ray actor: ``--threads``, else the whole CPU cores it reserves (at least 1)."""
+    return config.threads if config.threads > 0 else max(1, int(config.ray_cpus_per_worker))
+
+
+def ray_images(config: SegmentConfig, indices: Sequence[int],
+               worker_class: type[ImageWorker] = ImageWorker) -> Iterator[dict[str, Any]]:
+    """Yield the per-image reports of ``indices`` as Ray actors finish them (the driver must be connected:
+    ``gags.cluster.connect``). ``worker_class``: the actor's class (tests inject faults with a subclass)."""
+    import ray
+    from ray.util import ActorPool
+
+    slot = ray_slot(config)
+    fits = slot.fits(ray.cluster_resources())
+    if fits < 1:
+        raise GagsError(f"the Ray cluster has no room for one worker of {slot.cpus} CPU(s) and {slot.gpus} GPU(s) "
+                        f"({ray.cluster_resources()}); lower --ray-cpus-per-worker / --ray-gpus-per-worker.")
+    count = max(1, min(config.ray_workers or fits, len(indices)))
+    actor = ray.remote(worker_class).options(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
+                                             **slot.options())
+    config = dataclasses.replace(config, out=Path(config.out).resolve())
+    actors: list[Any] = [actor.remote(config, os.getcwd(), ray_threads(config)) for _ in range(count)]
+    pool = ActorPool(actors)
+    try:
+        for index in indices:
+            pool.submit(lambda a, i: a.process.remote(i), index)
+        while pool.has_next():
+            try:
+                yield {**pool.get_next_unordered(), "actors": count}
+            except ray.exceptions.RayTaskError as exc:  # an error raised by the worker's code: raise it here
+                raise exc.as_instanceof_cause() from None
+            except ray.exceptions.RayActorError as exc:
+                raise GagsError(f"a Ray worker of gags segment died {MAX_RESTARTS + 1} times "
+                                f"({one_line(str(exc))}); finished images are kept, run the same command to resume "
+                                "(a worker out of memory: give each more with --ray-cpus-per-worker).") from None
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 def _as_completed(pool: futures.Executor, fn: Callable[[int], dict[str, Any]],
                   indices: Sequence[int]) -> Iterator[dict[str, Any]]:
     pending = [pool.submit(fn, i) for i in indices]
@@ -126,4 +190,4 @@ def _as_completed(pool: futures.Executor, fn: Callable[[int], dict[str, Any]],
             fut.cancel()
 
 
-__all__ = ["ImageWorker", "run_images", "segmentation_downscale", "torch_threads"]
+__all__ = ["ImageWorker", "ray_images", "run_images", "segmentation_downscale", "torch_threads"]
