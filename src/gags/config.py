@@ -166,7 +166,8 @@ class DistillConfig:
     """Scene output folder (OUT) where `gags reconstruct` and `gags segment` ran."""
     method: MethodName = "gags"
     """gags (GaD) or a baseline: avg (mean of the levels), level-s|m|l (one level), langsplat (three 3-d fields through
-    LangSplat's autoencoder), n2f2 (three levels fused per Gaussian by their relevancy to generic phrases); see
+    LangSplat's autoencoder), n2f2 (three levels fused per Gaussian by their relevancy to generic phrases),
+    langsplat-v2 (sparse coefficients over learned codebooks), lift / lift-consistent (training-free); see
     gags.methods."""
     iterations: int | None = None
     """Iterations; default 30,000 on a GPU, 1,000 on a CPU."""
@@ -210,6 +211,9 @@ class DistillConfig:
     """Weight of the cosine term next to the MSE in the autoencoder loss (LangSplat autoencoder/train.py)."""
     langsplat_feature_lr: float = 0.0025
     """Adam learning rate of the per-Gaussian 3-d features of the langsplat baseline (LangSplat language_feature_lr)."""
+    sparse_lr: float = 0.0025
+    """Adam learning rate of the per-Gaussian logits and the codebooks of langsplat-v2 (LangSplatV2
+    language_feature_lr)."""
     encoder: str = "tiny"
     """n2f2 only: the encoder that made the features, for the text embeddings of the generic phrases (as in segment)."""
     checkpoint_every: int = 500
@@ -558,6 +562,32 @@ class BenchSynthConfig:
     """Only the --reconstruct figure."""
 
 
+@dataclass
+class BenchSegmentScalingConfig:
+    """`gags segment` in this process, in threads and on Ray (1 and N workers): wall time, Ray's overhead per image, and
+    a scaling model for many GPUs (see gags.bench.segment_scaling)."""
+
+    out: Positional[Path]
+    """A scene output folder with Gaussians (after `gags reconstruct`); each case segments a copy of it."""
+    workers: tuple[int, ...] = (1, 2)
+    """Worker counts timed with --workers N (threads) and with --ray-workers N."""
+    ray: str = "local"
+    """Ray cluster of the Ray cases (local: one started on this machine for each run, as `--ray local` does)."""
+    repeats: int = 3
+    """Runs of every case (mean and spread are reported)."""
+    segmenter: str = "hierarchy"
+    """Segmenter spec of every case."""
+    encoder: str = "tiny"
+    """Encoder spec of every case."""
+    sam_seconds_per_image: float | None = None
+    """Seconds per image of `gags segment` with a real architecture (e.g. SAM ViT-H) measured on this machine, shown in
+    the scaling model beside the published GPU figures."""
+    model_images: int = 300
+    """Images of the scene of the scaling model (a LERF scene has 100-300)."""
+    model_gpus: tuple[int, ...] = (1, 4, 16)
+    """GPU counts of the scaling model."""
+
+
 BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Annotated members)
     Annotated[BenchAblationConfig, tyro.conf.subcommand("ablation")],
     Annotated[BenchQueryConfig, tyro.conf.subcommand("query")],
@@ -568,6 +598,7 @@ BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Ann
     Annotated[BenchSegmenterConfig, tyro.conf.subcommand("hierarchy-segmenter")],
     Annotated[BenchConsistencyConfig, tyro.conf.subcommand("segment-consistency")],
     Annotated[BenchSynthConfig, tyro.conf.subcommand("synth")],
+    Annotated[BenchSegmentScalingConfig, tyro.conf.subcommand("segment-scaling")],
 ]
 
 

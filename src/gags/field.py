@@ -195,11 +195,56 @@ class DirectFeatures(nn.Module):
         return F.normalize(f.float().reshape(f.shape[0], self.levels, self.dim), dim=-1)
 
 
+SPARSE_EPS = 1e-10
+"""Guard of the renormalisation in :func:`top_k_soft_codes` (LangSplatV2 utils/vq_utils.py)."""
+
+
+def top_k_soft_codes(logits: Tensor, k: int) -> Tensor:
+    """LangSplatV2's sparse coefficients: the softmax of ``logits`` [N, K] with all but its ``k`` largest entries set
+    to zero, renormalised to sum to 1 -> [N, K]. Gradients flow through the kept entries."""
+    probs = logits.softmax(dim=-1)
+    kept = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(min(k, probs.shape[-1]), dim=-1).indices,
+                                                              True)
+    sparse = torch.where(kept, probs, torch.zeros_like(probs))
+    return sparse / (sparse.sum(-1, keepdim=True) + SPARSE_EPS)
+
+
+class SparseCodebook(nn.Module):
+    """LangSplatV2's reader: per level a codebook of K learned D-d features; a per-Gaussian (or rendered) feature is
+    L x K coefficients, and a level's CLIP feature is its coefficients times the level's codebook. Rendering and this
+    product commute (both are linear), so a K-channel map is rendered and decoded instead of a D-channel one."""
+
+    def __init__(self, levels: int, size: int, dim: int, top_k: int):
+        super().__init__()
+        if min(levels, size, dim, top_k) < 1:
+            raise ValueError(f"levels, size, dim and top_k must be positive, got {levels}, {size}, {dim}, {top_k}")
+        self.levels, self.size, self.dim, self.top_k = int(levels), int(size), int(dim), int(top_k)
+        self.codebooks = nn.Parameter(torch.zeros(self.levels, self.size, self.dim))
+
+    def spec(self) -> dict[str, int]:
+        return {"levels": self.levels, "size": self.size, "dim": self.dim, "top_k": self.top_k}
+
+    def codes(self, logits: Tensor) -> Tensor:
+        """Per-Gaussian logits [N, L x K] -> sparse coefficients [N, L x K] (:func:`top_k_soft_codes` per level)."""
+        n = logits.shape[0]
+        return top_k_soft_codes(logits.reshape(n, self.levels, self.size), self.top_k).reshape(n, -1)
+
+    def decode_level(self, coefficients: Tensor, level: int) -> Tensor:
+        """coefficients [P, K] of one level -> [P, D] (not normalised: the training loss is a cosine)."""
+        return coefficients @ self.codebooks[level]
+
+    def forward(self, f: Tensor) -> Tensor:
+        """f: [N, L x K] coefficients -> [N, L, D], unit norm (a zero feature stays zero)."""
+        c = f.float().reshape(f.shape[0], self.levels, self.size)
+        return F.normalize(torch.einsum("nlk,lkd->nld", c, self.codebooks), dim=-1)
+
+
 _DECODERS: dict[str, type[nn.Module]] = {
     "feature_decoder": FeatureDecoder,
     "granularity_decoder": GranularityDecoder,
     "autoencoder": LangSplatAutoencoder,
     "direct": DirectFeatures,
+    "sparse": SparseCodebook,
 }
 
 
@@ -208,10 +253,11 @@ class LanguageField:
     """A distilled language field: one feature per Gaussian and the decoders that read it.
 
     features: [N, F] per-Gaussian features (F = 16 for gags/avg/level-*; 3 per level x 3 levels for langsplat; the CLIP
-    features themselves, L x D, for the lifted fields).
-    Exactly one of ``feature_decoder`` (F-d feature -> CLIP), ``autoencoder`` (each 3-d slice -> CLIP) or ``direct``
-    (each D-d slice is a CLIP feature) is set; with the autoencoder or ``direct`` the field has several levels, decoded
-    separately. ``granularity_decoder`` is set for gags.
+    features themselves, L x D, for the lifted fields; L x K sparse coefficients for langsplat-v2).
+    Exactly one of ``feature_decoder`` (F-d feature -> CLIP), ``autoencoder`` (each 3-d slice -> CLIP), ``direct``
+    (each D-d slice is a CLIP feature) or ``sparse`` (each K-d slice times its level's codebook) is set; with the
+    autoencoder, ``direct`` or ``sparse`` the field has several levels, decoded separately.
+    ``granularity_decoder`` is set for gags.
     config: the resolved configuration that made the field (JSON-serialisable; Paths are written as strings).
     """
 
@@ -221,18 +267,22 @@ class LanguageField:
     granularity_decoder: GranularityDecoder | None = None
     autoencoder: LangSplatAutoencoder | None = None
     direct: DirectFeatures | None = None
+    sparse: SparseCodebook | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2:
             raise ValueError(f"features must be [N, F], got {tuple(self.features.shape)}")
-        readers = [m for m in (self.feature_decoder, self.autoencoder, self.direct) if m is not None]
+        readers = [m for m in (self.feature_decoder, self.autoencoder, self.direct, self.sparse) if m is not None]
         if len(readers) != 1:
-            raise ValueError("a LanguageField needs exactly one of feature_decoder, autoencoder or direct")
+            raise ValueError("a LanguageField needs exactly one of feature_decoder, autoencoder, direct or sparse")
         f = self.features.shape[1]
         if self.direct is not None and f != self.direct.levels * self.direct.dim:
             raise ValueError(f"features have {f} channels, the direct reader expects {self.direct.levels} x "
                              f"{self.direct.dim}")
+        if self.sparse is not None and f != self.sparse.levels * self.sparse.size:
+            raise ValueError(f"features have {f} channels, the sparse codebook expects {self.sparse.levels} x "
+                             f"{self.sparse.size}")
         if self.feature_decoder is not None and f != self.feature_decoder.in_dim:
             raise ValueError(f"features have {f} channels, the feature decoder expects {self.feature_decoder.in_dim}")
         if self.autoencoder is not None and f % self.autoencoder.code_dim != 0:
@@ -251,6 +301,8 @@ class LanguageField:
             return self.features.shape[1] // self.autoencoder.code_dim
         if self.direct is not None:
             return self.direct.levels
+        if self.sparse is not None:
+            return self.sparse.levels
         return 1
 
     @property
@@ -260,12 +312,15 @@ class LanguageField:
             return self.feature_decoder.out_dim
         if self.direct is not None:
             return self.direct.dim
+        if self.sparse is not None:
+            return self.sparse.dim
         assert self.autoencoder is not None
         return self.autoencoder.decoder_dims[-1]
 
-    def _modules(self) -> dict[str, FeatureDecoder | GranularityDecoder | LangSplatAutoencoder | DirectFeatures]:
+    def _modules(self) -> dict[str, FeatureDecoder | GranularityDecoder | LangSplatAutoencoder | DirectFeatures
+                                   | SparseCodebook]:
         mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
-                "autoencoder": self.autoencoder, "direct": self.direct}
+                "autoencoder": self.autoencoder, "direct": self.direct, "sparse": self.sparse}
         return {k: m for k, m in mods.items() if m is not None}
 
     def to(self, device: torch.device | str) -> LanguageField:
@@ -284,6 +339,8 @@ class LanguageField:
             out = self.feature_decoder(flat)[:, None, :]
         elif self.direct is not None:
             out = self.direct(flat)
+        elif self.sparse is not None:
+            out = self.sparse(flat)
         else:
             assert self.autoencoder is not None
             out = self.autoencoder.decode(flat.reshape(flat.shape[0], self.levels, self.autoencoder.code_dim))
@@ -300,9 +357,9 @@ class LanguageField:
 
     def save(self, path: Path) -> None:
         """Write the field as one safetensors file (atomically): tensors + JSON metadata."""
-        # lifted CLIP features are stored in float16 (half the size; their precision is CLIP's own output's), the
-        # small learned features in float32
-        dtype = torch.float16 if self.direct is not None else torch.float32
+        # lifted CLIP features and sparse coefficients (in [0, 1]) are stored in float16 (half the size; the
+        # precision of CLIP's own output), the small learned features in float32
+        dtype = torch.float16 if self.direct is not None or self.sparse is not None else torch.float32
         tensors = {"features": self.features.detach().to(dtype).cpu().contiguous()}
         specs = {}
         for name, module in self._modules().items():
@@ -367,9 +424,11 @@ __all__ = [
     "CLIP_DIM",
     "FEATURE_DIM",
     "DirectFeatures",
+    "SparseCodebook",
     "NUM_LEVELS",
     "FeatureDecoder",
     "GranularityDecoder",
     "LangSplatAutoencoder",
     "LanguageField",
+    "top_k_soft_codes",
 ]

@@ -17,6 +17,9 @@ per-Gaussian feature that is rendered, decoded and compared with a target built 
 ``n2f2``       three 16-d heads sharing one feature decoder, one per level; after training the three per-Gaussian
                features are fused with weights from each level's relevancy to generic phrases
                (:func:`gags.distill.baselines.n2f2_fuse`)
+``langsplat-v2``  three 64-d heads, one per level: per-Gaussian logits whose top-4 softmax (renormalised) is rendered
+               and decoded by the level's learned 64-entry codebook of CLIP features (LangSplatV2's sparse coefficient
+               field); cosine loss to the level's feature at the pixels covered at that level
 =============  =====================================================================================================
 
 Pixels that count: as the GAGS release, a head whose target mixes levels, or takes one level in the GAGS ablations,
@@ -40,6 +43,10 @@ from gags.levels import LEVELS, NUM_LEVELS
 
 LANGSPLAT_CODE_DIM = 3
 """LangSplat's per-level feature size (its autoencoder's code)."""
+SPARSE_CODEBOOK_SIZE = 64
+"""LangSplatV2's codebook entries per level (train.sh: --codebook_size 64, one layer)."""
+SPARSE_TOP_K = 4
+"""LangSplatV2's non-zero coefficients per Gaussian and level (train.sh: --topk 4)."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,15 @@ class Head:
         return self.weights is None
 
 
-Space = Literal["feature", "codes"]
+Space = Literal["feature", "codes", "sparse"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """How a method is trained: its heads, and whether the heads' features go through the feature decoder
-    (``"feature"``: one decoder shared by every head, 512-d output) or are compared with autoencoder codes
-    (``"codes"``: LangSplat)."""
+    (``"feature"``: one decoder shared by every head, 512-d output), are compared with autoencoder codes
+    (``"codes"``: LangSplat), or are sparse coefficients over per-level codebooks (``"sparse"``: LangSplatV2; the
+    per-Gaussian feature holds logits, rendered as their top-k softmax)."""
 
     name: str
     heads: tuple[Head, ...]
@@ -160,6 +168,12 @@ def _langsplat(_: int) -> MethodSpec:
                                          for lv in LEVELS), "codes")
 
 
+def _langsplat_v2(_: int) -> MethodSpec:
+    k = SPARSE_CODEBOOK_SIZE
+    return MethodSpec("langsplat-v2", tuple(Head(lv.index * k, k, one_hot(lv.index), coverage=lv.index)
+                                            for lv in LEVELS), "sparse")
+
+
 def _n2f2(d: int) -> MethodSpec:
     return MethodSpec("n2f2", tuple(Head(lv.index * d, d, one_hot(lv.index)) for lv in LEVELS), "feature")
 
@@ -181,6 +195,10 @@ _ENTRIES: tuple[Method, ...] = (
     Method("n2f2", "N2F2-style fusion", "three 16-d fields fused per Gaussian by their relevancy to generic phrases",
            "Bhalgat et al., N2F2: Hierarchical Scene Understanding with Nested Neural Feature Fields (ECCV 2024); "
            f"as compared in {GAGS_PAPER}", _n2f2, target="pick", needs_encoder=True),
+    Method("langsplat-v2", "LangSplatV2 (sparse codes)",
+           "three fields of sparse coefficients (top-4 of 64) over learned per-level codebooks of CLIP features",
+           "Li et al., LangSplatV2: High-dimensional 3D Language Gaussian Splatting with 450+ FPS (2025)",
+           _langsplat_v2, target="pick", query="level-pick"),
     Method("lift", "lifting (3 levels)", "training-free: each Gaussian's blending-weighted mean of the 2D features of "
            "every training view, per level", OCCAM_PAPER, None, target="pick", query="level-pick", build="lift"),
     Method("lift-consistent", "lifting, consistent level",
@@ -192,7 +210,7 @@ _ENTRIES: tuple[Method, ...] = (
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}
 """Every method, by name, in the order tables list them."""
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
-"""``gags, avg, level-s, level-m, level-l, langsplat, n2f2, lift, lift-consistent``."""
+"""``gags, avg, level-s, level-m, level-l, langsplat, n2f2, langsplat-v2, lift, lift-consistent``."""
 BASELINES: tuple[str, ...] = tuple(n for n in METHOD_NAMES if n != "gags")
 """Every method but GaD: what ``gags demo --baselines`` may add."""
 TRAINED: tuple[str, ...] = tuple(n for n in METHOD_NAMES if METHODS[n].build == "distill")

@@ -136,9 +136,15 @@ def test_every_method_writes_a_loadable_field(tmp_path, method):
     n = 12 * 12
     assert field.method == method and field.features.shape[0] == n
     decoded = field.decode_features(field.features)
-    assert decoded.shape == (n, 3 if method == "langsplat" else 1, DIM)
+    assert decoded.shape == (n, 3 if method in ("langsplat", "langsplat-v2") else 1, DIM)
     torch.testing.assert_close(decoded.norm(dim=-1), torch.ones(decoded.shape[:2]))
-    assert field.features.abs().sum() > 0  # trained: zeros at the start
+    if method == "langsplat-v2":  # sparse coefficients: top-4 of 64 per level, summing to 1
+        codes = field.features.float().reshape(n, 3, 64)
+        assert ((codes > 0).sum(-1) == 4).all()
+        torch.testing.assert_close(codes.sum(-1), torch.ones(n, 3), atol=2e-3, rtol=0)  # float16 storage
+        assert field.sparse is not None and field.sparse.codebooks.shape == (3, 64, DIM)
+    else:
+        assert field.features.abs().sum() > 0  # trained: zeros at the start
     assert (field.granularity_decoder is not None) == (method == "gags")
     assert field.config["method"] == method and field.config["iterations"] == 6
     curves = json.loads((stage / CURVES_JSON).read_text())
@@ -176,11 +182,12 @@ def test_integer_and_float_segment_maps_give_the_same_field(tmp_path):
     assert a["final"]["loss"] == b["final"]["loss"]
 
 
-def test_a_stopped_run_continues_from_its_checkpoint_as_if_never_stopped(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("method", ["gags", "langsplat-v2"])
+def test_a_stopped_run_continues_from_its_checkpoint_as_if_never_stopped(tmp_path, monkeypatch, capsys, method):
     from gags.distill import train
 
     ref_out = make_out(tmp_path / "b")
-    run(_config(ref_out, iterations=8, checkpoint_every=3))
+    run(_config(ref_out, iterations=8, checkpoint_every=3, method=method))
     out = make_out(tmp_path / "a")
     real_render, calls = train.render_features, []
 
@@ -192,20 +199,21 @@ def test_a_stopped_run_continues_from_its_checkpoint_as_if_never_stopped(tmp_pat
 
     monkeypatch.setattr(train, "render_features", failing_render)
     with pytest.raises(KeyboardInterrupt):
-        run(_config(out, iterations=8, checkpoint_every=3))
+        run(_config(out, iterations=8, checkpoint_every=3, method=method))
     monkeypatch.setattr(train, "render_features", real_render)
-    assert checkpoint_info(out / "field" / "gags" / CHECKPOINT_FILE)["step"] == 3
-    report = run(_config(out, iterations=8, checkpoint_every=3))
-    assert "resuming gags from iteration 3" in capsys.readouterr().out
+    assert checkpoint_info(out / "field" / method / CHECKPOINT_FILE)["step"] == 3
+    report = run(_config(out, iterations=8, checkpoint_every=3, method=method))
+    assert f"resuming {method} from iteration 3" in capsys.readouterr().out
     assert report["resumed_from"] == 3 and report["session_iterations"] == 5
-    resumed = LanguageField.load(out / "field" / "gags" / FIELD_FILE)
-    straight = LanguageField.load(ref_out / "field" / "gags" / FIELD_FILE)
+    resumed = LanguageField.load(out / "field" / method / FIELD_FILE)
+    straight = LanguageField.load(ref_out / "field" / method / FIELD_FILE)
     torch.testing.assert_close(resumed.features, straight.features, rtol=0, atol=0)
-    for a, b in zip(resumed.feature_decoder.state_dict().values(), straight.feature_decoder.state_dict().values(),
+    reader = "feature_decoder" if method == "gags" else "sparse"
+    for a, b in zip(getattr(resumed, reader).state_dict().values(), getattr(straight, reader).state_dict().values(),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    ref_curves = json.loads((ref_out / "field" / "gags" / CURVES_JSON).read_text())["history"]
-    curves = json.loads((out / "field" / "gags" / CURVES_JSON).read_text())["history"]
+    ref_curves = json.loads((ref_out / "field" / method / CURVES_JSON).read_text())["history"]
+    curves = json.loads((out / "field" / method / CURVES_JSON).read_text())["history"]
     assert [h["loss"] for h in curves] == [h["loss"] for h in ref_curves]
 
 

@@ -10,6 +10,7 @@
 ``hierarchy-segmenter``  the embedded segmenter's speed and quality (:mod:`gags.bench.hierarchy_segmenter`)
 ``segment-consistency``  multi-view consistency of the segments (:mod:`gags.bench.segment_consistency`)
 ``synth``                the procedural renderer's speed (:mod:`gags.bench.synth`)
+``segment-scaling``      ``gags segment`` in threads and on Ray; a model of N GPUs (:mod:`gags.bench.segment_scaling`)
 =======================  ============================================================================================
 """
 
@@ -30,6 +31,7 @@ BENCHMARKS: dict[type, str] = {
     cfg.BenchSegmenterConfig: "gags.bench.hierarchy_segmenter",
     cfg.BenchConsistencyConfig: "gags.bench.segment_consistency",
     cfg.BenchSynthConfig: "gags.bench.synth",
+    cfg.BenchSegmentScalingConfig: "gags.bench.segment_scaling",
 }
 """The module whose ``run(config)`` runs each benchmark's config."""
 

@@ -96,6 +96,18 @@ def langsplat_l1(rendered: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     return masked_mean(l1_map(rendered, target), valid)
 
 
+def cosine_loss(pred: Tensor, target: Tensor, pixels: int) -> Tensor:
+    """LangSplatV2's loss on one level: 1 - the mean cosine similarity between the decoded and the target features
+    over all ``pixels`` of the view, uncovered pixels counting with cosine 0.
+
+    LangSplatV2 ``train.py``: ``cos_loss(language_feature * mask, gt_language_feature * mask)``, i.e.
+    ``1 - cosine_similarity(..., dim=0).mean()`` over the whole map (a zeroed pixel's cosine is 0).
+
+    pred, target: [P, D] at the P covered pixels; pixels: H x W -> scalar.
+    """
+    return 1.0 - F.cosine_similarity(pred, target, dim=-1).sum() / max(1, pixels)
+
+
 # ----------------------------------------------------------------------------------------------- regions
 
 

@@ -49,6 +49,7 @@ from gags.cameras import Camera
 from gags.config import DistillConfig
 from gags.distill import losses
 from gags.distill.baselines import N2F2_PHRASES, N2F2_TEMPERATURE, n2f2_fuse
+from gags.distill.sparse import init_codebook
 from gags.distill.views import TrainView, load_views
 from gags.errors import GagsError
 from gags.field import (
@@ -56,6 +57,7 @@ from gags.field import (
     GranularityDecoder,
     LangSplatAutoencoder,
     LanguageField,
+    SparseCodebook,
 )
 from gags.io import atomic_path, ensure_dir, write_json
 from gags.levels import CODES
@@ -133,6 +135,7 @@ class FieldState:
     granularity_decoder: GranularityDecoder | None
     autoencoder: LangSplatAutoencoder | None
     optimizers: dict[str, torch.optim.Adam]
+    codebook: SparseCodebook | None = None
     step: int = 0
     curve: dict[str, Any] = field(default_factory=dict)
     """The training curve's state (``gags.training.Curve.state``)."""
@@ -146,13 +149,21 @@ class FieldState:
 
     def modules(self) -> dict[str, nn.Module]:
         mods = {"feature_decoder": self.feature_decoder, "granularity_decoder": self.granularity_decoder,
-                "autoencoder": self.autoencoder}
+                "autoencoder": self.autoencoder, "codebook": self.codebook}
         return {k: m for k, m in mods.items() if m is not None}
+
+    def colors(self) -> Tensor:
+        """What is rendered: the per-Gaussian features, or (LangSplatV2) their sparse coefficients."""
+        return self.features if self.codebook is None else self.codebook.codes(self.features)
 
 
 def new_state(spec: MethodSpec, num_gaussians: int, clip_dim: int, config: DistillConfig,
-              device: torch.device | str = "cpu", autoencoder: LangSplatAutoencoder | None = None) -> FieldState:
-    """Zero features, freshly initialised decoders (seeded by ``config.seed``) and their Adam optimizers."""
+              device: torch.device | str = "cpu", autoencoder: LangSplatAutoencoder | None = None,
+              codebook: SparseCodebook | None = None) -> FieldState:
+    """Zero features, freshly initialised decoders (seeded by ``config.seed``) and their Adam optimizers.
+
+    autoencoder: LangSplat's, trained before (``"codes"``); codebook: LangSplatV2's, initialised (``"sparse"``).
+    """
     features = nn.Parameter(torch.zeros(num_gaussians, spec.feature_dim, device=device))
     feature_decoder = granularity_decoder = None
     with torch.random.fork_rng(devices=[]):
@@ -161,15 +172,17 @@ def new_state(spec: MethodSpec, num_gaussians: int, clip_dim: int, config: Disti
             feature_decoder = FeatureDecoder(spec.heads[0].dim, out_dim=clip_dim).to(device)
         if spec.learned_granularity:
             granularity_decoder = GranularityDecoder(spec.heads[0].dim).to(device)
-    lr = config.langsplat_feature_lr if spec.space == "codes" else config.feature_lr
+    lr = {"codes": config.langsplat_feature_lr, "sparse": config.sparse_lr}.get(spec.space, config.feature_lr)
     optimizers = {"features": torch.optim.Adam([features], lr=lr)}
+    if codebook is not None:
+        optimizers["codebook"] = torch.optim.Adam(codebook.parameters(), lr=config.sparse_lr)
     if feature_decoder is not None:
         optimizers["feature_decoder"] = torch.optim.Adam(feature_decoder.parameters(), lr=config.decoder_lr)
     if granularity_decoder is not None:
         optimizers["granularity_decoder"] = torch.optim.Adam(granularity_decoder.parameters(), lr=config.decoder_lr)
     if autoencoder is not None:
         autoencoder.eval().requires_grad_(False)
-    return FieldState(features, feature_decoder, granularity_decoder, autoencoder, optimizers)
+    return FieldState(features, feature_decoder, granularity_decoder, autoencoder, optimizers, codebook)
 
 
 def save_state(path: Path, state: FieldState, info: dict[str, Any]) -> None:
@@ -275,6 +288,12 @@ def head_losses(render: Tensor, view: TrainView, head: Head, spec: MethodSpec, s
         assert head.coverage is not None
         target = view.table[seg[head.coverage].clamp_min(0)].permute(2, 0, 1)  # [3, h, w]
         out["distill"] = losses.langsplat_l1(f, target, valid)
+    elif spec.space == "sparse":  # LangSplatV2: rendered coefficients times the level's codebook, cosine loss
+        assert head.coverage is not None and state.codebook is not None
+        idx = valid.reshape(-1).nonzero().squeeze(1)  # [P]
+        pred = state.codebook.decode_level(f.reshape(c, -1)[:, idx].T, head.coverage)  # [P, D]
+        target = view.table[seg[head.coverage].reshape(-1)[idx]]  # [P, D]
+        out["distill"] = losses.cosine_loss(pred, target, h * w)
     else:
         assert state.feature_decoder is not None
         idx = valid.reshape(-1).nonzero().squeeze(1)  # [P]
@@ -335,7 +354,7 @@ def train_field(gaussians: FrozenGaussians, views: Sequence[TrainView], spec: Me
             w_entropy = weights.entropy if config.entropy else 0.0
             w_consistency = weights.consistency if config.consistency else 0.0
             view = views[view_index(config.seed, state.step, len(views))]
-            render = render_features(gaussians, state.features, view.camera)
+            render = render_features(gaussians, state.colors(), view.camera)
             total = render.new_zeros(())
             parts = {"distill": 0.0, "entropy": 0.0, "consistency": 0.0}
             granularity = []
@@ -395,6 +414,10 @@ def build_field(spec: MethodSpec, state: FieldState, config: dict[str, Any],
     if spec.name == "langsplat":
         assert state.autoencoder is not None
         return LanguageField(spec.name, features.cpu(), autoencoder=state.autoencoder.cpu(), config=config), facts
+    if state.codebook is not None:
+        codes = state.colors().detach()
+        facts["sparse_nonzero_per_level"] = float((codes > 0).sum(1).float().mean()) / state.codebook.levels
+        return LanguageField(spec.name, codes.cpu(), sparse=state.codebook.eval().cpu(), config=config), facts
     assert state.feature_decoder is not None
     decoder = state.feature_decoder.eval()
     if spec.name == "n2f2":
@@ -502,8 +525,8 @@ def _write_curves_pil(path: Path, series: dict[str, list[tuple[int, float]]],
 # the stage
 
 RESUME_KEYS = ("method", "iterations", "downscale", "seed", "feature_dim", "feature_lr", "decoder_lr",
-               "langsplat_feature_lr", "target", "region_aware", "entropy", "consistency", "entropy_weight",
-               "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
+               "langsplat_feature_lr", "sparse_lr", "target", "region_aware", "entropy", "consistency",
+               "entropy_weight", "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
 """Settings a checkpoint must agree with to be continued (with the number of Gaussians and the feature dimension)."""
 
 
@@ -569,7 +592,7 @@ def validate(config: DistillConfig) -> None:
     check.optional_positive("--downscale", config.downscale)
     check.at_least("--checkpoint-every", config.checkpoint_every, 1)
     check.at_least("--feature-dim", config.feature_dim, 1)
-    for name in ("feature_lr", "decoder_lr", "langsplat_feature_lr", "ae_lr"):
+    for name in ("feature_lr", "decoder_lr", "langsplat_feature_lr", "sparse_lr", "ae_lr"):
         check.positive(f"--{name.replace('_', '-')}", getattr(config, name))
     for name in ("entropy_weight", "entropy_weight_late", "consistency_weight_late", "ae_cos_weight"):
         check.at_least(f"--{name.replace('_', '-')}", getattr(config, name), 0.0)
@@ -636,7 +659,10 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     if spec.space == "codes":
         autoencoder = LangSplatAutoencoder(in_dim=clip_dim).to(device) if resume else _train_autoencoder(
             views, config, device.type == "cuda").to(device)
-    state = new_state(spec, len(gaussians), clip_dim, config, device, autoencoder=autoencoder)
+    codebook = None
+    if spec.space == "sparse":
+        codebook = init_codebook(views, len(spec.heads), spec.heads[0].dim, config.seed).to(device)
+    state = new_state(spec, len(gaussians), clip_dim, config, device, autoencoder=autoencoder, codebook=codebook)
     extra = {"settings": settings}
     if resume:
         load_state(ckpt_path, state)

@@ -327,6 +327,7 @@ def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
         "parallel": "ray" if config.ray is not None else config.parallel if config.workers > 1 else "none",
         "resolution": [[c.width, c.height] for c in (cameras[pending[0]],)][0],
         "per_image_s": (sum(timer.wall.values()) + images_wall) / n,
+        "images_wall_s": images_wall,
         "models_load_s": images_wall - sum(sums_wall.values()) if config.workers == 1 and config.ray is None else None,
         "global_s_per_image": global_wall,
         "steps_s_per_image": steps_wall,
