@@ -189,11 +189,18 @@ def write_field(out: Path, method: str, encoder_dir: Path, swap: bool = False) -
     _, owner = scene_gaussians()
     emb = phrase_embeddings(encoder_dir)
     feats = one_hot_features(owner, {0: 1, 1: 0} if swap else None)
-    if method == "langsplat":
+    if method in ("langsplat", "langsplat-v2"):
         background = one_hot_features(torch.full_like(owner, 2))
         # Levels 0 and 2 know nothing (background everywhere); level 1 is the right one: choose_level must find it.
-        field = LanguageField(method, torch.cat([background, feats, background], dim=1),
-                              autoencoder=embedding_autoencoder(emb))
+        per_level = torch.cat([background, feats, background], dim=1)
+        if method == "langsplat":
+            field = LanguageField(method, per_level, autoencoder=embedding_autoencoder(emb))
+        else:  # one-hot coefficients over a codebook holding the three phrases' embeddings at every level
+            from gags.field import SparseCodebook
+
+            book = SparseCodebook(levels=3, size=emb.shape[0], dim=emb.shape[1], top_k=1)
+            book.codebooks.data = emb[None].repeat(3, 1, 1).float()
+            field = LanguageField(method, per_level, sparse=book)
     else:
         field = LanguageField(method, feats, feature_decoder=embedding_decoder(emb))
     field.save(out / "field" / method / "field.safetensors")

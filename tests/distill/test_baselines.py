@@ -27,8 +27,11 @@ def test_heads_of_every_method():
     n2f2 = method_spec("n2f2", 16)
     assert n2f2.feature_dim == 48 and [h.channels for h in n2f2.heads] == [slice(0, 16), slice(16, 32),
                                                                             slice(32, 48)]
-    assert set(METHODS) == {"gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2", "lift",
-                            "lift-consistent"}
+    v2 = method_spec("langsplat-v2", 16)  # 64 coefficients per level (LangSplatV2's codebook size)
+    assert v2.space == "sparse" and v2.feature_dim == 192
+    assert [(h.start, h.dim, h.coverage) for h in v2.heads] == [(0, 64, 0), (64, 64, 1), (128, 64, 2)]
+    assert set(METHODS) == {"gags", "avg", "level-s", "level-m", "level-l", "langsplat", "n2f2", "langsplat-v2",
+                            "lift", "lift-consistent"}
     with pytest.raises(GagsError, match="unknown method"):
         method_spec("lerf", 16)
     with pytest.raises(GagsError, match="not trained by the distillation loop"):

@@ -107,14 +107,15 @@ def test_eval_swapped_field_scores_zero(out, encoder_dir):
     assert not list((out / "eval" / "avg" / "train").glob("*.png"))
 
 
-def test_eval_langsplat_picks_the_informative_level(out, encoder_dir):
+@pytest.mark.parametrize("method", ["langsplat", "langsplat-v2"])
+def test_eval_langsplat_picks_the_informative_level(out, encoder_dir, method):
     from gags.query.evaluate import run
 
-    write_field(out, "langsplat", encoder_dir)
+    write_field(out, method, encoder_dir)
     write_field(out, "gags", encoder_dir)
     results = run(eval_config(out, encoder_dir, method="all", split="test", figures=False))
-    assert set(results) == {"gags", "langsplat"}
-    ls, gg = results["langsplat"]["test"], results["gags"]["test"]
+    assert set(results) == {"gags", method}
+    ls, gg = results[method]["test"], results["gags"]["test"]
     assert ls["loc_acc"] == 1.0
     assert all(q["level_loc"] == 1 and q["level_seg"] == 1 for q in ls["queries"])
     assert ls["miou"] == pytest.approx(gg["miou"], abs=0.02)
