@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from gags.cameras import Camera, intrinsics, look_at
 from gags.config import DistillConfig, EvalConfig, QueryConfig
-from gags.distill.lift import consistent_level, level_maps, lifted_levels, weighted_sums
+from gags.distill._reference import lift_level_maps
+from gags.distill.lift import consistent_level, lifted_levels, segment_channels, weighted_sums
 from gags.distill.train import run as distill
 from gags.distill.views import TrainView
 from gags.field import LanguageField
@@ -44,14 +45,17 @@ def test_weighted_sums_are_the_blending_weighted_sums():
     for i in range(2):
         seg = torch.randint(-1, 3, (3, SIZE, SIZE), generator=g, dtype=torch.int32)
         views.append(TrainView(_camera(i), seg, torch.randn(3, dim, generator=g)))
-    sums, weights = weighted_sums(gaussians, views, progress=False, chunk=5)  # chunks smaller than the channels
+    channel, level, row = segment_channels(views[0])
+    assert len(level) == 9 and level.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and row.tolist() == [0, 1, 2] * 3
+    assert ((channel == -1) == (views[0].seg < 0)).all()
+    sums, weights = weighted_sums(gaussians, views, progress=False, chunk=4)  # chunks smaller than the channels
     want_sums = torch.zeros(5, 3, dim, dtype=torch.float64)
     want_weights = torch.zeros(5, 3, dtype=torch.float64)
     for view in views:
         cam = view.camera
         w, _, _ = rasterize(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, torch.eye(5),
                             cam.world_to_cam, cam.K, cam.width, cam.height)  # [H, W, 5]: w_ip
-        maps = level_maps(view).double()  # [H, W, 3D + 3]
+        maps = lift_level_maps(view.seg, view.table).double()  # [H, W, 3D + 3]
         per = torch.einsum("hwi,hwc->ic", w.double(), maps)
         want_sums += per[:, : 3 * dim].reshape(5, 3, dim)
         want_weights += per[:, 3 * dim:]

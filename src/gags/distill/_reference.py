@@ -1,6 +1,6 @@
-"""Reference implementations of GaD's distillation target and loss on whole maps, kept for the tests that check the
-training loop against them: the loop (``gags.distill.train``) computes the same numbers on the rows of the counted
-pixels only. Nothing in the pipeline calls them.
+"""Reference implementations kept for the tests: GaD's distillation target and loss on whole maps (the training loop,
+``gags.distill.train``, computes the same numbers on the rows of the counted pixels only), and the dense per-level
+feature maps that lifting's segment channels stand for (``gags.distill.lift``). Nothing in the pipeline calls them.
 """
 
 from __future__ import annotations
@@ -49,3 +49,16 @@ def weighted_l2_map(pred: Tensor, level_maps: Tensor, g: Tensor) -> Tensor:
     pred: [C, H, W]; level_maps: [3, C, H, W]; g: [3, H, W] -> [H, W].
     """
     return (g * (pred[None] - level_maps).pow(2).sum(1)).sum(0)
+
+
+def lift_level_maps(seg: Tensor, table: Tensor) -> Tensor:
+    """[h, w, 3 x D + 3]: per level the feature of the pixel's segment (zero where there is none), then the three
+    coverage indicators: what lifting's weighted sums weigh, written out densely.
+
+    seg: [3, h, w] int (rows s, m, l; -1 = none); table: [M, D].
+    """
+    seg = seg.long()
+    covered = seg >= 0
+    feats = table.float()[seg.clamp_min(0)] * covered[..., None]  # [3, h, w, D]
+    h, w = seg.shape[1:]
+    return torch.cat([feats.permute(1, 2, 0, 3).reshape(h, w, -1), covered.permute(1, 2, 0).float()], dim=-1)

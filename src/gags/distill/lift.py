@@ -9,8 +9,10 @@ where f_k(p) is the CLIP feature of the segment that covers p at level k (LangSp
 run over the pixels that have a segment at that level. The weights are never formed one by one: a render is linear in
 the per-Gaussian colours, ``render(p) = sum_i w_ip c_i``, so the gradient of ``sum_p <render(p), g(p)>`` with respect to
 the colours is ``sum_p w_ip g(p)``: one render and one backward pass per view with the level feature maps as ``g``
-give every weighted sum at once, on any rasterizer backend (gsplat's CUDA kernels included). Channels are rendered in
-chunks of ``CHANNEL_CHUNK`` to bound memory.
+give every weighted sum at once, on any rasterizer backend (gsplat's CUDA kernels included). Since f_k is constant on
+each segment, ``g`` is one indicator channel per segment of the view, and the features are multiplied in afterwards
+(fewer channels than the 3 x D of the feature maps themselves). Channels are rendered in chunks of ``CHANNEL_CHUNK`` to
+bound memory.
 
 Two methods of the registry are built from one pass:
 
@@ -46,20 +48,28 @@ from gags.levels import NUM_LEVELS
 from gags.splat.gaussians import FrozenGaussians
 from gags.workspace import Workspace
 
-CHANNEL_CHUNK = 1024
-"""Channels rendered at once: the render and its gradient map take ``H x W x CHANNEL_CHUNK`` floats per view."""
+CHANNEL_CHUNK = 512
+"""Segment channels rendered at once: the render and its gradient map take ``H x W x CHANNEL_CHUNK`` floats per
+view."""
 LIFT_DOWNSCALE = 1.0
 """Views are lifted at their full size by default: there is no training cost to save."""
 
 
-def level_maps(view: TrainView) -> Tensor:
-    """[h, w, 3 x D + 3]: per level the feature of the pixel's segment (zero where there is none), then the three
-    coverage indicators."""
+def segment_channels(view: TrainView) -> tuple[Tensor, Tensor, Tensor]:
+    """The (level, segment) pairs present in a view, one render channel each.
+
+    Returns (channel map [3, h, w] int64: the channel of each pixel's segment at each level, -1 where none; level [C]
+    and ``_f`` row [C] of every channel), channels ordered by level, then row.
+    """
     seg = view.seg.long()  # [3, h, w]
-    covered = seg >= 0
-    feats = view.table.float()[seg.clamp_min(0)] * covered[..., None]  # [3, h, w, D]
-    h, w = seg.shape[1:]
-    return torch.cat([feats.permute(1, 2, 0, 3).reshape(h, w, -1), covered.permute(1, 2, 0).float()], dim=-1)
+    rows = view.table.shape[0]
+    level = torch.arange(NUM_LEVELS)[:, None, None]
+    keys = torch.where(seg >= 0, level * rows + seg, torch.full_like(seg, -1))
+    present, inverse = torch.unique(keys, return_inverse=True)  # sorted: -1 first when some pixel has no segment
+    first = int((present < 0).sum())
+    channel = inverse - first  # -1 stays -1
+    kept = present[first:]
+    return channel, kept // rows, kept % rows
 
 
 def weighted_sums(gaussians: FrozenGaussians, views: Sequence[TrainView], progress: bool = True,
@@ -67,28 +77,42 @@ def weighted_sums(gaussians: FrozenGaussians, views: Sequence[TrainView], progre
     """Blending-weighted sums of the level features over every view.
 
     Returns (sums [N, 3, D], weights [N, 3]): sums of ``w_ip f_k(p)`` and of ``w_ip`` over the pixels covered at each
-    level.
+    level. A level's feature map is constant on each of its segments, so what is rendered is one indicator channel per
+    (level, segment) of the view (:func:`segment_channels`; a few hundred at most, fewer than 3 x D): the gradient
+    gives each Gaussian's weight inside every segment, W [N, C], and the sums are ``W @ table`` per level.
     """
     from gags.splat import rasterize
 
     if not views:
         raise GagsError("there are no training views. Check the scene's images and its train/test split.")
     dim = int(views[0].table.shape[1])
-    channels = NUM_LEVELS * dim + NUM_LEVELS
-    total = torch.zeros(len(gaussians), channels, dtype=torch.float64)
+    n = len(gaussians)
+    sums = torch.zeros(n, NUM_LEVELS, dim, dtype=torch.float64)
+    weights = torch.zeros(n, NUM_LEVELS, dtype=torch.float64)
     g = gaussians
     for view in tqdm(views, desc="lift", unit="view", disable=not progress, leave=False):
-        maps = level_maps(view)
+        channel, level, row = segment_channels(view)
         cam = view.camera
-        for start in range(0, channels, chunk):
-            part = maps[..., start:start + chunk]
-            colors = torch.zeros(len(g), part.shape[-1], requires_grad=True)
+        table = view.table.double()
+        for start in range(0, len(level), chunk):
+            stop = min(start + chunk, len(level))
+            # [h w, C'] indicators of this chunk's channels: a pixel lights one channel per level
+            inside = (channel >= start) & (channel < stop)  # [3, h, w]
+            pixels = inside.nonzero()[:, 1:]  # [Q, 2] (y, x)
+            indicator = torch.zeros(cam.height, cam.width, stop - start)
+            indicator[pixels[:, 0], pixels[:, 1], channel[inside] - start] = 1.0
+            colors = torch.zeros(n, stop - start, requires_grad=True)
             render, _, _ = rasterize(g.means, g.quats, g.scales, g.opacities, colors, cam.world_to_cam, cam.K,
                                      cam.width, cam.height)
-            (grad,) = torch.autograd.grad((render * part).sum(), colors)
-            total[:, start:start + chunk] += grad.double()
-    sums = total[:, : NUM_LEVELS * dim].reshape(len(g), NUM_LEVELS, dim)
-    return sums.float(), total[:, NUM_LEVELS * dim:].float()
+            (grad,) = torch.autograd.grad((render * indicator).sum(), colors)  # [N, C']: weight inside each segment
+            grad = grad.double()
+            for k in range(NUM_LEVELS):  # W_k @ table_k, per level
+                of_level = (level[start:stop] == k).nonzero().squeeze(1)
+                if of_level.numel():
+                    w_k = grad[:, of_level]
+                    sums[:, k] += w_k @ table[row[start:stop][of_level]]
+                    weights[:, k] += w_k.sum(1)
+    return sums.float(), weights.float()
 
 
 def lifted_levels(sums: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -151,4 +175,4 @@ def run_lift(config: DistillConfig) -> dict[str, Any]:
     return record
 
 
-__all__ = ["CHANNEL_CHUNK", "consistent_level", "level_maps", "lifted_levels", "run_lift", "weighted_sums"]
+__all__ = ["CHANNEL_CHUNK", "consistent_level", "lifted_levels", "run_lift", "segment_channels", "weighted_sums"]
