@@ -66,3 +66,26 @@ def test_codebook_starts_at_the_kmeans_of_the_views_features_and_decodes_linearl
 def test_sparse_codebook_refuses_empty_sizes():
     with pytest.raises(ValueError, match="positive"):
         SparseCodebook(3, 0, 8, 4)
+
+
+def test_langsplat_v2_through_the_stages(demo_run, tmp_path):
+    """``gags distill --method langsplat-v2`` writes a field that eval and query (2D and 3D) read, level by level."""
+    import shutil
+
+    from gags.config import DistillConfig, EvalConfig, QueryConfig
+    from gags.distill.train import run as distill
+    from gags.field import LanguageField
+    from gags.query.answer import run as query
+    from gags.query.evaluate import run as evaluate
+    from gags.workspace import Workspace
+
+    out = shutil.copytree(demo_run[0], tmp_path / "demo")
+    ws = Workspace(out)
+    distill(DistillConfig(out=out, method="langsplat-v2", iterations=5))
+    field = LanguageField.load(ws.field_file("langsplat-v2"))
+    assert field.levels == 3 and field.features.dtype == torch.float16 and field.sparse is not None
+    results = evaluate(EvalConfig(out=out, method="langsplat-v2", split="test", figures=False))
+    queries = results["langsplat-v2"]["test"]["queries"]
+    assert queries and all(q["level_loc"] in (0, 1, 2) for q in queries)
+    answer = query(QueryConfig(out=out, text="bowl", method="langsplat-v2", ply=True))
+    assert answer["views"] and answer["3d"]["num_gaussians"] == len(field.features)
