@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -113,10 +113,11 @@ def _probe_reader(path: str) -> tuple[str, str | None]:
     return ray.util.get_node_ip_address(), text
 
 
-def check_shared_storage(ray: ModuleType, folder: Path) -> int:
+def check_shared_storage(ray: ModuleType, folder: Path,
+                         reader: Callable[[str], tuple[str, str | None]] = _probe_reader) -> int:
     """Check that every alive node of the cluster reads what the driver writes in ``folder``; returns the number of
     nodes checked. GagsError naming the nodes that do not (the folder must be on storage every node mounts at the
-    same path, e.g. NFS)."""
+    same path, e.g. NFS). ``reader``: what runs on each node (tests give one that sees nothing)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     folder = Path(folder).resolve()
@@ -126,8 +127,8 @@ def check_shared_storage(ray: ModuleType, folder: Path) -> int:
     probe.write_text(token)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        reader = ray.remote(num_cpus=0)(_probe_reader)
-        refs = [reader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+        remote = ray.remote(num_cpus=0)(reader)
+        refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(probe)) for n in nodes]
         answers = ray.get(refs)
     finally:

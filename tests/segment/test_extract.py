@@ -531,3 +531,23 @@ def test_no_masks_gives_empty_features():
     result = segment_image(np.zeros((40, 50, 3), np.uint8), None, torch.tensor([[3.5, 4.5]]), Nothing(),
                            MeanColourEncoder(), SegmentConfig(out=Path("unused")))
     assert result.features.shape == (0, 4) and (result.segments == -1).all() and result.segments.shape == (4, 40, 50)
+
+
+def _blind_reader(path: str) -> tuple[str, None]:
+    """A node that does not see the output folder (its storage is not shared)."""
+    import ray
+
+    return ray.util.get_node_ip_address(), None
+
+
+def test_ray_says_which_nodes_do_not_see_the_output_folder(tmp_path, ray_head):
+    import ray
+
+    from gags.cluster import check_shared_storage, connect
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with connect(ray_head) as connected:
+        assert check_shared_storage(connected, tmp_path) == 1  # the one node of the test cluster reads the probe
+        with pytest.raises(GagsError, match=r"1 of 1 Ray nodes \(.+\) do not see .+ storage every node mounts"):
+            check_shared_storage(connected, tmp_path, reader=_blind_reader)
+    assert not list(tmp_path.glob(".ray-probe-*"))
