@@ -312,6 +312,8 @@ def test_ray_user_errors(scene_out, encoder_dir, tmp_path, monkeypatch):
         extract.run(config_for(out, encoder_dir, ray="local", ray_cpus_per_worker=0))
     with pytest.raises(GagsError, match="--ray-workers must be >= 0"):
         extract.run(config_for(out, encoder_dir, ray="local", ray_workers=-1))
+    with pytest.raises(GagsError, match="with --ray, say how many Ray workers with --ray-workers"):
+        extract.run(config_for(out, encoder_dir, ray="local", workers=2))
     monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
     with pytest.raises(GagsError, match=r'pip install "gags\[ray\]"'):
         extract.run(config_for(out, encoder_dir, ray="local"))

@@ -216,6 +216,9 @@ def validate(config: SegmentConfig) -> None:
                                                                                      "--ray-gpus-per-worker")
         if config.ray_workers < 0:
             raise GagsError(f"--ray-workers must be >= 0 (0: as many as the cluster fits), got {config.ray_workers}.")
+        if config.workers > 1:
+            raise GagsError(f"--workers {config.workers} counts workers on this machine; with --ray, say how many Ray "
+                            "workers with --ray-workers N (0: as many as the cluster fits).")
     if config.features is not None and not Path(config.features).is_dir():
         raise GagsError(f"--features {config.features} is not a folder; pass the folder of LangSplat's _f.npy / "
                         "_s.npy files.")
