@@ -171,9 +171,10 @@ def ray_images(config: SegmentConfig, indices: Sequence[int],
             except ray.exceptions.RayTaskError as exc:  # an error raised by the worker's code: raise it here
                 raise exc.as_instanceof_cause() from None
             except ray.exceptions.RayActorError as exc:
-                raise GagsError(f"a Ray worker of gags segment died {MAX_RESTARTS + 1} times "
-                                f"({one_line(str(exc))}); finished images are kept, run the same command to resume "
-                                "(a worker out of memory: give each more with --ray-cpus-per-worker).") from None
+                raise GagsError(f"a Ray worker of gags segment was lost for good (restarted {MAX_RESTARTS} times, "
+                                f"or it could not start: {one_line(str(exc))}); finished images are kept, run the same "
+                                "command to resume (a worker out of memory: give each more with "
+                                "--ray-cpus-per-worker).") from None
     finally:
         for a in actors:
             ray.kill(a)
