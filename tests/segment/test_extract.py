@@ -553,3 +553,22 @@ def test_ray_says_which_nodes_do_not_see_the_output_folder(tmp_path, ray_head):
         with pytest.raises(GagsError, match=r"1 of 1 Ray nodes \(.+\) do not see .+ storage every node mounts"):
             check_shared_storage(connected, tmp_path, reader=_blind_reader)
     assert not list(tmp_path.glob(".ray-probe-*"))
+
+
+class CannotStart(ImageWorker):
+    """An actor whose models cannot load on its node."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError("no such checkpoint on this node")
+
+
+def test_ray_worker_that_cannot_start_is_one_clear_error(scene_out, encoder_dir, tmp_path, ray_head):
+    import ray
+
+    from gags.cluster import connect
+    from gags.segment.parallel import ray_images
+
+    out = fresh_out(scene_out, tmp_path / "ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with connect(ray_head), pytest.raises(GagsError, match="lost for good .*no such checkpoint on this node"):
+        list(ray_images(config_for(out, encoder_dir, ray=ray_head), [0, 1], worker_class=CannotStart))
