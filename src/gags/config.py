@@ -588,6 +588,21 @@ class BenchSegmentScalingConfig:
     """GPU counts of the scaling model."""
 
 
+@dataclass
+class BenchGranularityConfig:
+    """Which granularity a one-map field answers with, and why: the distance of its prediction to each level's segment
+    features, and GaD's granularity weights (OUT/bench/granularity.json; see gags.bench.granularity)."""
+
+    out: Positional[Path]
+    """Scene output folder (OUT) with a distilled field."""
+    method: str = "gags"
+    """The field to read (one with a feature decoder: gags, avg, level-s|m|l, n2f2)."""
+    downscale: float | None = None
+    """Resolution of the training views; default the one the field was distilled at."""
+    threads: int = 1
+    """PyTorch CPU threads (0: PyTorch's default, one per core)."""
+
+
 BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Annotated members)
     Annotated[BenchAblationConfig, tyro.conf.subcommand("ablation")],
     Annotated[BenchQueryConfig, tyro.conf.subcommand("query")],
@@ -599,6 +614,7 @@ BenchmarkConfig = Union[  # noqa: UP007 (tyro names the subcommands from the Ann
     Annotated[BenchConsistencyConfig, tyro.conf.subcommand("segment-consistency")],
     Annotated[BenchSynthConfig, tyro.conf.subcommand("synth")],
     Annotated[BenchSegmentScalingConfig, tyro.conf.subcommand("segment-scaling")],
+    Annotated[BenchGranularityConfig, tyro.conf.subcommand("granularity")],
 ]
 
 

@@ -11,6 +11,7 @@
 ``segment-consistency``  multi-view consistency of the segments (:mod:`gags.bench.segment_consistency`)
 ``synth``                the procedural renderer's speed (:mod:`gags.bench.synth`)
 ``segment-scaling``      ``gags segment`` in threads and on Ray; a model of N GPUs (:mod:`gags.bench.segment_scaling`)
+``granularity``          which level a field answers with, and GaD's weights (:mod:`gags.bench.granularity`)
 =======================  ============================================================================================
 """
 
@@ -32,6 +33,7 @@ BENCHMARKS: dict[type, str] = {
     cfg.BenchConsistencyConfig: "gags.bench.segment_consistency",
     cfg.BenchSynthConfig: "gags.bench.synth",
     cfg.BenchSegmentScalingConfig: "gags.bench.segment_scaling",
+    cfg.BenchGranularityConfig: "gags.bench.granularity",
 }
 """The module whose ``run(config)`` runs each benchmark's config."""
 
