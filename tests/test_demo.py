@@ -2,6 +2,7 @@
 architecture, so the test does not depend on the shipped tiny CLIP; the session's one run, ``demo_run`` in
 conftest.py), then check that a rerun resumes."""
 
+import dataclasses
 import json
 import shutil
 
@@ -27,13 +28,21 @@ def test_demo_runs_every_stage_and_resumes(demo_run, tmp_path, small_demo, capsy
         for m in splits.values():
             assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["loc_acc"] <= 1.0
     timings = json.loads((out / "demo.json").read_text())["seconds"]
-    assert set(timings) == {"synth", "reconstruct", "segment", "distill gags", "distill avg", "distill lift",
-                            "distill lift-consistent", "eval", "ladder"}
+    methods = ("gags", "avg", "lift", "lift-consistent")
+    assert set(timings) == {"synth", "reconstruct", "segment", *(f"distill {m}" for m in methods),
+                            *(f"eval {m}" for m in methods), "ladder"}
 
     capsys.readouterr()
     run(small_demo(out))  # everything is done: every stage is skipped
     printed = capsys.readouterr().out
-    assert printed.count("done already") == 9
+    assert printed.count("done already") == 12
+
+    # one more baseline: its field is distilled and evaluated, the ladder measured again; nothing else reruns
+    more = run(dataclasses.replace(small_demo(out), baselines=("avg", "lift", "lift-consistent", "level-s")))
+    printed = capsys.readouterr().out
+    assert printed.count("done already") == 11
+    assert "level-s" in more["eval"] and "test" in more["eval"]["level-s"]
+    assert "level-s" in json.loads((out / "bench" / "ladder.json").read_text())["methods"]
 
 
 def test_unknown_baseline_is_a_user_error(tmp_path, capsys):

@@ -189,7 +189,7 @@ def test_demo_writes_a_complete_report(demo_out, capsys):
     # four charts: RGB loss and PSNR (reconstruct's new curve), distillation losses of gags and avg, granularity
     assert found["curves"].count("<svg") == 4
     assert ">gags<" in found["curves"] and ">avg<" in found["curves"]
-    for stage in ("synth", "reconstruct", "segment", "distill gags", "distill avg", "eval"):
+    for stage in ("synth", "reconstruct", "segment", "distill gags", "distill avg", "eval gags", "eval avg"):
         assert f">{stage}<" in found["timing"]
 
 
