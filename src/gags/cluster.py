@@ -71,6 +71,16 @@ class RaySlot:
             counts.append(int(resources.get("GPU", 0) // self.gpus))
         return min(counts)
 
+    def fits_in_cluster(self, ray: ModuleType, what: str, option: str) -> int:
+        """How many such slots the connected cluster holds; GagsError when not one (``what``: the worker's name in
+        the message, ``option``: the options' prefix, e.g. ``--ray-cpus-per-worker`` / ``--ray-gpus-per-worker``)."""
+        resources = ray.cluster_resources()
+        count = self.fits(resources)
+        if count < 1:
+            raise GagsError(f"the Ray cluster has no room for one {what} of {self.cpus} CPU(s) and {self.gpus} GPU(s) "
+                            f"({resources}); lower {option}-cpus-per-{what} / {option}-gpus-per-{what}.")
+        return count
+
 
 @contextlib.contextmanager
 def connect(address: str) -> Iterator[ModuleType]:

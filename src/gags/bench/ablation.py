@@ -274,9 +274,7 @@ def run_on_ray(config: BenchAblationConfig, out: Path, rows: Sequence[Row], enco
     result = StepsResult(seconds=read_timings(out / TIMINGS_FILE))
     with connect(str(config.ray)) as ray:
         check_shared_storage(ray, out)
-        if slot.fits(ray.cluster_resources()) < 1:
-            raise GagsError(f"the Ray cluster has no room for one run of {slot.cpus} CPU(s) and {slot.gpus} GPU(s) "
-                            f"({ray.cluster_resources()}); lower --ray-cpus-per-task / --ray-gpus-per-task.")
+        slot.fits_in_cluster(ray, "task", "--ray")
         task = ray.remote(_run_remote).options(max_retries=MAX_RESTARTS, **slot.options())
         pending = [task.remote(config, out, rows, encoder, preset, seed, os.getcwd())
                    for preset in config.presets for seed in range(config.seeds)]

@@ -31,13 +31,13 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gags.bench.ablation import mean_std
 from gags.config import BenchSegmentScalingConfig, SegmentConfig
 from gags.errors import GagsError
 from gags.io import write_json
@@ -103,11 +103,6 @@ def _ray_startup(config: BenchSegmentScalingConfig, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": values}
-
-
 def scaling_model(images: int, gpus: list[int], startup_s: float, overhead_s: float,
                   seconds_per_image: dict[str, float]) -> list[dict[str, Any]]:
     """``T(N) = startup + ceil(images / N) * (t + overhead)`` for every (source, t) and N (see the module docstring)."""
@@ -154,9 +149,9 @@ def run(config: BenchSegmentScalingConfig) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    table = {key: {"wall_s": _stats([r["wall_s"] for r in rs]), "images_s": _stats([r["images_s"] for r in rs]),
-                   "per_image_s": _stats([r["per_image_s"] for r in rs])} for key, rs in runs.items()}
-    startup = _stats(startups)
+    table = {key: {"wall_s": mean_std([r["wall_s"] for r in rs]), "images_s": mean_std([r["images_s"] for r in rs]),
+                   "per_image_s": mean_std([r["per_image_s"] for r in rs])} for key, rs in runs.items()}
+    startup = mean_std(startups)
     # Ray's extra time over threads at the same worker count, less its start-up, per image and worker
     overhead = {str(n): max(0.0, (table[f"ray {n}"]["wall_s"]["mean"] - table[f"threads {n}"]["wall_s"]["mean"]
                                   - startup["mean"]) * n / images) for n in config.workers}

@@ -152,10 +152,7 @@ def ray_images(config: SegmentConfig, indices: Sequence[int],
     from ray.util import ActorPool
 
     slot = ray_slot(config)
-    fits = slot.fits(ray.cluster_resources())
-    if fits < 1:
-        raise GagsError(f"the Ray cluster has no room for one worker of {slot.cpus} CPU(s) and {slot.gpus} GPU(s) "
-                        f"({ray.cluster_resources()}); lower --ray-cpus-per-worker / --ray-gpus-per-worker.")
+    fits = slot.fits_in_cluster(ray, "worker", "--ray")
     count = max(1, min(config.ray_workers or fits, len(indices)))
     actor = ray.remote(worker_class).options(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
                                              **slot.options())
