@@ -491,11 +491,13 @@ class BenchMaskNmsConfig:
 
 @dataclass
 class BenchSegmenterConfig:
-    """The embedded hierarchy segmenter: speed, or mask quality on renders of the procedural world (see
-    gags.bench.hierarchy_segmenter)."""
+    """An embedded segmenter (hierarchy by default, or any --segmenter spec): speed, or mask quality on renders of the
+    procedural world (see gags.bench.hierarchy_segmenter)."""
 
     what: Positional[Literal["speed", "quality"]]
     """speed: set_image + predict on photos; quality: IoU of its masks with the exact entities."""
+    segmenter: str = "hierarchy"
+    """The segmenter measured, as `gags segment --segmenter` (tinysam, sam:tiny:/path.safetensors, ...)."""
     images: Path | None = None
     """speed: a folder of photos (resized to 256 x 256)."""
     points: tuple[int, ...] = ()
@@ -654,6 +656,39 @@ class TrainEncoderConfig:
     """Held-out worlds per preset for the accuracy table (seeds never used for training)."""
 
 
+@dataclass
+class TrainSegmenterConfig:
+    """Train the embedded SAM-architecture segmenter (tinysam) on renders of the procedural world (or evaluate the
+    shipped weights)."""
+
+    out: Path = Path("tinysam_out")
+    """Working folder: cached training views, the checkpoint, and the trained weights in OUT/tinysam."""
+    seed: int = 0
+    """Seed of the training worlds, views, prompts, augmentation and initialisation (0..998)."""
+    eval_only: bool = False
+    """Print the quality table of the shipped weights (or of --weights) beside hierarchy's, and exit."""
+    weights: Path | None = None
+    """With --eval-only: a tinysam.safetensors to evaluate instead of the shipped weights."""
+    worlds: int = 40
+    """Training worlds per preset (ramen, teatime, figurines, kitchen, random)."""
+    views: int = 8
+    """Rendered views per training world."""
+    steps: int = 3000
+    """Optimisation steps (8 views x 16 prompt points each)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW; linear warm-up, cosine decay)."""
+    workers: int = 2
+    """Processes rendering the training views."""
+    threads: int = 0
+    """PyTorch threads for training (0: PyTorch's default, one per core)."""
+    eval_worlds: int = 3
+    """Held-out worlds per preset for the quality table (seeds never used for training)."""
+    eval_views: int = 4
+    """Views per held-out world."""
+    eval_points: int = 100
+    """Random points on the objects per held-out view."""
+
+
 STAGES: dict[str, tuple[type, str]] = {
     # verb: (config class, "module:function" that runs it)
     "synth": (SynthConfig, "gags.synth.scenes:run"),
@@ -667,4 +702,5 @@ STAGES: dict[str, tuple[type, str]] = {
     "view": (ViewConfig, "gags.viewer:run"),
     "bench": (BenchConfig, "gags.bench:run"),
     "train-encoder": (TrainEncoderConfig, "gags.models.train_tinyclip:run"),
+    "train-segmenter": (TrainSegmenterConfig, "gags.models.train_tinysam:run"),
 }

@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from gags.bench.provenance import provenance
 from gags.config import (
     BenchLadderConfig,
     DemoConfig,
@@ -77,7 +78,8 @@ def run(config: DemoConfig) -> dict[str, Any]:
     timings = run_steps(_steps(config), timings_path).seconds
 
     summary = headline(out, ("gags", *config.baselines))
-    write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary})
+    write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary,
+                              "segmenter": config.segmenter, "provenance": provenance()})
     print("report ...", flush=True)
     report = write_report(out)
     _print_summary(out, summary)
@@ -107,6 +109,22 @@ def headline(out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
                 metrics = read_json(path)
                 results.setdefault(method, {})[split] = {"miou": metrics["miou"], "loc_acc": metrics["loc_acc"]}
     return {"psnr": rec["psnr"], "num_gaussians": rec["num_gaussians"], "eval": results}
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """``demo.json`` as Markdown: mIoU and localization per method and split, then the time per stage."""
+    lines = ["| method | training views: mIoU | loc. acc. | held-out views: mIoU | loc. acc. |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for method, splits in record["eval"].items():
+        cells = [f"{100 * splits[s][k]:.1f}%" if s in splits else "-" for s in ("train", "test")
+                 for k in ("miou", "loc_acc")]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in record["seconds"].items())
+    total = record["total_seconds"]
+    lines += ["", f"Held-out PSNR {record['psnr']:.1f} dB with {record['num_gaussians']:,} Gaussians; segmenter "
+              f"`{record.get('segmenter', 'hierarchy')}`. Time per stage: {stages}; "
+              f"{int(total // 60)} min {total % 60:.0f} s in all."]
+    return "\n".join(lines)
 
 
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:

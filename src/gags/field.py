@@ -201,7 +201,11 @@ SPARSE_EPS = 1e-10
 
 def top_k_soft_codes(logits: Tensor, k: int) -> Tensor:
     """LangSplatV2's sparse coefficients: the softmax of ``logits`` [N, K] with all but its ``k`` largest entries set
-    to zero, renormalised to sum to 1 -> [N, K]. Gradients flow through the kept entries."""
+    to zero, renormalised to sum to 1 -> [N, K]. Gradients flow through the kept entries.
+
+    >>> top_k_soft_codes(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), k=2)
+    tensor([[0.7311, 0.2689, 0.0000, 0.0000]])
+    """
     probs = logits.softmax(dim=-1)
     kept = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(min(k, probs.shape[-1]), dim=-1).indices,
                                                               True)

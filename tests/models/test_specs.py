@@ -34,7 +34,7 @@ def test_sam2_spec_maps_checkpoint_names_to_shipped_configs(tmp_path):
         (load_segmenter, "sam:vit_x:/tmp/x.pth", ["vit_x", "vit_b, vit_l, vit_h"]),
         (load_segmenter, "sam2:sam2.1_hiera_huge:/tmp/x.pt", ["sam2.1_hiera_huge", "sam2.1_hiera_large"]),
         (load_segmenter, "sam:vit_h:/no/such/sam.pth",
-         ["/no/such/sam.pth", "does not exist", "--segmenter hierarchy"]),
+         ["/no/such/sam.pth", "does not exist", "--segmenter tinysam or hierarchy"]),
         (load_encoder, "clip", ["unknown encoder spec", "tiny", "openclip:local-dir:"]),
         (load_encoder, "openclip:ViT-B-16", ["Accepted forms"]),
         (load_encoder, "openclip:ViT-B-16:/no/such/model.bin",

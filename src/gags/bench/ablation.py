@@ -57,6 +57,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gags.bench.provenance import provenance
 from gags.config import (
     BenchAblationConfig,
     DistillConfig,
@@ -502,6 +503,7 @@ def write_results(out: Path, config: BenchAblationConfig, rows: Sequence[Row],
         "tables": tables,
         "runs": runs,
         "seconds": timings,
+        "provenance": provenance(),
     }
     write_json(out / RESULT_JSON, record)
     with atomic_path(out / RESULT_MD) as tmp:

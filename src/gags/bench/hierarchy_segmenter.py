@@ -1,10 +1,11 @@
-"""The embedded HierarchySegmenter: speed on 256 x 256 images, and mask quality on renders of the procedural world.
+"""An embedded segmenter (the HierarchySegmenter by default): speed on 256 x 256 images, and mask quality on renders
+of the procedural world.
 
     gags bench hierarchy-segmenter speed --images DIR [--points 64 400] [--repeats 5] [--out speed.json]
     gags bench hierarchy-segmenter quality [--seeds 2] [--seed-base 100] [--views 3] [--points 150]
         [--size 256] [--depth exact|points|none] [--out quality.json]
-        [--set thresholds=10,25,60 superpixel_area=100 ...]
-        (--set: any HierarchySegmenter argument)
+        [--set thresholds=10,25,60 superpixel_area=100 ...] [--segmenter hierarchy|tinysam|SPEC]
+        (--set: any HierarchySegmenter argument; --segmenter: any spec of gags segment, e.g. tinysam)
 
 speed: set_image + predict on photos of ``--images`` (resized to 256 x 256; e.g. a Mip-NeRF 360 scene's images_4),
 after one warm-up call.
@@ -39,7 +40,7 @@ from gags.config import BenchSegmenterConfig
 from gags.errors import GagsError
 from gags.io import write_json
 from gags.levels import NAMES
-from gags.models import HierarchySegmenter
+from gags.models import HierarchySegmenter, Segmenter, load_segmenter
 
 SPEED_POINTS = (64, 400)
 """speed: prompt points per image timed by default (a sparse and a dense prompt set)."""
@@ -50,7 +51,7 @@ PRED_IOU_MIN, STABILITY_MIN = 0.7, 0.85
 """The segment stage's mask filters (SAM automatic mask generator: pred_iou_thresh, stability_score_thresh)."""
 
 
-def speed(config: BenchSegmenterConfig, counts: Sequence[int], seg: HierarchySegmenter) -> list[dict[str, Any]]:
+def speed(config: BenchSegmenterConfig, counts: Sequence[int], seg: Segmenter) -> list[dict[str, Any]]:
     """set_image and predict times on ``config.repeats`` photos of ``config.images``, per number of prompt points."""
     if config.images is None or not Path(config.images).is_dir():
         raise GagsError(f"--images {config.images}: pass a folder of photos to time the segmenter on.")
@@ -111,7 +112,7 @@ def points_depth(cameras: list, renders: list, seed: int) -> list[np.ndarray]:
     return depths
 
 
-def quality(config: BenchSegmenterConfig, n_points: int, seg: HierarchySegmenter) -> dict[str, Any]:
+def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict[str, Any]:
     """IoU of the predicted masks with the exact entities under random points on the objects of rendered views."""
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
@@ -173,12 +174,15 @@ def run(config: BenchSegmenterConfig) -> dict[str, Any]:
         kwargs[key] = tuple(float(v) for v in value.split(",")) if "," in value else float(value)
         if key == "superpixel_area":
             kwargs[key] = int(kwargs[key])
-    seg = HierarchySegmenter(**kwargs)
+    if kwargs and config.segmenter != "hierarchy":
+        raise GagsError(f"--set sets HierarchySegmenter arguments; it does not apply to --segmenter "
+                        f"{config.segmenter}.")
+    seg = HierarchySegmenter(**kwargs) if config.segmenter == "hierarchy" else load_segmenter(config.segmenter, "cpu")
     if config.what == "speed":
         result: dict[str, Any] = {"speed": speed(config, config.points or SPEED_POINTS, seg)}
     else:
         result = {"quality": quality(config, (config.points or (QUALITY_POINTS,))[0], seg),
-                  "params": dict(kwargs)}
+                  "segmenter": config.segmenter, "params": dict(kwargs)}
     print(json.dumps(result, indent=2))
     if config.out is not None:
         write_json(config.out, result)

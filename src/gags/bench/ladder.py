@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gags.bench.provenance import provenance
 from gags.config import BenchLadderConfig
 from gags.data.features import feature_stem, read_language_features
 from gags.data.labels import FrameLabels
@@ -279,6 +280,7 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
               "encoder": encoder_spec, "protocol_min_side": config.protocol_min_side, "methods": methods,
               "notes": notes, "splits": results, "platform": platform.platform()}
     path = ws.bench_file(RESULT_NAME)
+    record["provenance"] = provenance()
     write_json(path, record)
     print_table(record)
     print(f"gags bench ladder: {path}")
@@ -314,6 +316,30 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def markdown(record: Mapping[str, Any]) -> str:
+    """The ladder as a Markdown table (mIoU / localization in %, and what each field keeps of its target)."""
+    splits = list(record["splits"])
+    names = {"train": "training views", "test": "held-out views"}
+    lines = ["| rung | relevancy from | " + " | ".join(names[s] for s in splits) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in splits) + " |"]
+    for rung, label, per in table_rows(record):
+        cells = []
+        for s in splits:
+            e = per[s]
+            cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
+            if "kept" in e:
+                cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}% kept)"
+            cells.append(cell)
+        lines.append(f"| {rung} | {label} | " + " | ".join(cells) + " |")
+    for s in splits:
+        cov = record["splits"][s].get("coverage")
+        if cov:
+            lines.append("")
+            lines.append(f"{names[s].capitalize()}: labelled pixels with a segment at 0 / 1 / 2 / 3 levels: "
+                         + " / ".join(f"{_pct(cov[str(k)])}%" for k in range(NUM_LEVELS + 1)) + ".")
+    return "\n".join(lines)
+
+
 def print_table(record: Mapping[str, Any]) -> None:
     """The ladder as a table: mIoU / localization (%) per split, and what each field keeps of its target."""
     splits = list(record["splits"])
@@ -337,4 +363,5 @@ def print_table(record: Mapping[str, Any]) -> None:
         print(f"note: {note}")
 
 
-__all__ = ["READINGS", "average_relevancy", "exact_segments", "level_relevancy", "print_table", "run", "table_rows"]
+__all__ = ["READINGS", "average_relevancy", "exact_segments", "level_relevancy", "markdown", "print_table", "run",
+           "table_rows"]

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gags.bench.provenance import provenance
 from gags.config import BenchQueryConfig
 from gags.errors import GagsError
 from gags.io import write_json
@@ -246,6 +247,7 @@ def run(config: BenchQueryConfig) -> dict[str, Any]:
         "out": str(out),
     }
     path = ws.bench_file(RESULT_NAME)
+    record["provenance"] = provenance()
     write_json(path, record)
     print_summary(record)
     print(f"gags bench query: {path}")

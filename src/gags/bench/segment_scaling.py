@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from gags.bench.ablation import mean_std
+from gags.bench.provenance import provenance
 from gags.config import BenchSegmentScalingConfig, SegmentConfig
 from gags.errors import GagsError
 from gags.io import write_json
@@ -179,6 +180,7 @@ def run(config: BenchSegmentScalingConfig) -> dict[str, Any]:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
     }
     path = ws.bench_file(NAME)
+    record["provenance"] = provenance()
     write_json(path, record)
     print(markdown(record))
     print(f"gags bench segment-scaling: {path}")

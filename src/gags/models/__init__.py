@@ -1,6 +1,7 @@
 """Promptable segmenters and image-text encoders, from local checkpoints or embedded in the package.
 
-- ``load_segmenter(spec)``: ``hierarchy`` (embedded) | ``sam:vit_h:/path.pth`` | ``sam2:sam2.1_hiera_large:/path.pt``
+- ``load_segmenter(spec)``: ``tinysam`` | ``hierarchy`` (embedded) | ``sam:vit_h:/path.pth`` |
+  ``sam2:sam2.1_hiera_large:/path.pt``
 - ``load_encoder(spec)``: ``tiny`` (embedded) | ``openclip:ViT-B-16:/path/file`` | ``openclip:local-dir:/path/dir``
 - ``crop_masks(rgb, masks, size)``: the crops an encoder sees (background black, box crop, square pad, resize)
 """

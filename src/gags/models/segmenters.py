@@ -4,7 +4,8 @@ One protocol, three implementations:
 
 - ``HierarchySegmenter`` (:mod:`gags.models.hierarchy`): the embedded default, no weights. Superpixels, a region
   adjacency graph on colour (and depth when given), merged hierarchically and cut at three thresholds.
-- ``SamSegmenter``: segment_anything (vit_b / vit_l / vit_h) from a local checkpoint.
+- ``SamSegmenter``: segment_anything (vit_b / vit_l / vit_h) from a local checkpoint, and the embedded ``tiny``
+  (:mod:`gags.models.tinysam`: segment_anything's ``Sam`` with a small image encoder; ``--segmenter tinysam``).
 - ``Sam2Segmenter``: SAM 2 (package ``sam2``) with one of the configs it ships, from a local checkpoint.
 
 Build one from a spec string with ``gags.models.load_segmenter``.
@@ -170,6 +171,8 @@ SAM_PIXEL_OFFSET = 0.5
 while SAM and SAM 2 take a pixel's index: their predictors only rescale the coordinates to the model's 1024-pixel
 input and their prompt encoders add 0.5 ("shift to center of pixel", ``PromptEncoder._embed_points`` in both
 packages). Without the offset every prompt would land half a pixel right of and below the pixel it names."""
+TINY_SAM_BATCH = 128
+"""Points per decoder call of the embedded tiny SAM: its fastest batch on a 2-core CPU (``gags.models.tinysam``)."""
 MAX_LOGIT_ELEMENTS = 1 << 25
 """Bound on full-resolution logits held at once ([B, 3, H, W] float32, 128 MiB): sets the points per batch."""
 
@@ -179,7 +182,7 @@ MAX_LOGIT_ELEMENTS = 1 << 25
 
 
 class SamSegmenter:
-    """segment_anything (``vit_b``, ``vit_l``, ``vit_h``) from a local checkpoint; batched ``predict_torch``.
+    """segment_anything (``vit_b``, ``vit_l``, ``vit_h``, and ``tiny``) from a checkpoint; batched ``predict_torch``.
 
     The three multimask outputs are sorted by area into sub-part, part, whole; scores are SAM's predicted IoU,
     stability as SAM's automatic mask generator computes it. fp16 autocast on CUDA. Points are passed to SAM as
@@ -194,12 +197,19 @@ class SamSegmenter:
             from segment_anything import SamPredictor, sam_model_registry
         except ImportError as exc:
             raise GagsError(
-                "the SAM segmenter needs the segment_anything package: pip install 'gags[sam]'."
+                "the SAM segmenters need the segment_anything package, a dependency of gags: pip install "
+                "segment_anything (or reinstall gags)."
             ) from exc
         if arch not in SAM_ARCHS:
             raise GagsError(f"unknown SAM architecture {arch!r}; accepted: {', '.join(SAM_ARCHS)}.")
         self.device = _device(device)
-        model = sam_model_registry[arch](checkpoint=None)
+        if arch == "tiny":
+            from gags.models.tinysam import build_tiny_sam
+
+            model = build_tiny_sam()
+        else:
+            model = sam_model_registry[arch](checkpoint=None)
+        self.batch = TINY_SAM_BATCH if arch == "tiny" else None
         if checkpoint is not None:
             _load_into(model, Path(checkpoint), f"SAM {arch}")
         model.to(self.device).eval()
@@ -221,6 +231,7 @@ class SamSegmenter:
         height, width = self._size
         pts = check_points(points, height, width)
         batch = max(1, MAX_LOGIT_ELEMENTS // (N_LEVELS * height * width))
+        batch = min(batch, self.batch) if self.batch is not None else batch
         outs = []
         for start in range(0, max(len(pts), 1), batch):
             chunk = torch.from_numpy(pts[start : start + batch] - SAM_PIXEL_OFFSET).to(self.device)

@@ -2,8 +2,9 @@
 
 Segmenters::
 
-    hierarchy                                  the embedded superpixel hierarchy (default, no weights)
-    sam:vit_h:/path/sam_vit_h_4b8939.pth        segment_anything, vit_b | vit_l | vit_h
+    hierarchy                                  the embedded superpixel hierarchy (no weights)
+    tinysam                                    the embedded SAM-architecture segmenter (= sam:tiny:<shipped weights>)
+    sam:vit_h:/path/sam_vit_h_4b8939.pth        segment_anything, vit_b | vit_l | vit_h | tiny (gags train-segmenter)
     sam2:sam2.1_hiera_large:/path.pt            SAM 2 (package ``sam2``), a config shipped inside that package
 
 Encoders::
@@ -25,7 +26,8 @@ from gags.errors import GagsError
 
 SEGMENTER_FORMS = (
     "hierarchy",
-    "sam:vit_b|vit_l|vit_h:/path/to/sam_checkpoint.pth",
+    "tinysam",
+    "sam:vit_b|vit_l|vit_h|tiny:/path/to/sam_checkpoint.pth",
     "sam2:<config>:/path/to/sam2_checkpoint.pt",
 )
 ENCODER_FORMS = (
@@ -34,7 +36,8 @@ ENCODER_FORMS = (
     "openclip:local-dir:/path/to/folder (open_clip_config.json + weights)",
 )
 
-SAM_ARCHS = ("vit_b", "vit_l", "vit_h")
+SAM_ARCHS = ("vit_b", "vit_l", "vit_h", "tiny")
+"""segment_anything's sam_model_registry, and ``tiny`` (``gags.models.tinysam``: SAM with a small image encoder)."""
 
 # SAM 2 configs shipped inside the ``sam2`` package (sam2 1.1.0: sam2/configs/sam2/ and sam2/configs/sam2.1/); the
 # long names are those of the released checkpoint files (sam2.1_hiera_large.pt), the short ones those of the configs.
@@ -48,6 +51,8 @@ SAM2_CONFIGS: dict[str, str] = {
 # open_clip's local-dir loader (open_clip 3.x factory._find_checkpoint_in_dir) takes *.safetensors, *.bin or *.pth.
 LOCAL_DIR_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
 TINY_CLIP_DIR = Path(__file__).resolve().parent / "weights" / "tinyclip"
+TINY_SAM_DIR = Path(__file__).resolve().parent / "weights" / "tinysam"
+TINY_SAM_FILE = "tinysam.safetensors"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ def parse_segmenter_spec(spec: str) -> SegmenterSpec:
     spec = spec.strip()
     if spec == "hierarchy":
         return SegmenterSpec("hierarchy")
+    if spec == "tinysam":
+        weights = TINY_SAM_DIR / TINY_SAM_FILE
+        if not weights.is_file():
+            raise GagsError(f"the shipped tinysam weights {weights} are missing; reinstall gags, or train them with "
+                            "gags train-segmenter and pass --segmenter sam:tiny:/path/tinysam.safetensors.")
+        return SegmenterSpec("sam", "tiny", weights)
     parts = spec.split(":", 2)
     if len(parts) != 3 or parts[0] not in ("sam", "sam2") or not parts[2]:
         raise GagsError(f"unknown segmenter spec {spec!r}. {_accepted(SEGMENTER_FORMS)}")
@@ -87,7 +98,7 @@ def parse_segmenter_spec(spec: str) -> SegmenterSpec:
     if kind == "sam" and arch not in SAM_ARCHS:
         raise GagsError(
             f"unknown SAM architecture {arch!r} in {spec!r}. Accepted: {', '.join(SAM_ARCHS)} "
-            f"(segment_anything's sam_model_registry). {_accepted(SEGMENTER_FORMS)}"
+            f"(segment_anything's sam_model_registry, and tiny). {_accepted(SEGMENTER_FORMS)}"
         )
     if kind == "sam2" and arch not in SAM2_CONFIGS:
         raise GagsError(
@@ -98,7 +109,7 @@ def parse_segmenter_spec(spec: str) -> SegmenterSpec:
     if not checkpoint.is_file():
         raise GagsError(
             f"segmenter checkpoint {checkpoint} does not exist (from {spec!r}). Download the {kind} {arch} checkpoint "
-            "and pass its path, or use the embedded segmenter: --segmenter hierarchy."
+            "and pass its path, or use an embedded segmenter: --segmenter tinysam or hierarchy."
         )
     return SegmenterSpec(kind, arch, checkpoint)
 

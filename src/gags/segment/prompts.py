@@ -51,7 +51,11 @@ SEED = 42
 
 
 def grid_bounds(length: int, parts: int) -> torch.Tensor:
-    """[parts + 1] int64 boundaries ``floor(i * length / parts)``: part i is ``[b[i], b[i+1])``."""
+    """[parts + 1] int64 boundaries ``floor(i * length / parts)``: part i is ``[b[i], b[i+1])``.
+
+    >>> grid_bounds(10, 3)
+    tensor([ 0,  3,  6, 10])
+    """
     return torch.arange(parts + 1, dtype=torch.int64) * length // parts
 
 
@@ -124,6 +128,12 @@ def uniform_prompts(height: int, width: int, per_side: int = UNIFORM_POINTS_PER_
 
     SAM places a point at ``(k + 0.5) / n * W`` and adds 0.5 itself; in the project's convention that is
     ``(k + 0.5) / n * W + 0.5``, which is what is returned.
+
+    >>> uniform_prompts(4, 4, per_side=2)
+    tensor([[1.5000, 1.5000],
+            [3.5000, 1.5000],
+            [1.5000, 3.5000],
+            [3.5000, 3.5000]])
     """
     k = torch.arange(per_side, dtype=torch.float64) + 0.5
     xs = k / per_side * width + 0.5

@@ -1,0 +1,67 @@
+"""MkDocs hooks: pages that are generated from the code and from benchmark records, never copied by hand.
+
+Markers a page may hold (each on its own line):
+
+- ``<!-- gags:methods -->``: the method registry (``gags.methods.METHODS``) as a table.
+- ``<!-- gags:bench KIND PATH -->``: the table a benchmark writes, made from its JSON record at ``PATH`` (relative to
+  the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
+  KIND: ``demo`` | ``ladder`` | ``ablation`` | ``segmenter-quality``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"^<!-- gags:(\w+)(?: ([\w-]+) (\S+))? -->$", re.MULTILINE)
+
+
+def _methods_table() -> str:
+    from gags.methods import METHODS
+
+    lines = ["| `--method` | table label | what it is | source |", "| --- | --- | --- | --- |"]
+    for m in METHODS.values():
+        lines.append(f"| `{m.name}` | {m.label} | {m.description} | {m.paper} |")
+    return "\n".join(lines)
+
+
+def _bench_table(kind: str, path: str) -> str:
+    from gags.bench.provenance import describe
+
+    record: dict[str, Any] = json.loads((ROOT / path).read_text())
+    if kind == "ladder":
+        from gags.bench.ladder import markdown
+
+        body = markdown(record)
+    elif kind == "ablation":
+        from gags.bench.ablation import markdown
+
+        body = markdown(record["tables"], record["settings"], len(record["runs"]))
+        body = "\n".join(line for line in body.splitlines() if not line.startswith("# "))
+        body = body.replace("\n## ", "\n#### ")
+    elif kind == "demo":
+        from gags.demo import markdown
+
+        body = markdown(record)
+    elif kind == "segmenter-quality":
+        from gags.models.train_tinysam import format_quality
+
+        body = format_quality(record["heldout"])
+    else:
+        raise ValueError(f"unknown benchmark kind {kind!r} in a gags:bench marker")
+    return f"{body}\n\n*{describe(record)} Record: `{path}`.*"
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    def replace(match: re.Match[str]) -> str:
+        what, kind, path = match.groups()
+        if what == "methods":
+            return _methods_table()
+        if what == "bench" and kind and path:
+            return _bench_table(kind, path)
+        raise ValueError(f"unknown marker {match.group(0)}")
+
+    return MARKER.sub(replace, markdown)

@@ -1,0 +1,515 @@
+"""``gags train-segmenter``: train the embedded SAM-architecture segmenter (``tinysam``) on renders of the procedural
+world, or evaluate it.
+
+Data. Worlds of every preset (ramen, teatime, figurines, kitchen, random) composed from seeds, rendered at
+``RESOLUTION`` (the size of the demo and the ablation scenes) from the synthetic rig's cameras (far, middle and near
+rings: an object is small in some views and fills others), supersampled as ``gags synth`` renders, and blurred by a
+random Gaussian (reconstructed views are softer). Every pixel knows its entity at the three levels (``ids``). Training
+world seeds start at ``TRAIN_WORLD_OFFSET`` so that the worlds of ``gags synth``, the demo and the ablation (seeds
+0-99) are never seen in training.
+
+Training, as SAM trains ambiguous prompts. Each step takes ``IMAGES_PER_STEP`` views and ``POINTS_PER_IMAGE`` points on
+each: most drawn so that every sub-part entity of the view is equally likely (small entities are prompted as often as
+large ones), the rest uniform over the image (table, floor and wall included). A point has three true masks, the
+entities containing it at the sub-part, part and whole level. The decoder answers three masks; each true mask is
+matched to the output that fits it best (SAM's minimum over the outputs, applied to each of the point's three
+entities), with SAM's loss (20 x focal + dice on the masks at the image's resolution); the IoU head regresses every
+output's IoU with the entity it fits best (mean squared error). AdamW, linear warm-up, cosine decay. Seeded: the same
+command gives the same weights bit for bit on the same machine (same thread count). A checkpoint every
+``CHECKPOINT_EVERY`` steps; the same command resumes from it.
+
+Evaluation (``--eval-only``, and after training): ``gags.bench.hierarchy_segmenter.quality`` on held-out worlds
+(seeds never used in training) at ``RESOLUTION``: random points on the objects, the best IoU of the three predicted
+masks with the true entity at each level, for this segmenter and for ``hierarchy`` (with the renderer's exact depth)
+in one table.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from gags.config import TrainSegmenterConfig
+from gags.errors import GagsError
+from gags.io import atomic_path, ensure_dir, write_json
+from gags.levels import NAMES as LEVEL_NAMES
+from gags.models.specs import TINY_SAM_DIR, TINY_SAM_FILE
+
+PRESETS = ("ramen", "teatime", "figurines", "kitchen", "random")
+RESOLUTION = 128
+"""Render size: the demo's and the ablation's scenes (``gags demo``, ``gags bench ablation --resolution 128``)."""
+SUPERSAMPLE = 2
+"""Samples per pixel side, as ``gags synth`` renders (its default)."""
+BLUR_MAX = 0.8
+"""Renders are blurred by a Gaussian of sigma in [0, BLUR_MAX] pixels (reconstructed views are softer than renders)."""
+TRAIN_WORLD_OFFSET = 1000
+"""Training world seeds: seed * TRAIN_SEED_STRIDE + TRAIN_WORLD_OFFSET + i; below are the worlds of the demo and
+the ablation (seed 0-99), never trained on."""
+TRAIN_SEED_STRIDE = 1_000_000
+HELDOUT_SEED_BASE = 999_000_000
+"""Held-out worlds of the quality table: base + i (training seeds stay below)."""
+EVAL_PRESETS = ("ramen", "teatime", "figurines", "kitchen")
+"""Presets of the quality table (those of ``gags bench hierarchy-segmenter quality``)."""
+IMAGES_PER_STEP = 8
+POINTS_PER_IMAGE = 16
+"""128 prompts per step: the decoder's most efficient batch on a 2-core CPU (``gags.models.tinysam``)."""
+BALANCED_SHARE = 0.75
+"""Share of the points drawn with every sub-part entity equally likely; the rest are uniform over the image."""
+FOCAL_WEIGHT = 20.0
+"""SAM's loss: 20 x focal + 1 x dice (Kirillov et al. 2023, section 3 and appendix A)."""
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+"""Focal loss constants (Lin et al. 2017; torchvision's sigmoid_focal_loss defaults)."""
+WARMUP_FRACTION = 0.03
+WEIGHT_DECAY = 0.1
+"""AdamW weight decay of weight matrices and convolutions (SAM: 0.1)."""
+GRAD_CLIP = 1.0
+CHECKPOINT_EVERY = 250
+"""Steps between checkpoints (about two minutes of work on a 2-core CPU)."""
+CHECKPOINT = "checkpoint.pt"
+DATA_CACHE = "views_seed{seed}_w{worlds}_v{views}.npz"
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class WorldJob:
+    preset: str
+    seed: int
+    views: int
+    blur: bool
+
+
+@dataclass
+class ViewSet:
+    """Rendered views: rgb [V, H, W, 3] uint8; ids [V, 3, H, W] int32 (entity per level; -1: none)."""
+
+    rgb: np.ndarray
+    ids: np.ndarray
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, rgb=self.rgb, ids=self.ids)
+
+    @classmethod
+    def load(cls, path: Path) -> ViewSet:
+        with np.load(path) as data:
+            return cls(data["rgb"], data["ids"])
+
+
+def render_world(job: WorldJob) -> ViewSet:
+    """``job.views`` views of one world: colour (blurred when asked) and entity ids."""
+    from scipy.ndimage import gaussian_filter
+
+    from gags.synth.raycast import compile_world, render
+    from gags.synth.rig import sample_cameras
+    from gags.synth.world import build_world
+
+    torch.set_num_threads(1)
+    world = build_world(job.preset, job.seed)
+    compiled = compile_world(world)
+    rng = np.random.default_rng([job.seed, sum(map(ord, job.preset)), 23])  # 23: this module's stream id
+    rgbs, ids = [], []
+    for camera in sample_cameras(world, job.views, RESOLUTION, seed=job.seed):
+        r = render(world, camera, supersample=SUPERSAMPLE, compiled=compiled)
+        rgb = r.rgb
+        if job.blur:
+            sigma = rng.uniform(0.0, BLUR_MAX)
+            rgb = np.clip(gaussian_filter(rgb.astype(np.float32), (sigma, sigma, 0)) + 0.5, 0, 255).astype(np.uint8)
+        rgbs.append(rgb)
+        ids.append(r.ids.astype(np.int32))
+    return ViewSet(np.stack(rgbs), np.stack(ids))
+
+
+def render_views(jobs: list[WorldJob], workers: int, desc: str) -> ViewSet:
+    """Views of every job, in job order (the same whatever the number of workers)."""
+    if workers <= 1:
+        sets = [render_world(j) for j in tqdm(jobs, desc=desc, unit="world")]
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            sets = list(tqdm(pool.imap(render_world, jobs), total=len(jobs), desc=desc, unit="world"))
+    return ViewSet(np.concatenate([s.rgb for s in sets]), np.concatenate([s.ids for s in sets]))
+
+
+def training_jobs(seed: int, worlds: int, views: int) -> list[WorldJob]:
+    if not 0 <= seed < HELDOUT_SEED_BASE // TRAIN_SEED_STRIDE:
+        raise GagsError(f"--seed must lie in 0..{HELDOUT_SEED_BASE // TRAIN_SEED_STRIDE - 1}, got {seed}.")
+    base = seed * TRAIN_SEED_STRIDE + TRAIN_WORLD_OFFSET
+    return [WorldJob(p, base + i, views, True) for i in range(worlds) for p in PRESETS]
+
+
+# --------------------------------------------------------------------------------------------------------- batches
+
+
+def sample_points(ids0: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """Prompt pixels of one view: ids0 [H, W] sub-part ids -> [count, 2] int64 (row, col).
+
+    ``BALANCED_SHARE`` of them with every sub-part entity equally likely (a pixel's weight is 1 / its entity's area),
+    the rest uniform; pixels without an entity (-1) are never drawn.
+    """
+    flat = ids0.reshape(-1)
+    _, inverse, counts = torch.unique(flat, return_inverse=True, return_counts=True)
+    has = (flat >= 0).double()
+    balanced = has / counts[inverse].double()
+    n_balanced = int(round(BALANCED_SHARE * count))
+    picks = torch.cat([torch.multinomial(balanced, n_balanced, replacement=True, generator=gen),
+                       torch.multinomial(has, count - n_balanced, replacement=True, generator=gen)])
+    width = ids0.shape[1]
+    return torch.stack([picks // width, picks % width], 1)
+
+
+def point_targets(ids: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [3, H, W], pixels [P, 2] (row, col) -> true masks [P, 3, H, W] bool and valid [P, 3] (the point has an
+    entity at that level)."""
+    at = ids[:, pixels[:, 0], pixels[:, 1]].T  # [P, 3]
+    return ids[None] == at[:, :, None, None], at >= 0
+
+
+def mask_costs(logits: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's loss of every output against every true mask, and their IoU.
+
+    logits [P, K, H, W] (K outputs), truth [P, L, H, W] bool -> cost [P, K, L] (20 x focal + dice), iou [P, K, L].
+
+    The truth is binary, so a pixel's focal term is ``t a(x) + (1 - t) b(x)`` and every pairing sums to products
+    ``[P, K, HW] @ [P, HW, L]``: the element-wise work is done once per output, not once per (output, level) pair.
+    """
+    x = logits.flatten(2)  # [P, K, HW]
+    t = truth.flatten(2).transpose(1, 2).float()  # [P, HW, L]
+    n_pixels = x.shape[-1]
+    prob = torch.sigmoid(x)
+    log_p = F.logsigmoid(x)
+    a = -FOCAL_ALPHA * (1 - prob) ** FOCAL_GAMMA * log_p  # focal term where the truth is 1
+    b = -(1 - FOCAL_ALPHA) * prob ** FOCAL_GAMMA * (log_p - x)  # ... and where it is 0 (log(1 - p) = log p - x)
+    focal = (a @ t + b.sum(-1, keepdim=True) - b @ t) / n_pixels
+    t_sum = t.sum(1)[:, None, :]  # [P, 1, L]
+    dice = 1 - (2 * (prob @ t) + 1) / (prob.sum(-1, keepdim=True) + t_sum + 1)
+    with torch.no_grad():
+        hard = (x > 0).float()
+        inter = hard @ t
+        iou = inter / (hard.sum(-1, keepdim=True) + t_sum - inter).clamp(min=1)
+    return FOCAL_WEIGHT * focal + dice, iou
+
+
+def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One training step's loss. model: segment_anything's ``Sam``; rgb [B, H, W, 3] uint8, ids [B, 3, H, W] int32
+    (H = W = the encoder's input)."""
+    images = model.preprocess(rgb.permute(0, 3, 1, 2).float())
+    embeddings = model.image_encoder(images)  # [B, C, g, g]
+    dense_pe = model.prompt_encoder.get_dense_pe()
+    height, width = rgb.shape[1:3]
+    mask_terms, iou_terms, best_ious = [], [], []
+    for b in range(len(rgb)):  # one decoder call per image (segment_anything's decoder takes one image)
+        pixels = sample_points(ids[b, 0], POINTS_PER_IMAGE, gen)
+        truth, valid = point_targets(ids[b], pixels)
+        coords = pixels.flip(1).float()[:, None, :]  # (x, y) pixel index: SAM's prompt encoder adds the half pixel
+        labels = torch.ones(len(pixels), 1, dtype=torch.int64)
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, iou_pred = model.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=dense_pe,
+                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                               multimask_output=True)
+        logits = F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)  # as postprocess
+        cost, iou = mask_costs(logits, truth)  # [P, 3, 3]
+        best_cost = cost.min(1).values  # [P, L]: each true mask against the output that fits it best
+        mask_terms.append(best_cost[valid])
+        iou_target = torch.where(valid[:, None, :], iou, torch.zeros_like(iou)).max(2).values  # [P, K]
+        iou_terms.append((iou_pred - iou_target).pow(2).mean(1))
+        best_ious.append(torch.where(valid, iou.max(1).values, torch.nan))
+    mask_loss = torch.cat(mask_terms).mean()
+    iou_loss = torch.cat(iou_terms).mean()
+    best = torch.cat(best_ious)
+    stats = {"mask": float(mask_loss.detach()), "iou_head": float(iou_loss.detach()),
+             **{name: float(best[:, k].nanmean()) for k, name in enumerate(LEVEL_NAMES)}}
+    return mask_loss + iou_loss, stats
+
+
+def _param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "pos_embed" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _augment(rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal flips (colour and ids) and brightness in [0.8, 1.2]."""
+    flip = torch.rand(len(rgb), generator=gen) < 0.5
+    rgb = torch.where(flip[:, None, None, None], rgb.flip(2), rgb)
+    ids = torch.where(flip[:, None, None, None], ids.flip(3), ids)
+    gain = 0.8 + 0.4 * torch.rand(len(rgb), 1, 1, 1, generator=gen)
+    return (rgb.float() * gain).round().clamp(0, 255).to(torch.uint8), ids
+
+
+# --------------------------------------------------------------------------------------------------------- training
+
+
+def _options(config: TrainSegmenterConfig) -> dict[str, Any]:
+    """What determines the weights: a checkpoint made with other options is never resumed."""
+    return {"seed": config.seed, "worlds": config.worlds, "views": config.views, "steps": config.steps,
+            "lr": config.lr, "threads": torch.get_num_threads()}
+
+
+def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (resuming from ``out/CHECKPOINT`` when it was made with the same options); returns the model and a log."""
+    from gags.models.tinysam import build_tiny_sam
+
+    torch.manual_seed(config.seed)
+    model = build_tiny_sam()
+    gen = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, betas=(0.9, 0.999))
+    total = config.steps
+    warmup = max(1, int(WARMUP_FRACTION * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    )
+    history: list[dict[str, float]] = []
+    seconds = 0.0
+    start_step = 0
+    checkpoint = out / CHECKPOINT
+    options = _options(config)
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["options"] != options:
+            raise GagsError(
+                f"{checkpoint} was made with other options ({state['options']}, now {options}); pass the same "
+                "options to resume, or another --out (or delete the checkpoint) to start again."
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"])
+        history, seconds, start_step = state["history"], state["seconds"], state["step"]
+        print(f"resuming from step {start_step} of {total} ({checkpoint})")
+    rgb_all = torch.from_numpy(data.rgb)
+    ids_all = torch.from_numpy(data.ids)
+    model.train()
+    bar = tqdm(total=total, initial=start_step, desc="train tinysam", unit="step")
+    started = time.time()
+    for step in range(start_step, total):
+        idx = torch.randint(len(rgb_all), (IMAGES_PER_STEP,), generator=gen)
+        rgb, ids = _augment(rgb_all[idx], ids_all[idx], gen)
+        loss, stats = step_loss(model, rgb, ids, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        schedule.step()
+        history.append(stats)
+        bar.update(1)
+        recent = history[-50:]
+        bar.set_postfix({k: f"{np.nanmean([h[k] for h in recent]):.3f}" for k in ("mask", *LEVEL_NAMES)})
+        if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == total:
+            state = {"options": options, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "generator": gen.get_state(), "history": history,
+                     "seconds": seconds + time.time() - started, "step": step + 1}
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+    bar.close()
+    model.eval()
+    seconds += time.time() - started
+    first, last = history[:50], history[-50:]
+    log = {"steps": total, "train_minutes": seconds / 60,
+           **{f"{k}_first50": float(np.nanmean([h[k] for h in first])) for k in ("mask", *LEVEL_NAMES)},
+           **{f"{k}_last50": float(np.nanmean([h[k] for h in last])) for k in ("mask", *LEVEL_NAMES)}}
+    return model, log
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state dict as safetensors (float32)."""
+    from safetensors.torch import save_file
+
+    ensure_dir(path.parent)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """What the quality table is computed on (held-out worlds at RESOLUTION)."""
+
+    worlds: int
+    views: int
+    points: int
+
+
+def quality_table(weights: Path, options: QualityOptions) -> dict[str, Any]:
+    """Best-of-three-masks IoU per level on held-out worlds, for ``sam:tiny:weights`` and ``hierarchy``."""
+    from gags.bench.hierarchy_segmenter import quality
+    from gags.config import BenchSegmenterConfig
+    from gags.models.hierarchy import HierarchySegmenter
+    from gags.models.segmenters import SamSegmenter
+
+    bench = BenchSegmenterConfig(what="quality", seeds=options.worlds, seed_base=HELDOUT_SEED_BASE, depth="exact",
+                                 views=options.views, size=RESOLUTION)
+    rows = {"tinysam": quality(bench, options.points, SamSegmenter("tiny", weights, device="cpu")),
+            "hierarchy": quality(bench, options.points, HierarchySegmenter())}
+    return {"options": asdict(options), "presets": list(EVAL_PRESETS), "rows": rows}
+
+
+def format_quality(table: dict[str, Any]) -> str:
+    lines = ["| segmenter | whole | part | sub-part | mean | masks passing the filters (whole/part/sub-part) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, q in table["rows"].items():
+        best = q["best"]  # sub-part, part, whole
+        passing = "/".join(f"{100 * v:.0f}%" for v in reversed(q["pass_filters"]))
+        lines.append(f"| {name} | {best[2]:.2f} | {best[1]:.2f} | {best[0]:.2f} | {q['best_mean']:.2f} | {passing} |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------------------- run
+
+
+def run(config: TrainSegmenterConfig) -> None:
+    """Train (or with --eval-only evaluate) the embedded SAM-architecture segmenter; see the module docstring."""
+    options = QualityOptions(config.eval_worlds, config.eval_views, config.eval_points)
+    if config.eval_only:
+        weights = Path(config.weights) if config.weights is not None else TINY_SAM_DIR / TINY_SAM_FILE
+        if not weights.is_file():
+            raise GagsError(f"--weights {weights}: no such file; pass a tinysam.safetensors written by "
+                            "gags train-segmenter.")
+        table = quality_table(weights, options)
+        print(f"best-of-three IoU with the true entity on held-out worlds ({config.eval_worlds} per preset, "
+              f"{config.eval_views} views, {RESOLUTION} px, {config.eval_points} points on objects per view):")
+        print(format_quality(table))
+        return
+    for name, value in (("worlds", config.worlds), ("views", config.views), ("steps", config.steps),
+                        ("workers", config.workers)):
+        if value < 1:
+            raise GagsError(f"--{name} must be at least 1, got {value}.")
+    if config.threads < 0:
+        raise GagsError(f"--threads must be 0 (PyTorch's default) or more, got {config.threads}.")
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    out = ensure_dir(Path(config.out))
+    started = time.time()
+    load_start = os.getloadavg()[1]
+    cache = out / DATA_CACHE.format(seed=config.seed, worlds=config.worlds, views=config.views)
+    if cache.is_file():
+        data = ViewSet.load(cache)
+        print(f"read {len(data.rgb)} training views from {cache}")
+    else:
+        data = render_views(training_jobs(config.seed, config.worlds, config.views), config.workers,
+                            desc="training renders")
+        data.save(cache)
+    data_minutes = (time.time() - started) / 60
+    model, log = train(config, data, out)
+    folder = ensure_dir(out / "tinysam")
+    save_weights(model, folder / TINY_SAM_FILE)
+    train_end = time.time()
+    table = quality_table(folder / TINY_SAM_FILE, options)
+    report = {
+        "command": command_line(config), **_options(config), "presets": list(PRESETS), "resolution": RESOLUTION,
+        "images_per_step": IMAGES_PER_STEP, "points_per_image": POINTS_PER_IMAGE, "train_views": int(len(data.rgb)),
+        "data_minutes": data_minutes, "total_minutes": (train_end - started) / 60,
+        "eval_minutes": (time.time() - train_end) / 60, **log, "heldout": {**table, "seed_base": HELDOUT_SEED_BASE},
+        "machine_note": f"{os.cpu_count()} cores, 5-minute load average {load_start:.1f} at the start and "
+                        f"{os.getloadavg()[1]:.1f} at the end",
+    }
+    write_json(folder / "training.json", report)
+    write_model_card(folder, report)
+    print(format_quality(table))
+    print(f"weights written to {folder / TINY_SAM_FILE} (training took {report['total_minutes']:.1f} min: data "
+          f"{data_minutes:.1f}, optimisation {log['train_minutes']:.1f}); use them with --segmenter "
+          f"sam:tiny:{folder / TINY_SAM_FILE}; to ship them: copy {folder} over {TINY_SAM_DIR}")
+
+
+def command_line(config: TrainSegmenterConfig) -> str:
+    """The ``gags train-segmenter`` command that reproduces ``config`` (every training option spelled out)."""
+    return (f"gags train-segmenter --out {config.out} --seed {config.seed} --worlds {config.worlds} "
+            f"--views {config.views} --steps {config.steps} --lr {config.lr} --workers {config.workers} "
+            f"--threads {config.threads} --eval-worlds {config.eval_worlds} --eval-views {config.eval_views} "
+            f"--eval-points {config.eval_points}")
+
+
+def write_model_card(folder: Path, report: dict[str, Any]) -> None:
+    """MODEL_CARD.md beside the weights: the model, its data, how it was trained, how well it does."""
+    from gags.models import tinysam as arch
+
+    weights = folder / TINY_SAM_FILE
+    size_mb = weights.stat().st_size / 2**20
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        n_params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118
+    heldout = report["heldout"]
+    grid = arch.IMAGE_SIZE // arch.PATCH
+    card = f"""# tinysam: the embedded promptable segmenter of gags
+
+**It knows the procedural world of `gags synth` only.** It exists so that the whole pipeline runs on a CPU without
+downloads (demo, tests, ablation) through SAM's own code path; on real scenes use SAM
+(`--segmenter sam:vit_h:/path/sam_vit_h_4b8939.pth`) or SAM 2.
+
+## Model
+
+- segment_anything's `Sam`: its `PromptEncoder`, its `MaskDecoder` with a `TwoWayTransformer` of depth
+  {arch.DECODER_DEPTH} and width {arch.EMBED_DIM} (SAM: 2 and 256), three mask outputs and the predicted-IoU head;
+  a small image encoder of this project (`gags.models.tinysam.TinyImageEncoder`: strided convolutions with residual
+  blocks, {arch.GLOBAL_BLOCKS} global-attention blocks) turning a {arch.IMAGE_SIZE} px image into a {grid} x {grid}
+  grid of {arch.PATCH} px tokens (SAM's ViT: 1024 px, 64 x 64 tokens of 16 px).
+- {n_params / 1e6:.2f} M parameters in float32: `{TINY_SAM_FILE}`, {size_mb:.1f} MB (safetensors).
+- Loaded by `gags.models.SamSegmenter`, the adapter that loads `vit_b`, `vit_l` and `vit_h` checkpoints:
+  `--segmenter tinysam` means `--segmenter sam:tiny:<this file>`.
+
+## Data
+
+- Renders ({RESOLUTION} x {RESOLUTION}, {SUPERSAMPLE}x{SUPERSAMPLE} supersampled, blurred by a Gaussian of random
+  sigma up to {BLUR_MAX} px) of procedural worlds of the presets {", ".join(PRESETS)}: {report["worlds"]} worlds per
+  preset (world seeds {report["seed"]} x {TRAIN_SEED_STRIDE:,} + {TRAIN_WORLD_OFFSET} + i, never those of the demo or
+  the ablation), {report["views"]} views each from the synthetic camera rig (far, middle and near rings):
+  {report["train_views"]:,} views; random horizontal flips and brightness.
+- Prompts: {POINTS_PER_IMAGE} points per view, {BALANCED_SHARE:.0%} drawn with every sub-part entity equally likely,
+  the rest uniform over the image. A point's true masks are the entities containing it at the sub-part, part and
+  whole levels.
+
+## Training
+
+- As SAM trains ambiguous prompts: each of the point's three true masks is matched to the output that fits it best;
+  loss {FOCAL_WEIGHT:g} x focal + dice at the image's resolution; the IoU head regresses each output's IoU with the
+  entity it fits best (MSE).
+- AdamW (lr {report["lr"]}, {WARMUP_FRACTION:.0%} warm-up, cosine decay, weight decay {WEIGHT_DECAY}, gradient clip
+  {GRAD_CLIP}), {IMAGES_PER_STEP} views x {POINTS_PER_IMAGE} points per step, {report["steps"]} steps.
+- Command (the same seed gives the same weights on the same machine with the same thread count; an interrupted run
+  resumes from its checkpoint):
+
+      {report["command"]}
+
+- Took {report["total_minutes"]:.0f} minutes on a 2-core CPU: rendering {report["data_minutes"]:.1f}, optimisation
+  {report["train_minutes"]:.0f}. Machine: {report["machine_note"]}.
+
+## Quality on held-out worlds
+
+{heldout["options"]["worlds"]} worlds per preset ({", ".join(heldout["presets"])}) whose seeds were never used for
+training ({heldout["seed_base"]:,} + i), {heldout["options"]["views"]} views each at {RESOLUTION} px,
+{heldout["options"]["points"]} random points on the objects per view. Mean over the points of the best IoU of the
+three predicted masks with the true entity at each level (`hierarchy` is given the renderer's exact depth), and the
+share of predicted masks that pass the segment stage's filters (predicted IoU > 0.7, stability >= 0.85):
+
+{format_quality(heldout)}
+
+`gags train-segmenter --eval-only` recomputes this table for the shipped weights.
+"""
+    with atomic_path(folder / "MODEL_CARD.md") as tmp:
+        tmp.write_text(card)
+
+
+def install(folder: Path) -> None:
+    """Copy a trained folder over the shipped weights."""
+    ensure_dir(TINY_SAM_DIR)
+    for name in (TINY_SAM_FILE, "training.json", "MODEL_CARD.md"):
+        shutil.copy2(folder / name, TINY_SAM_DIR / name)
+

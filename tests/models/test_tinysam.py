@@ -1,0 +1,167 @@
+"""The embedded SAM-architecture segmenter: segment_anything's code path, its training rules, resuming bit for bit,
+and the shipped weights' masks on a world never trained on."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+from gags.config import TrainSegmenterConfig
+from gags.errors import GagsError
+from gags.models import load_segmenter
+from gags.models import train_tinysam as ts
+from gags.models.segmenters import SamSegmenter
+from gags.models.specs import TINY_SAM_DIR, TINY_SAM_FILE, parse_segmenter_spec
+
+
+def test_tiny_sam_runs_through_segment_anything_at_any_image_size(kitchen_photo):
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
+
+    torch.manual_seed(0)
+    seg = SamSegmenter("tiny", device="cpu")  # random weights
+    assert isinstance(seg.model, Sam)
+    assert isinstance(seg.model.mask_decoder, MaskDecoder) and isinstance(seg.model.prompt_encoder, PromptEncoder)
+    for rgb in (kitchen_photo, np.zeros((128, 128, 3), np.uint8), np.zeros((256, 200, 3), np.uint8)):
+        height, width = rgb.shape[:2]
+        seg.set_image(rgb)
+        points = np.array([[0.5, 0.5], [width / 2, height / 2], [width - 0.5, height - 0.5]], np.float32)
+        masks, scores, stability = seg.predict(points)
+        assert masks.shape == (3, 3, height, width) and masks.dtype == torch.bool
+        assert scores.shape == stability.shape == (3, 3)
+        area = masks.flatten(2).sum(-1)
+        assert (area[:, 1:] >= area[:, :-1]).all()
+
+
+def test_tiny_checkpoint_round_trips_through_the_spec(tmp_path):
+    torch.manual_seed(0)
+    model = SamSegmenter("tiny", device="cpu").model
+    path = tmp_path / TINY_SAM_FILE
+    ts.save_weights(model, path)
+    loaded = load_segmenter(f"sam:tiny:{path}", device="cpu")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    vit = tmp_path / "vit_b.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit)
+    with pytest.raises(GagsError, match="does not match SAM tiny"):
+        load_segmenter(f"sam:tiny:{vit}")
+
+
+@pytest.mark.skipif(not (TINY_SAM_DIR / TINY_SAM_FILE).is_file(), reason="no shipped tinysam weights")
+def test_tinysam_spec_names_the_shipped_weights():
+    spec = parse_segmenter_spec("tinysam")
+    assert (spec.kind, spec.arch, spec.checkpoint) == ("sam", "tiny", TINY_SAM_DIR / TINY_SAM_FILE)
+
+
+def test_mask_costs_are_focal_and_dice_of_every_pairing():
+    torch.manual_seed(1)
+    logits = 3 * torch.randn(4, 3, 8, 8)
+    truth = torch.rand(4, 3, 8, 8) > 0.6
+    cost, iou = ts.mask_costs(logits, truth)
+    for k in range(3):
+        for level in range(3):
+            x, t = logits[:, k].flatten(1), truth[:, level].flatten(1).float()
+            focal = sigmoid_focal_loss(x, t, alpha=ts.FOCAL_ALPHA, gamma=ts.FOCAL_GAMMA, reduction="none").mean(1)
+            p = torch.sigmoid(x)
+            dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+            assert torch.allclose(cost[:, k, level], ts.FOCAL_WEIGHT * focal + dice, atol=1e-5)
+            hard = x > 0
+            true_iou = (hard & (t > 0)).sum(1) / (hard | (t > 0)).sum(1).clamp(min=1)
+            assert torch.allclose(iou[:, k, level], true_iou.float())
+
+
+def test_points_favour_small_entities_and_skip_pixels_without_one():
+    ids0 = torch.zeros(40, 40, dtype=torch.int32)  # entity 0: most of the image
+    ids0[:4, :4] = 1  # entity 1: 16 px
+    ids0[-2:, :] = -1  # no entity
+    gen = torch.Generator().manual_seed(0)
+    pixels = ts.sample_points(ids0, 4000, gen)
+    hit = ids0[pixels[:, 0], pixels[:, 1]]
+    assert (hit >= 0).all()
+    small = (hit == 1).float().mean().item()
+    # balanced share: half of it on each entity; uniform share: 16 / 1520 of it
+    expected = ts.BALANCED_SHARE / 2 + (1 - ts.BALANCED_SHARE) * 16 / 1520
+    assert abs(small - expected) < 0.03
+
+
+def test_point_targets_are_the_entities_under_the_point():
+    ids = torch.tensor([[[0, 1], [2, 2]], [[0, 0], [1, 1]], [[5, 5], [5, -1]]], dtype=torch.int32)  # [3, 2, 2]
+    truth, valid = ts.point_targets(ids, torch.tensor([[0, 1], [1, 1]]))
+    assert truth[0, 0].tolist() == [[False, True], [False, False]]
+    assert truth[0, 1].tolist() == [[True, True], [False, False]]
+    assert truth[0, 2].tolist() == [[True, True], [True, False]]
+    assert valid.tolist() == [[True, True, True], [True, True, False]]
+
+
+def _tiny_views() -> ts.ViewSet:
+    return ts.render_views([ts.WorldJob("ramen", 12345, 2, True)], workers=1, desc="test renders")
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.setattr(ts, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(ts, "IMAGES_PER_STEP", 2)
+    monkeypatch.setattr(ts, "POINTS_PER_IMAGE", 4)
+    data = _tiny_views()
+    model_a, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "a", seed=3, steps=5), data, tmp_path / "a")
+    # the same run killed during step 4 (the checkpoint of step 2 is on disk), then run again: it resumes
+    real_step = ts.step_loss
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(ts, "step_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5), data, tmp_path / "b")
+    monkeypatch.setattr(ts, "step_loss", real_step)
+    model_b, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5), data, tmp_path / "b")
+    a, b = _weights(model_a), _weights(model_b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(GagsError, match="other options"):
+        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=4, steps=5), data, tmp_path / "b")
+
+
+@pytest.mark.skipif(not (TINY_SAM_DIR / TINY_SAM_FILE).is_file(), reason="no shipped tinysam weights")
+def test_shipped_weights_find_whole_objects_in_a_world_never_trained_on():
+    from gags.synth.raycast import compile_world, render
+    from gags.synth.rig import sample_cameras
+    from gags.synth.world import build_world
+
+    world = build_world("teatime", ts.HELDOUT_SEED_BASE + 77)
+    camera = sample_cameras(world, 1, ts.RESOLUTION, seed=7)[0]
+    r = render(world, camera, supersample=2, compiled=compile_world(world))
+    objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
+    ys, xs = np.nonzero(objects)
+    pick = np.random.default_rng(0).integers(0, len(ys), 40)
+    seg = load_segmenter("tinysam", device="cpu")
+    seg.set_image(r.rgb)
+    masks = seg.predict(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5).masks
+    truth = torch.from_numpy(r.ids[2][None] == r.ids[2][ys[pick], xs[pick]][:, None, None])
+    inter = (masks & truth[:, None]).flatten(2).sum(-1)
+    union = (masks | truth[:, None]).flatten(2).sum(-1)
+    best = (inter / union.clamp(min=1)).max(1).values
+    assert best.mean() > 0.6  # random weights: ~0.1 (test_tiny_sam_runs_...); the model card: whole-object IoU
+
+
+def test_user_errors_of_train_segmenter(tmp_path):
+    with pytest.raises(GagsError, match="--steps must be at least 1"):
+        ts.run(TrainSegmenterConfig(out=tmp_path, steps=0))
+    with pytest.raises(GagsError, match="--seed must lie in"):
+        ts.training_jobs(999, 1, 1)
+    with pytest.raises(GagsError, match="no such file"):
+        ts.run(TrainSegmenterConfig(eval_only=True, weights=tmp_path / "none.safetensors"))
+
+
+def test_losses_are_differentiable_through_the_upsampling():
+    logits = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    up = F.interpolate(logits, (8, 8), mode="bilinear", align_corners=False)
+    cost, _ = ts.mask_costs(up, torch.ones(2, 3, 8, 8, dtype=torch.bool))
+    cost.min(1).values.mean().backward()
+    assert logits.grad is not None and (logits.grad < 0).any()
