@@ -128,26 +128,39 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
         ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=4, steps=5), data, tmp_path / "b")
 
 
+def _whole_object_iou(seg, views) -> float:
+    """Mean over random points on the objects of ``views`` of the best IoU of the 3 masks with the whole object."""
+    ious = []
+    for r, world in views:
+        objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
+        ys, xs = np.nonzero(objects)
+        pick = np.random.default_rng(0).integers(0, len(ys), 40)
+        seg.set_image(r.rgb)
+        masks = seg.predict(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5).masks
+        truth = torch.from_numpy(r.ids[2][None] == r.ids[2][ys[pick], xs[pick]][:, None, None])
+        inter = (masks & truth[:, None]).flatten(2).sum(-1)
+        union = (masks | truth[:, None]).flatten(2).sum(-1)
+        ious.append((inter / union.clamp(min=1)).max(1).values)
+    return float(torch.cat(ious).mean())
+
+
 @pytest.mark.skipif(not (TINY_SAM_DIR / TINY_SAM_FILE).is_file(), reason="no shipped tinysam weights")
-def test_shipped_weights_find_whole_objects_in_a_world_never_trained_on():
+def test_shipped_weights_find_whole_objects_in_worlds_never_trained_on():
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
     from gags.synth.world import build_world
 
-    world = build_world("teatime", ts.HELDOUT_SEED_BASE + 77)
-    camera = sample_cameras(world, 1, ts.RESOLUTION, seed=7)[0]
-    r = render(world, camera, supersample=2, compiled=compile_world(world))
-    objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
-    ys, xs = np.nonzero(objects)
-    pick = np.random.default_rng(0).integers(0, len(ys), 40)
-    seg = load_segmenter("tinysam", device="cpu")
-    seg.set_image(r.rgb)
-    masks = seg.predict(np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5).masks
-    truth = torch.from_numpy(r.ids[2][None] == r.ids[2][ys[pick], xs[pick]][:, None, None])
-    inter = (masks & truth[:, None]).flatten(2).sum(-1)
-    union = (masks | truth[:, None]).flatten(2).sum(-1)
-    best = (inter / union.clamp(min=1)).max(1).values
-    assert best.mean() > 0.6  # random weights: ~0.1 (test_tiny_sam_runs_...); the model card: whole-object IoU
+    views = []
+    for preset, seed in (("teatime", 77), ("ramen", 78)):
+        world = build_world(preset, ts.HELDOUT_SEED_BASE + seed)
+        compiled = compile_world(world)
+        views += [(render(world, camera, supersample=2, compiled=compiled), world)
+                  for camera in sample_cameras(world, 2, ts.RESOLUTION, seed=7)]
+    trained = _whole_object_iou(load_segmenter("tinysam", device="cpu"), views)
+    torch.manual_seed(0)
+    untrained = _whole_object_iou(SamSegmenter("tiny", device="cpu"), views)
+    # the model card's held-out figure for whole objects is 0.55 (12 worlds); random weights find little
+    assert trained > 0.4 and trained > untrained + 0.25, (trained, untrained)
 
 
 def test_user_errors_of_train_segmenter(tmp_path):
