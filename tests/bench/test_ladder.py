@@ -41,6 +41,15 @@ def test_level_relevancy_reads_each_pixels_segment():
     assert avg.shape == (1, 2, 2) and torch.all(avg >= 0) and avg[0, 0, 0] > avg[0, 0, 1]
 
 
+def test_a_view_without_any_segment_has_relevancy_zero():
+    """A segmenter may keep no mask of a view (its _f table is empty): every reading is 0, nothing fails."""
+    table = torch.zeros(0, 3)
+    seg = torch.full((3, 2, 2), -1)
+    query, canon = torch.eye(3)[:1], torch.eye(3)[1:2]
+    assert torch.equal(level_relevancy(table, seg, query, canon), torch.zeros(1, 3, 2, 2))
+    assert torch.equal(average_relevancy(table, seg, query, canon), torch.zeros(1, 2, 2))
+
+
 def test_features_that_are_the_query_on_the_labels_score_the_labels(query_out, encoder_dir, tmp_path):
     """One label per frame; its mask is the segment at every level and its feature the label's own text embedding:
     every reading of R2 is an affine image of the label mask, so it scores R0's figures (up to float rounding: the

@@ -85,7 +85,8 @@ def average_relevancy(table: Tensor, seg: Tensor, query: Tensor, canon: Tensor) 
 
     covered = seg >= 0  # [3, H, W]
     feats = torch.nn.functional.normalize(table.float(), dim=-1)
-    gathered = feats[seg.clamp_min(0)] * covered[..., None]  # [3, H, W, D]
+    feats = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])  # row M: no segment (a view may have none)
+    gathered = feats[torch.where(covered, seg, table.shape[0])]  # [3, H, W, D]
     mean = gathered.sum(0)  # [H, W, D]
     rel = relevancy(mean, query, canon)  # [Q, H, W]
     return torch.where(covered.any(0), rel, torch.zeros_like(rel))
