@@ -151,6 +151,14 @@ def test_localization_peaks_keeps_every_tie():
     assert not points_in_boxes(peaks, np.array([[2, 2, 2, 2]]))
 
 
+def test_a_constant_map_localizes_nothing():
+    """A map that says nothing (a view without any segment: relevancy 0 everywhere) is a miss, not a hit in every
+    box (LangSplat's loop over the pixels at the maximum would take all of them)."""
+    loc = localize(np.zeros((20, 30), np.float32))
+    assert len(loc.peaks) == 0 and loc.point is None
+    assert not points_in_boxes(loc.peaks, np.array([[0, 0, 29, 19]]))
+
+
 def test_choose_level_first_maximum_and_multilevel_localization():
     maps = np.zeros((3, 2, 8, 8), np.float32)
     maps[0, 0, 1, 1] = 0.5

@@ -110,7 +110,8 @@ def run(config: QueryConfig) -> dict[str, Any]:
         figures.write_png(folder / files["mask_png"], seg.mask.astype(np.uint8) * 255)
         figures.write_png(folder / files["overlay_png"], figures.mask_figure(image, seg.mask, None, loc.point))
         record["views"].append({
-            "view": camera.name, "split": split_of.get(i, "none"), "point": list(loc.point), "score": loc.score,
+            "view": camera.name, "split": split_of.get(i, "none"),
+            "point": None if loc.point is None else list(loc.point), "score": loc.score,
             "max_relevancy": float(rel.max()), "level": loc.level, "level_mask": seg.level,
             "mask_pixels": int(seg.mask.sum()), "resolution": [camera.width, camera.height], **files,
         })

@@ -94,7 +94,7 @@ def evaluate_frames(
                     "label": category,
                     "iou": result.iou,
                     "hit": result.hit,
-                    "point": list(result.localization.point),
+                    "point": None if result.localization.point is None else list(result.localization.point),
                     "level_loc": result.localization.level,
                     "level_seg": result.segmentation.level,
                 }
@@ -305,7 +305,8 @@ def write_figures(out_dir: Path, image: np.ndarray, labels: FrameLabels, maps: M
         mask, point = result.segmentation.mask, result.localization.point
         if mask.shape != image.shape[:2]:  # evaluated enlarged (PROTOCOL_MIN_SIDE): drawn at the image's size
             sx, sy = image.shape[1] / mask.shape[1], image.shape[0] / mask.shape[0]
-            point = (min(int(point[0] * sx), image.shape[1] - 1), min(int(point[1] * sy), image.shape[0] - 1))
+            if point is not None:
+                point = (min(int(point[0] * sx), image.shape[1] - 1), min(int(point[1] * sy), image.shape[0] - 1))
             mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
         drawing.write_png(out_dir / f"{stem}_relevancy.png",
                           drawing.heatmap_figure(image, rel, point, labels.boxes[category]))

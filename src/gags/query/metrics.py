@@ -170,10 +170,16 @@ def choose_level(maps: ArrayLike) -> np.ndarray:
 
 
 def localization_peaks(filtered: ArrayLike) -> np.ndarray:
-    """Every pixel equal to the maximum of a box-filtered map, as (x, y): [H, W] -> int64 [P, 2], row-major order."""
+    """Every pixel equal to the maximum of a box-filtered map, as (x, y): [H, W] -> int64 [P, 2], row-major order.
+
+    A constant map (no pixel above another: a view where the field or the segments say nothing) has no peak, so it
+    localizes nothing. LangSplat's loop would take every pixel of such a map as a peak and count a hit for any box.
+    """
     filtered = _float32(filtered)
     if filtered.ndim != 2:
         raise ValueError(f"filtered must be [H, W], got shape {filtered.shape}")
+    if filtered.max() == filtered.min():
+        return np.zeros((0, 2), np.int64)
     rows, cols = np.nonzero(filtered == filtered.max())
     return np.stack([cols, rows], axis=1).astype(np.int64)
 
@@ -214,9 +220,9 @@ class Localization:
     """The maximum of the box-filtered map."""
 
     @property
-    def point(self) -> tuple[int, int]:
-        """The first peak (x, y), row-major."""
-        return int(self.peaks[0, 0]), int(self.peaks[0, 1])
+    def point(self) -> tuple[int, int] | None:
+        """The first peak (x, y), row-major; None for a constant map."""
+        return (int(self.peaks[0, 0]), int(self.peaks[0, 1])) if len(self.peaks) else None
 
 
 @dataclass(frozen=True)
