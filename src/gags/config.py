@@ -677,6 +677,9 @@ class TrainSegmenterConfig:
     """Optimisation steps (8 views x 16 prompt points each)."""
     lr: float = 1e-3
     """Peak learning rate (AdamW; linear warm-up, cosine decay)."""
+    matching: Literal["best", "level"] = "best"
+    """Which output a true mask trains: best, the output that fits it best (SAM's rule for ambiguous prompts); level,
+    output k for the level-k entity (sub-part, part, whole), the order the segment stage reads them in."""
     workers: int = 2
     """Processes rendering the training views."""
     threads: int = 0

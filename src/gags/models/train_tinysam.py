@@ -201,10 +201,11 @@ def mask_costs(logits: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor,
     return FOCAL_WEIGHT * focal + dice, iou
 
 
-def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator
+def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator, matching: str = "best"
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """One training step's loss. model: segment_anything's ``Sam``; rgb [B, H, W, 3] uint8, ids [B, 3, H, W] int32
-    (H = W = the encoder's input)."""
+    (H = W = the encoder's input); matching: ``best`` (each true mask against the output that fits it best, SAM's
+    rule) or ``level`` (output k against the level-k entity: sub-part, part, whole)."""
     images = model.preprocess(rgb.permute(0, 3, 1, 2).float())
     embeddings = model.image_encoder(images)  # [B, C, g, g]
     dense_pe = model.prompt_encoder.get_dense_pe()
@@ -221,9 +222,13 @@ def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Gener
                                                multimask_output=True)
         logits = F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)  # as postprocess
         cost, iou = mask_costs(logits, truth)  # [P, 3, 3]
-        best_cost = cost.min(1).values  # [P, L]: each true mask against the output that fits it best
-        mask_terms.append(best_cost[valid])
-        iou_target = torch.where(valid[:, None, :], iou, torch.zeros_like(iou)).max(2).values  # [P, K]
+        if matching == "best":  # each true mask against the output that fits it best (SAM)
+            chosen = cost.min(1).values  # [P, L]
+            iou_target = torch.where(valid[:, None, :], iou, torch.zeros_like(iou)).max(2).values  # [P, K]
+        else:  # output k answers level k
+            chosen = cost.diagonal(dim1=1, dim2=2)  # [P, L]
+            iou_target = torch.where(valid, iou.diagonal(dim1=1, dim2=2), torch.zeros_like(valid, dtype=iou.dtype))
+        mask_terms.append(chosen[valid])
         iou_terms.append((iou_pred - iou_target).pow(2).mean(1))
         best_ious.append(torch.where(valid, iou.max(1).values, torch.nan))
     mask_loss = torch.cat(mask_terms).mean()
@@ -257,7 +262,7 @@ def _augment(rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator) -> tupl
 def _options(config: TrainSegmenterConfig) -> dict[str, Any]:
     """What determines the weights: a checkpoint made with other options is never resumed."""
     return {"seed": config.seed, "worlds": config.worlds, "views": config.views, "steps": config.steps,
-            "lr": config.lr, "threads": torch.get_num_threads()}
+            "lr": config.lr, "matching": config.matching, "threads": torch.get_num_threads()}
 
 
 def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -299,7 +304,7 @@ def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch
     for step in range(start_step, total):
         idx = torch.randint(len(rgb_all), (IMAGES_PER_STEP,), generator=gen)
         rgb, ids = _augment(rgb_all[idx], ids_all[idx], gen)
-        loss, stats = step_loss(model, rgb, ids, gen)
+        loss, stats = step_loss(model, rgb, ids, gen, config.matching)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -431,7 +436,8 @@ def run(config: TrainSegmenterConfig) -> None:
 def command_line(config: TrainSegmenterConfig) -> str:
     """The ``gags train-segmenter`` command that reproduces ``config`` (every training option spelled out)."""
     return (f"gags train-segmenter --out {config.out} --seed {config.seed} --worlds {config.worlds} "
-            f"--views {config.views} --steps {config.steps} --lr {config.lr} --workers {config.workers} "
+            f"--views {config.views} --steps {config.steps} --lr {config.lr} --matching {config.matching} "
+            f"--workers {config.workers} "
             f"--threads {config.threads} --eval-worlds {config.eval_worlds} --eval-views {config.eval_views} "
             f"--eval-points {config.eval_points}")
 
