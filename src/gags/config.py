@@ -680,6 +680,9 @@ class TrainSegmenterConfig:
     matching: Literal["best", "level"] = "best"
     """Which output a true mask trains: best, the output that fits it best (SAM's rule for ambiguous prompts); level,
     output k for the level-k entity (sub-part, part, whole), the order the segment stage reads them in."""
+    init: Path | None = None
+    """Start from these weights (a tinysam.safetensors) instead of a random initialisation: a second stage of
+    training, e.g. --matching level after a first stage with --matching best."""
     workers: int = 2
     """Processes rendering the training views."""
     threads: int = 0

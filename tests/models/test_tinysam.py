@@ -124,6 +124,16 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     model_b, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5), data, tmp_path / "b")
     a, b = _weights(model_a), _weights(model_b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a second stage starts from the first stage's weights, and records them among its options
+    first = tmp_path / "first.safetensors"
+    ts.save_weights(model_a, first)
+    stage2 = TrainSegmenterConfig(out=tmp_path / "c", seed=3, steps=1, init=first, matching="level")
+    model_c, _ = ts.train(stage2, data, tmp_path / "c")
+    c = _weights(model_c)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    key = "mask_decoder.iou_prediction_head.layers.2.weight"
+    assert (c[key] - a[key]).abs().max() < 0.01 < (_weights(SamSegmenter("tiny").model)[key] - a[key]).abs().max()
+    assert torch.load(tmp_path / "c" / ts.CHECKPOINT, weights_only=False)["options"]["init"]["path"] == str(first)
     with pytest.raises(GagsError, match="other options"):
         ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=4, steps=5), data, tmp_path / "b")
 
@@ -170,6 +180,8 @@ def test_user_errors_of_train_segmenter(tmp_path):
         ts.training_jobs(999, 1, 1)
     with pytest.raises(GagsError, match="no such file"):
         ts.run(TrainSegmenterConfig(eval_only=True, weights=tmp_path / "none.safetensors"))
+    with pytest.raises(GagsError, match="--init .* no such file"):
+        ts.run(TrainSegmenterConfig(out=tmp_path, init=tmp_path / "none.safetensors"))
 
 
 def test_losses_are_differentiable_through_the_upsampling():

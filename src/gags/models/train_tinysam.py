@@ -261,8 +261,11 @@ def _augment(rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator) -> tupl
 
 def _options(config: TrainSegmenterConfig) -> dict[str, Any]:
     """What determines the weights: a checkpoint made with other options is never resumed."""
+    from gags.workspace import file_fingerprint
+
+    init = None if config.init is None else {"path": str(config.init), "fingerprint": file_fingerprint(config.init)}
     return {"seed": config.seed, "worlds": config.worlds, "views": config.views, "steps": config.steps,
-            "lr": config.lr, "matching": config.matching, "threads": torch.get_num_threads()}
+            "lr": config.lr, "matching": config.matching, "init": init, "threads": torch.get_num_threads()}
 
 
 def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -271,6 +274,10 @@ def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch
 
     torch.manual_seed(config.seed)
     model = build_tiny_sam()
+    if config.init is not None:
+        from gags.models.segmenters import load_state_dict
+
+        model.load_state_dict(load_state_dict(Path(config.init)))
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, betas=(0.9, 0.999))
     total = config.steps
@@ -398,6 +405,9 @@ def run(config: TrainSegmenterConfig) -> None:
             raise GagsError(f"--{name} must be at least 1, got {value}.")
     if config.threads < 0:
         raise GagsError(f"--threads must be 0 (PyTorch's default) or more, got {config.threads}.")
+    if config.init is not None and not Path(config.init).is_file():
+        raise GagsError(f"--init {config.init}: no such file; pass a tinysam.safetensors written by gags "
+                        "train-segmenter.")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     out = ensure_dir(Path(config.out))
@@ -437,6 +447,7 @@ def command_line(config: TrainSegmenterConfig) -> str:
     """The ``gags train-segmenter`` command that reproduces ``config`` (every training option spelled out)."""
     return (f"gags train-segmenter --out {config.out} --seed {config.seed} --worlds {config.worlds} "
             f"--views {config.views} --steps {config.steps} --lr {config.lr} --matching {config.matching} "
+            + (f"--init {config.init} " if config.init is not None else "") +
             f"--workers {config.workers} "
             f"--threads {config.threads} --eval-worlds {config.eval_worlds} --eval-views {config.eval_views} "
             f"--eval-points {config.eval_points}")
