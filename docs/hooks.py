@@ -5,7 +5,7 @@ Markers a page may hold (each on its own line):
 - ``<!-- gags:methods -->``: the method registry (``gags.methods.METHODS``) as a table.
 - ``<!-- gags:bench KIND PATH -->``: the table a benchmark writes, made from its JSON record at ``PATH`` (relative to
   the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
-  KIND: ``demo`` | ``ladder`` | ``ablation`` | ``segmenter-quality``.
+  KIND: ``demo`` | ``segment-scaling`` | ``ladder`` | ``ablation`` | ``segmenter-quality``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ def _bench_table(kind: str, path: str) -> str:
         body = markdown(record["tables"], record["settings"], len(record["runs"]))
         body = "\n".join(line for line in body.splitlines() if not line.startswith("# "))
         body = body.replace("\n## ", "\n#### ")
+    elif kind == "segment-scaling":
+        from gags.bench.segment_scaling import markdown
+
+        body = markdown(record)
     elif kind == "demo":
         from gags.demo import markdown
 
