@@ -313,53 +313,58 @@ def table_rows(record: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]
     return rows
 
 
+SPLIT_NAMES = {"train": "training views", "test": "held-out views"}
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
-def markdown(record: Mapping[str, Any]) -> str:
-    """The ladder as a Markdown table (mIoU / localization in %, and what each field keeps of its target)."""
-    splits = list(record["splits"])
-    names = {"train": "training views", "test": "held-out views"}
-    lines = ["| rung | relevancy from | " + " | ".join(names[s] for s in splits) + " |",
-             "| --- | --- | " + " | ".join("---:" for _ in splits) + " |"]
+def _cells(record: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(rung, reading, one "mIoU / loc." cell per split, with what a field keeps of its target) in ladder order."""
+    rows = []
     for rung, label, per in table_rows(record):
         cells = []
-        for s in splits:
+        for s in record["splits"]:
             e = per[s]
             cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
             if "kept" in e:
                 cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}% kept)"
             cells.append(cell)
-        lines.append(f"| {rung} | {label} | " + " | ".join(cells) + " |")
-    for s in splits:
-        cov = record["splits"][s].get("coverage")
+        rows.append((rung, label, cells))
+    return rows
+
+
+def _coverage_lines(record: Mapping[str, Any]) -> list[str]:
+    """One line per split: the share of labelled pixels with a segment at 0 to 3 levels."""
+    lines = []
+    for s, entry in record["splits"].items():
+        cov = entry.get("coverage")
         if cov:
-            lines.append("")
-            lines.append(f"{names[s].capitalize()}: labelled pixels with a segment at 0 / 1 / 2 / 3 levels: "
-                         + " / ".join(f"{_pct(cov[str(k)])}%" for k in range(NUM_LEVELS + 1)) + ".")
+            lines.append(f"{SPLIT_NAMES[s].capitalize()}: labelled pixels with a segment at 0 / 1 / 2 / 3 levels: "
+                         + " / ".join(f"{_pct(cov[str(k)])}%" for k in range(NUM_LEVELS + 1)))
+    return lines
+
+
+def markdown(record: Mapping[str, Any]) -> str:
+    """The ladder as a Markdown table (mIoU / localization in %, and what each field keeps of its target)."""
+    splits = list(record["splits"])
+    lines = ["| rung | relevancy from | " + " | ".join(SPLIT_NAMES[s] for s in splits) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in splits) + " |"]
+    lines += [f"| {rung} | {label} | " + " | ".join(cells) + " |" for rung, label, cells in _cells(record)]
+    lines += [f"\n{line}." for line in _coverage_lines(record)]
     return "\n".join(lines)
 
 
 def print_table(record: Mapping[str, Any]) -> None:
     """The ladder as a table: mIoU / localization (%) per split, and what each field keeps of its target."""
     splits = list(record["splits"])
-    names = {"train": "training views", "test": "held-out views"}
-    print(f"{'rung':<5} {'relevancy from':<28} " + " ".join(f"{names[s] + ' mIoU / loc.':>28}" for s in splits))
-    for rung, label, per in table_rows(record):
-        cells = []
-        for s in splits:
-            e = per[s]
-            cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
-            if "kept" in e:
-                cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}% kept)"
-            cells.append(f"{cell:>28}")
-        print(f"{rung:<5} {label:<28} " + " ".join(cells))
-    for s in splits:
-        cov = record["splits"][s].get("coverage")
-        if cov:
-            print(f"{names[s]}: labelled pixels with a segment at 0 / 1 / 2 / 3 levels: "
-                  + " / ".join(f"{_pct(cov[str(k)])}%" for k in range(NUM_LEVELS + 1)))
+    print(f"{'rung':<5} {'relevancy from':<28} "
+          + " ".join(f"{SPLIT_NAMES[s] + ' mIoU / loc.':>28}" for s in splits))
+    for rung, label, cells in _cells(record):
+        print(f"{rung:<5} {label:<28} " + " ".join(f"{cell:>28}" for cell in cells))
+    for line in _coverage_lines(record):
+        print(line)
     for note in record["notes"]:
         print(f"note: {note}")
 

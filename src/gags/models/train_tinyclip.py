@@ -33,9 +33,10 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -272,14 +273,21 @@ def _segmenter_crops(segmenter, rgb: np.ndarray, depth: np.ndarray, gt: np.ndarr
     return masks, out
 
 
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+def map_worlds(fn: Callable[[J], R], jobs: list[J], workers: int, desc: str) -> list[R]:
+    """``fn`` of every job (a world to render), in job order whatever the number of worker processes."""
+    if workers <= 1:
+        return [fn(j) for j in tqdm(jobs, desc=desc, unit="world")]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(fn, jobs), total=len(jobs), desc=desc, unit="world"))
+
+
 def build_crops(jobs: list[WorldJob], workers: int, desc: str) -> CropSet:
     """Crops of every job, in job order (deterministic whatever the number of workers)."""
-    if workers <= 1:
-        sets = [world_crops(j) for j in tqdm(jobs, desc=desc, unit="world")]
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            sets = list(tqdm(pool.imap(world_crops, jobs), total=len(jobs), desc=desc, unit="world"))
-    return CropSet.concat(sets)
+    return CropSet.concat(map_worlds(world_crops, jobs, workers, desc))
 
 
 def training_jobs(seed: int, worlds: int, views: int) -> list[WorldJob]:

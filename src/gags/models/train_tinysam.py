@@ -27,7 +27,6 @@ in one table.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -134,11 +133,9 @@ def render_world(job: WorldJob) -> ViewSet:
 
 def render_views(jobs: list[WorldJob], workers: int, desc: str) -> ViewSet:
     """Views of every job, in job order (the same whatever the number of workers)."""
-    if workers <= 1:
-        sets = [render_world(j) for j in tqdm(jobs, desc=desc, unit="world")]
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            sets = list(tqdm(pool.imap(render_world, jobs), total=len(jobs), desc=desc, unit="world"))
+    from gags.models.train_tinyclip import map_worlds
+
+    sets = map_worlds(render_world, jobs, workers, desc)
     return ViewSet(np.concatenate([s.rgb for s in sets]), np.concatenate([s.ids for s in sets]))
 
 
