@@ -45,6 +45,7 @@ def describe(record: dict[str, Any]) -> str:
     machine = stamp["machine"]
     commit = (stamp["commit"] or "unknown")[:10] + (" with local changes" if stamp.get("dirty") else "")
     device = machine["cuda"] or f"{machine['cores']}-core CPU"
+    threads = machine["torch_threads"]
     return (f"Measured {stamp['date']} at commit {commit}, on a {device} ({machine['platform']}, Python "
-            f"{machine['python']}, PyTorch {machine['torch']}, {machine['torch_threads']} threads, 5-minute load "
-            f"average {machine['load_average_5min']} at the end).")
+            f"{machine['python']}, PyTorch {machine['torch']} with {threads} thread{'' if threads == 1 else 's'}, "
+            f"5-minute load average {machine['load_average_5min']} at the end).")
