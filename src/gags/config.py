@@ -179,6 +179,9 @@ class DistillConfig:
     """Per-Gaussian feature size (GAGS: 512 / 32 = 16)."""
     feature_lr: float = 1e-3
     """Adam learning rate of the per-Gaussian features (GAGS)."""
+    init: Literal["zero", "lift"] = "zero"
+    """How a one-map field (gags, avg, level-s|m|l) starts: zero features and fresh decoders (the release), or lift,
+    the lifted features' principal components with a decoder fitted to them (gags.distill.init)."""
     decoder_lr: float = 1e-4
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
     target: Literal["mix", "weighted-l2"] = "mix"

@@ -524,7 +524,7 @@ def _write_curves_pil(path: Path, series: dict[str, list[tuple[int, float]]],
 # ----------------------------------------------------------------------------------------------------------------------
 # the stage
 
-RESUME_KEYS = ("method", "iterations", "downscale", "seed", "feature_dim", "feature_lr", "decoder_lr",
+RESUME_KEYS = ("method", "iterations", "downscale", "seed", "init", "feature_dim", "feature_lr", "decoder_lr",
                "langsplat_feature_lr", "sparse_lr", "target", "region_aware", "entropy", "consistency",
                "entropy_weight", "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
 """Settings a checkpoint must agree with to be continued (with the number of Gaussians and the feature dimension)."""
@@ -610,6 +610,12 @@ def run(config: DistillConfig) -> dict[str, Any]:
     """Run the stage; returns the record written to ``Workspace.field_curves(METHOD)`` (without the curves)."""
     validate(config)
     entry = method(config.method)
+    if config.init == "lift":
+        from gags.distill.init import check_init
+
+        if entry.build != "distill":
+            raise GagsError(f"--init lift starts a trained field; {entry.name} is built without training. Drop --init.")
+        check_init(method_spec(config.method, config.feature_dim))
     lock = Workspace(Path(config.out)).lock(f"distill-{entry.name}", f"gags distill --method {entry.name}")
     if entry.build == "lift":
         from gags.distill.lift import run_lift
@@ -664,10 +670,18 @@ def _run(config: DistillConfig) -> dict[str, Any]:
         codebook = init_codebook(views, len(spec.heads), spec.heads[0].dim, config.seed).to(device)
     state = new_state(spec, len(gaussians), clip_dim, config, device, autoencoder=autoencoder, codebook=codebook)
     extra = {"settings": settings}
+    init_facts: dict[str, Any] = {}
     if resume:
         load_state(ckpt_path, state)
         print(f"gags distill: resuming {spec.name} from iteration {state.step} ({ckpt_path})")
     else:
+        if config.init == "lift":
+            from gags.distill.init import lift_init
+            from gags.distill.lift import LIFT_DOWNSCALE
+
+            full = load_views(scene, scene.train_ids, folder, LIFT_DOWNSCALE, device)
+            init_facts = lift_init(state, spec, gaussians, full, config.seed)
+            extra["init_facts"] = init_facts
         save_state(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
     train_views = _encode_tables(views, state.autoencoder) if state.autoencoder is not None else views
 
@@ -676,6 +690,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
                 checkpoint_extra=extra)
     run_config = resolved_config(config, iterations, downscale)
     field_, facts = build_field(spec, state, run_config, phrases)
+    facts.update(init_facts or checkpoint_info(ckpt_path).get("init_facts", {}))
     facts["inputs"] = inputs
     if phrases is not None:
         facts.update(n2f2_phrases=list(N2F2_PHRASES), n2f2_temperature=N2F2_TEMPERATURE)
