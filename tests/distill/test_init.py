@@ -46,6 +46,11 @@ def test_a_lift_initialised_field_decodes_the_lifted_features(demo_run, tmp_path
         return float((decoded[valid] * target[valid]).sum(-1).mean())
 
     assert agreement("lift") > 0.9 > agreement("zero")
+    # a run that resumes from a checkpoint of a lift-initialised one still says so in its record
+    config = DistillConfig(out=out, method="avg", init="lift", iterations=2, checkpoint_every=1, resume=False)
+    distill(config)
+    resumed = distill(DistillConfig(out=out, method="avg", init="lift", iterations=2, checkpoint_every=1))
+    assert resumed["resumed_from"] == 2 and resumed["init"] == "lift"
 
 
 def test_init_lift_needs_one_feature_decoder(demo_run, tmp_path):

@@ -654,8 +654,11 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     inputs = ws.inputs()
     settings.update(num_gaussians=len(gaussians), clip_dim=clip_dim, inputs=inputs)
     resume = config.resume and ckpt_path.is_file()
+    init_facts: dict[str, Any] = {}
     if resume:
-        saved = checkpoint_info(ckpt_path).get("settings", {})
+        info = checkpoint_info(ckpt_path)
+        saved = info.get("settings", {})
+        init_facts = info.get("init_facts", {})
         if saved.get("inputs") != inputs:
             raise GagsError(f"{ckpt_path} was made from other Gaussians or other language features than {out} holds "
                             "now (they changed since). Pass --no-resume to distill the field again from them.")
@@ -669,19 +672,17 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     if spec.space == "sparse":
         codebook = init_codebook(views, len(spec.heads), spec.heads[0].dim, config.seed).to(device)
     state = new_state(spec, len(gaussians), clip_dim, config, device, autoencoder=autoencoder, codebook=codebook)
-    extra = {"settings": settings}
-    init_facts: dict[str, Any] = {}
     if resume:
         load_state(ckpt_path, state)
         print(f"gags distill: resuming {spec.name} from iteration {state.step} ({ckpt_path})")
-    else:
-        if config.init == "lift":
-            from gags.distill.init import lift_init
-            from gags.distill.lift import LIFT_DOWNSCALE
+    elif config.init == "lift":
+        from gags.distill.init import lift_init
+        from gags.distill.lift import LIFT_DOWNSCALE
 
-            full = load_views(scene, scene.train_ids, folder, LIFT_DOWNSCALE, device)
-            init_facts = lift_init(state, spec, gaussians, full, config.seed)
-            extra["init_facts"] = init_facts
+        full = load_views(scene, scene.train_ids, folder, LIFT_DOWNSCALE, device)
+        init_facts = lift_init(state, spec, gaussians, full, config.seed)
+    extra = {"settings": settings, "init_facts": init_facts}  # every checkpoint carries them to a resumed run
+    if not resume:
         save_state(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
     train_views = _encode_tables(views, state.autoencoder) if state.autoencoder is not None else views
 
@@ -690,7 +691,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
                 checkpoint_extra=extra)
     run_config = resolved_config(config, iterations, downscale)
     field_, facts = build_field(spec, state, run_config, phrases)
-    facts.update(init_facts or checkpoint_info(ckpt_path).get("init_facts", {}))
+    facts.update(init_facts)
     facts["inputs"] = inputs
     if phrases is not None:
         facts.update(n2f2_phrases=list(N2F2_PHRASES), n2f2_temperature=N2F2_TEMPERATURE)

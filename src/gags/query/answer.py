@@ -128,7 +128,8 @@ def run(config: QueryConfig) -> dict[str, Any]:
     write_json(ws.query_result(text), record)
 
     for v in record["views"]:
-        print(f"{v['view']}: point {tuple(v['point'])}, max relevancy {v['max_relevancy']:.3f}, mask "
+        point = "none (constant map)" if v["point"] is None else tuple(v["point"])
+        print(f"{v['view']}: point {point}, max relevancy {v['max_relevancy']:.3f}, mask "
               f"{v['mask_pixels']} px")
     if "3d" in record:
         sel = record["3d"]
