@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES_WITH_EXAMPLES = ("gags.levels", "gags.field", "gags.segment.prompts")
+MODULES_WITH_EXAMPLES = ("gags.levels", "gags.field", "gags.segment.prompts", "gags.bench.ablation")
 
 
 @pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)

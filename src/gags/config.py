@@ -180,8 +180,9 @@ class DistillConfig:
     feature_lr: float = 1e-3
     """Adam learning rate of the per-Gaussian features (GAGS)."""
     init: Literal["zero", "lift"] = "zero"
-    """How a one-map field (gags, avg, level-s|m|l) starts: zero features and fresh decoders (the release), or lift,
-    the lifted features' principal components with a decoder fitted to them (gags.distill.init)."""
+    """How a trained field starts: zero features and fresh decoders (the release), or lift, from each Gaussian's
+    lifted features (principal components with a fitted decoder; LangSplat's codes; LangSplatV2's nearest codebook
+    entries: gags.distill.init)."""
     decoder_lr: float = 1e-4
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
     target: Literal["mix", "weighted-l2"] = "mix"

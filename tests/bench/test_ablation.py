@@ -52,6 +52,37 @@ def test_aggregate_over_seeds_and_presets():
     assert table[avg.key][ALL_PRESETS]["test"]["miou"]["mean"] is None
 
 
+def test_sign_test_is_the_exact_binomial_tail():
+    assert ablation.sign_test(0, 0) == 1.0 and ablation.sign_test(3, 3) == 1.0
+    assert ablation.sign_test(5, 0) == pytest.approx(2 / 32)  # 5 of 5 one way: 2 x 0.5^5
+    assert ablation.sign_test(1, 9) == ablation.sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+
+
+def test_paired_tests_match_queries_across_rows_presets_and_seeds(tmp_path):
+    gags, avg = Row("gas", "gags"), Row("gas", "avg")
+
+    def metrics(row: Row, preset: str, seed: int, ious: list[float], hits: list[bool]) -> dict:
+        path = tmp_path / preset / f"seed{seed}" / row.method / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        queries = [{"frame": f"f{i // 2}", "label": f"q{i % 2}", "iou": iou, "hit": hit}
+                   for i, (iou, hit) in enumerate(zip(ious, hits, strict=True))]
+        path.write_text(json.dumps({"queries": queries}))
+        return {**_run(preset, seed, row, "test", 0.0, 0.0), "metrics": str(path.relative_to(tmp_path))}
+
+    runs = [metrics(gags, "ramen", 0, [0.5, 0.4, 0.0, 0.2], [True, True, False, False]),
+            metrics(avg, "ramen", 0, [0.1, 0.4, 0.3, 0.1], [False, True, True, False]),
+            metrics(gags, "teatime", 0, [0.9, 0.8], [True, True]),
+            metrics(avg, "teatime", 0, [0.2, 0.1], [False, False]),
+            metrics(avg, "teatime", 1, [0.7, 0.7], [True, True])]  # no GaD run to pair with: left out
+    table = ablation.paired_tests(tmp_path, runs, [gags, avg])
+    stats = table["record"][avg.key]["test"]
+    assert stats["queries"] == 6
+    assert stats["mean_iou_difference"] == pytest.approx((0.4 + 0 - 0.3 + 0.1 + 0.7 + 0.7) / 6)
+    assert stats["iou_higher"] == [4, 1] and stats["iou_p"] == pytest.approx(ablation.sign_test(4, 1))
+    assert stats["localized_only"] == [3, 1]
+    assert table["record"][avg.key]["train"]["queries"] == 0 and len(table["rows"]) == 1
+
+
 def test_figures_per_query_granularity_and_final_granularity(tmp_path):
     queries = [{"label": "bowl", "iou": 0.5, "hit": True}, {"label": "bowl", "iou": 0.1, "hit": False},
                {"label": "egg yolk", "iou": 0.3, "hit": True}, {"label": "unknown", "iou": 1.0, "hit": True}]
@@ -119,7 +150,13 @@ def test_miniature_ablation_tables_match_the_runs_and_resume(tmp_path, encoder_d
     written = json.loads((out / "ablation.json").read_text())
     md = (out / "ablation.md").read_text()
     tables = written["tables"]
-    assert set(tables) == {"table1", "table2", "table4", "table6", "levels", "granularity"}
+    assert set(tables) == {"table1", "table2", "table4", "table6", "levels", "granularity", "paired"}
+    # every other row paired with GaS + GaD on the queries of both seeds
+    n_queries = sum(len(json.loads(metrics_path(out, "ramen", s, Row("gas", "gags"), "test").read_text())["queries"])
+                    for s in (0, 1))
+    assert [r[0] for r in tables["paired"]["rows"]] == [r.label() for r in rows if r.key != "gas/gags"]
+    assert all(int(r[1]) == n_queries for r in tables["paired"]["rows"])
+    assert "## Paired per query" in md
     assert [r[0] for r in tables["granularity"]["rows"]] == [r.label() for r in rows if r.method == "gags"]
     assert tables["granularity"]["header"] == ["method", "ramen seed0", "ramen seed1"]
     assert len(tables["levels"]["rows"]) == len(rows) and len(tables["levels"]["header"]) == 7

@@ -23,7 +23,11 @@ per row, preset and split, and the tables) and ``OUT/ablation.md``:
 - by query granularity: every row on the held-out views, queries grouped by what they name (whole objects, parts,
   sub-parts: the synthetic scene's queries), to see which granularity a method serves;
 - GaD granularity: the mean level weights (s, m, l) GaD ends training with (its training curves), per preset and
-  seed.
+  seed;
+- paired per query: every row against GaS + GaD on the same (preset, seed, view, query), per split: the mean IoU
+  difference, which of the two has the higher IoU and which alone localizes, with exact sign tests
+  (:func:`paired_tests`). Means over seeds hide how often two methods answer the same query differently; the pairs
+  show it.
 
 A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none with one seed), in percent. Over all
 presets:
@@ -468,6 +472,74 @@ def granularity_table(runs: Sequence[dict[str, Any]], presets: Sequence[str], se
             "header": ["method"] + [f"{p} seed{n}" for p, n in columns], "rows": table_rows}
 
 
+REFERENCE_ROW = "gas/gags"
+"""The row every other row is compared with, query by query (GaS + GaD)."""
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the probability, if either side were as likely to win each pair, of a split at
+    least as uneven as ``wins`` : ``losses`` (ties dropped). 1.0 with no untied pair.
+
+    >>> round(sign_test(9, 1), 4)
+    0.0215
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = math.fsum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def _queries(out: Path, run: dict[str, Any]) -> dict[tuple[str, str, int, str, str], dict[str, Any]]:
+    """(preset, seed, split, frame, label) -> the query's record in the run's metrics.json."""
+    found = read_json(out / run["metrics"])["queries"]
+    return {(run["preset"], run["seed"], run["split"], q["frame"], q["label"]): q for q in found}
+
+
+def paired_tests(out: Path, runs: Sequence[dict[str, Any]], rows: Sequence[Row],
+                 reference: str = REFERENCE_ROW) -> dict[str, Any]:
+    """Every row against ``reference``, query by query over every preset and seed, per split: the queries both
+    evaluated, the mean IoU difference (reference minus row), how many queries each has the higher IoU on and how
+    many only one of them localizes, each with :func:`sign_test`'s p-value (on localization this is McNemar's exact
+    test). A table named like the others."""
+    split_header = ["held-out" if s == "test" else "train" for s in SPLITS]
+    header = ["method"] + [f"{s} {what}" for s in split_header
+                           for what in ("queries", "mean ΔIoU", "IoU higher: GaD / row (p)",
+                                        "localized by one only: GaD / row (p)")]
+    by_key = {(r["row"], r["preset"], r["seed"], r["split"]): r for r in runs}
+    table_rows: list[list[Any]] = []
+    record: dict[str, Any] = {}
+    for row in rows:
+        if row.key == reference:
+            continue
+        cells: list[Any] = [row.label()]
+        record[row.key] = {}
+        for split in SPLITS:
+            ref_q: dict[Any, dict[str, Any]] = {}
+            row_q: dict[Any, dict[str, Any]] = {}
+            for r in runs:
+                if r["row"] == row.key and r["split"] == split and (reference, r["preset"], r["seed"], split) in by_key:
+                    row_q.update(_queries(out, r))
+                    ref_q.update(_queries(out, by_key[(reference, r["preset"], r["seed"], split)]))
+            keys = sorted(set(ref_q) & set(row_q))
+            diff = [ref_q[k]["iou"] - row_q[k]["iou"] for k in keys]
+            higher = (sum(d > 0 for d in diff), sum(d < 0 for d in diff))
+            only = (sum(bool(ref_q[k]["hit"]) and not row_q[k]["hit"] for k in keys),
+                    sum(bool(row_q[k]["hit"]) and not ref_q[k]["hit"] for k in keys))
+            stats = {"queries": len(keys), "mean_iou_difference": math.fsum(diff) / len(diff) if diff else None,
+                     "iou_higher": list(higher), "iou_p": sign_test(*higher),
+                     "localized_only": list(only), "localized_p": sign_test(*only)}
+            record[row.key][split] = stats
+            mean = "-" if stats["mean_iou_difference"] is None else f"{100 * stats['mean_iou_difference']:+.1f}"
+            cells += [str(len(keys)), mean, f"{higher[0]} / {higher[1]} ({stats['iou_p']:.2g})",
+                      f"{only[0]} / {only[1]} ({stats['localized_p']:.2g})"]
+        table_rows.append(cells)
+    return {"name": "Paired per query",
+            "title": "every row against GaS + GaD on the same queries (every preset and seed): mean IoU difference "
+                     "in points, and exact sign tests (p, two-sided)",
+            "header": header, "rows": table_rows, "record": record}
+
+
 def markdown(tables: dict[str, dict[str, Any]], settings: dict[str, Any], n_runs: int) -> str:
     """The tables as Markdown, after a line of settings."""
     summary = (f"Presets {', '.join(settings['presets'])}; seeds 0..{settings['seeds'] - 1}; "
@@ -494,6 +566,8 @@ def write_results(out: Path, config: BenchAblationConfig, rows: Sequence[Row],
     results = aggregate(runs, config.presets, rows, METRICS + LEVEL_METRICS)
     tables = build_tables(results, config.presets, rows)
     tables["granularity"] = granularity_table(runs, config.presets, config.seeds, rows)
+    if any(r.key == REFERENCE_ROW for r in rows):
+        tables["paired"] = paired_tests(out, runs, rows)
     settings = settings_of(config)
     record = {
         "settings": settings,

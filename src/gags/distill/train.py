@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -580,6 +581,8 @@ def _phrase_embeddings(config: DistillConfig, clip_dim: int) -> Tensor:
     return encoder.encode_text(list(N2F2_PHRASES))
 
 
+INIT_THREADS = os.cpu_count() or 1
+"""PyTorch threads of ``--init lift`` by default: its renders and decoder batches are large enough for every core."""
 TRAINING_THREADS = 1
 """PyTorch threads of the training loop by default: at CPU training sizes the work per operation is small, and
 waiting threads cost more than they give when other jobs share the CPU."""
@@ -610,12 +613,8 @@ def run(config: DistillConfig) -> dict[str, Any]:
     """Run the stage; returns the record written to ``Workspace.field_curves(METHOD)`` (without the curves)."""
     validate(config)
     entry = method(config.method)
-    if config.init == "lift":
-        from gags.distill.init import check_init
-
-        if entry.build != "distill":
-            raise GagsError(f"--init lift starts a trained field; {entry.name} is built without training. Drop --init.")
-        check_init(method_spec(config.method, config.feature_dim))
+    if config.init == "lift" and entry.build != "distill":
+        raise GagsError(f"--init lift starts a trained field; {entry.name} is built without training. Drop --init.")
     lock = Workspace(Path(config.out)).lock(f"distill-{entry.name}", f"gags distill --method {entry.name}")
     if entry.build == "lift":
         from gags.distill.lift import run_lift
@@ -680,7 +679,8 @@ def _run(config: DistillConfig) -> dict[str, Any]:
         from gags.distill.lift import LIFT_DOWNSCALE
 
         full = load_views(scene, scene.train_ids, folder, LIFT_DOWNSCALE, device)
-        init_facts = lift_init(state, spec, gaussians, full, config.seed)
+        with scoped_torch_threads(config.threads if config.threads is not None else INIT_THREADS):
+            init_facts = lift_init(state, spec, gaussians, full, config.seed)
     extra = {"settings": settings, "init_facts": init_facts}  # every checkpoint carries them to a resumed run
     if not resume:
         save_state(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
