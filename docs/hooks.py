@@ -5,7 +5,8 @@ Markers a page may hold (each on its own line):
 - ``<!-- gags:methods -->``: the method registry (``gags.methods.METHODS``) as a table.
 - ``<!-- gags:bench KIND PATH -->``: the table a benchmark writes, made from its JSON record at ``PATH`` (relative to
   the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
-  KIND: ``demo`` | ``segment-scaling`` | ``ladder`` | ``ablation`` | ``segmenter-quality``.
+  KIND: ``demo`` | ``demo-seeds`` (PATH a glob of several demo records) | ``segment-scaling`` | ``ladder`` |
+  ``ablation`` | ``segmenter-quality``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ def _methods_table() -> str:
 def _bench_table(kind: str, path: str) -> str:
     from gags.bench.provenance import describe
 
+    if kind == "demo-seeds":
+        from gags.demo import spread_markdown
+
+        paths = sorted(ROOT.glob(path))
+        if not paths:
+            raise ValueError(f"no record matches {path}")
+        records = [json.loads(p.read_text()) for p in paths]
+        stamps = " ".join(f"Run {i}: {describe(r)}" for i, r in enumerate(records))
+        return f"{spread_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
     record: dict[str, Any] = json.loads((ROOT / path).read_text())
     if kind == "ladder":
         from gags.bench.ladder import markdown

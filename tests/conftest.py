@@ -39,11 +39,13 @@ def encoder_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_demo(encoder_dir) -> Callable[[Path], DemoConfig]:
-    """out -> the configuration of a miniature demo (48x48 images, 6 views, a few iterations: about half a minute)."""
+    """out -> the configuration of a miniature demo (48x48 images, 6 views, a few iterations: about half a minute).
+    Its fields start from zeros: the CPU default's start from the lifted features (``--init lift``) fits a decoder
+    for half a minute per field, and ``tests/distill/test_init.py`` tests it on a copy of this demo."""
 
     def make(out: Path) -> DemoConfig:
         return DemoConfig(out=out, resolution=48, views=6, reconstruct_iterations=30, max_gaussians=3000,
-                          distill_iterations=10, encoder=f"openclip:local-dir:{encoder_dir}")
+                          distill_iterations=10, distill_init="zero", encoder=f"openclip:local-dir:{encoder_dir}")
 
     return make
 

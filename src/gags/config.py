@@ -156,10 +156,11 @@ class SegmentConfig:
 class DistillConfig:
     """Granularity-aware distillation (GaD) of the CLIP features into one language field, or a baseline.
 
-    Default schedule: on a GPU the official one, 30,000 iterations at half resolution. On a CPU the same shape (late
-    phase from the midpoint), 1,000 iterations, at half resolution or less so that the training images' longer side is
-    at most 40 pixels (downscale = max(2, longer side / 40)); see gags.distill.train.default_schedule for the
-    measurements behind it.
+    Default schedule: on a GPU the official one, a zero start and 30,000 iterations at half resolution. On a CPU a
+    start from the lifted features (--init lift), then 200 iterations of the same shape (late phase from the midpoint)
+    at full resolution up to a longer side of 128 pixels (downscale = max(1, longer side / 128)); see
+    gags.distill.train.default_schedule for the measurements behind it. The release's schedule on a CPU: --init zero
+    --iterations 30000 --downscale 2.
     """
 
     out: Positional[Path]
@@ -170,19 +171,19 @@ class DistillConfig:
     langsplat-v2 (sparse coefficients over learned codebooks), lift / lift-consistent (training-free); see
     gags.methods."""
     iterations: int | None = None
-    """Iterations; default 30,000 on a GPU, 1,000 on a CPU."""
+    """Iterations; default 30,000 on a GPU, 200 on a CPU."""
     downscale: float | None = None
-    """Image downscale for training; default 2 (half resolution) on a GPU, max(2, longer side / 40) on a CPU."""
+    """Image downscale for training; default 2 (half resolution) on a GPU, max(1, longer side / 128) on a CPU."""
     seed: int = 42
     """Seed of the decoders' initialisation, the view order and the LangSplat autoencoder."""
     feature_dim: int = 16
     """Per-Gaussian feature size (GAGS: 512 / 32 = 16)."""
     feature_lr: float = 1e-3
     """Adam learning rate of the per-Gaussian features (GAGS)."""
-    init: Literal["zero", "lift"] = "zero"
-    """How a trained field starts: zero features and fresh decoders (the release), or lift, from each Gaussian's
-    lifted features (principal components with a fitted decoder; LangSplat's codes; LangSplatV2's nearest codebook
-    entries: gags.distill.init)."""
+    init: Literal["zero", "lift"] | None = None
+    """How a trained field starts: zero features and fresh decoders (the release; default on a GPU), or lift, from
+    each Gaussian's lifted features (principal components with a fitted decoder; LangSplat's codes; LangSplatV2's
+    nearest codebook entries: gags.distill.init; default on a CPU)."""
     decoder_lr: float = 1e-4
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
     target: Literal["mix", "weighted-l2"] = "mix"
@@ -225,9 +226,8 @@ class DistillConfig:
     resume: bool = True
     """Continue from the method's checkpoint in OUT if there is one."""
     threads: int | None = None
-    """PyTorch CPU threads (0: PyTorch's default, one per core). Default: 1 for the training loop (at CPU training
-    sizes the work per operation is small, and waiting threads cost more than they give when other jobs share the
-    CPU); every core for the training-free methods (lift), whose renders are large."""
+    """PyTorch CPU threads (0: PyTorch's default, one per core). Default: every core (--threads 1 when other jobs
+    share the CPU)."""
 
 
 @dataclass
@@ -297,6 +297,8 @@ class DemoConfig:
     """Gaussian budget of the RGB training (bounds the time of every later stage on a CPU)."""
     distill_iterations: int | None = None
     """Distillation iterations; default: the CPU default of `gags distill`."""
+    distill_init: Literal["zero", "lift"] | None = None
+    """How the trained fields start (gags distill --init); default the stage's (lift on a CPU, zero on a GPU)."""
     baselines: tuple[BaselineName, ...] = ("avg", "lift", "lift-consistent")
     """Baselines distilled and evaluated next to gags (any method of gags.methods but gags)."""
     segmenter: str = "hierarchy"
@@ -360,7 +362,9 @@ class BenchAblationConfig:
     max_gaussians: int = 10_000
     """Ceiling on the Gaussians densification may reach (the synthetic scenes start from 20,000 points)."""
     distill_iterations: int | None = None
-    """Distillation iterations; default the CPU default of `gags distill` (1,000 at <= 40 px)."""
+    """Distillation iterations; default the CPU default of `gags distill` (200 at <= 128 px, lifted start)."""
+    distill_init: Literal["zero", "lift"] | None = None
+    """How the trained fields start (gags distill --init); default the stage's (lift on a CPU, zero on a GPU)."""
     methods: tuple[MethodName, ...] = ("gags", "avg", "level-s", "level-m", "level-l", "langsplat", "lift",
                                        "lift-consistent")
     """Methods distilled from the GaS (depth-aware) prompts."""

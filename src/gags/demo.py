@@ -25,7 +25,7 @@ from gags.config import (
 )
 from gags.errors import GagsError
 from gags.io import ensure_dir, read_json, write_json
-from gags.methods import BASELINES
+from gags.methods import BASELINES, METHODS
 from gags.pipeline import Step, run_steps
 from gags.report import write_report
 from gags.synth.scenes import transforms_path
@@ -57,7 +57,8 @@ def _steps(config: DemoConfig) -> list[Step]:
     ]
     for method in methods:
         distill_config = DistillConfig(out=out, method=method, encoder=config.encoder,
-                                       iterations=config.distill_iterations)
+                                       iterations=config.distill_iterations,
+                                       init=config.distill_init if METHODS[method].build == "distill" else None)
         steps.append(Step(f"distill {method}", ws.field_file(method), functools.partial(distill, distill_config)))
     for method in methods:
         steps.append(Step(f"eval {method}", ws.eval_metrics(method, "test"),
@@ -79,7 +80,8 @@ def run(config: DemoConfig) -> dict[str, Any]:
 
     summary = headline(out, ("gags", *config.baselines))
     write_json(timings_path, {"seconds": timings, "total_seconds": round(sum(timings.values()), 2), **summary,
-                              "segmenter": config.segmenter, "provenance": provenance()})
+                              "segmenter": config.segmenter, "preset": config.preset, "seed": config.seed,
+                              "provenance": provenance()})
     print("report ...", flush=True)
     report = write_report(out)
     _print_summary(out, summary)
@@ -124,6 +126,29 @@ def markdown(record: dict[str, Any]) -> str:
     lines += ["", f"Held-out PSNR {record['psnr']:.1f} dB with {record['num_gaussians']:,} Gaussians; segmenter "
               f"`{record.get('segmenter', 'hierarchy')}`. Time per stage: {stages}; "
               f"{int(total // 60)} min {total % 60:.0f} s in all."]
+    return "\n".join(lines)
+
+
+def spread_markdown(records: list[dict[str, Any]]) -> str:
+    """Several ``demo.json`` records (one per ``--seed``) as Markdown: per method and split the mean, minimum and
+    maximum of mIoU and localization over the runs, then the range of the total time."""
+    if not records:
+        raise ValueError("no demo record")
+    lines = ["| method | training views: mIoU | loc. acc. | held-out views: mIoU | loc. acc. |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for method in records[0]["eval"]:
+        cells = []
+        for split in ("train", "test"):
+            for key in ("miou", "loc_acc"):
+                values = [100 * r["eval"][method][split][key] for r in records
+                          if split in r["eval"].get(method, {})]
+                cells.append(f"{sum(values) / len(values):.1f}% ({min(values):.1f}-{max(values):.1f})" if values
+                             else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    totals = [r["total_seconds"] for r in records]
+    seeds = ", ".join(str(r.get("seed", "?")) for r in records)
+    lines += ["", f"Mean (minimum-maximum) over {len(records)} runs (`--seed` {seeds}). Time in all: "
+              f"{min(totals) / 60:.1f}-{max(totals) / 60:.1f} min."]
     return "\n".join(lines)
 
 

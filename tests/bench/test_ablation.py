@@ -134,7 +134,8 @@ def test_share_inputs_links_what_the_stages_read(tmp_path):
 
 def miniature(out: Path, encoder_dir: Path) -> BenchAblationConfig:
     return BenchAblationConfig(out=out, presets=("ramen",), seeds=2, resolution=32, views=6,
-                       reconstruct_iterations=20, max_gaussians=2000, distill_iterations=8, methods=("gags", "avg"),
+                       reconstruct_iterations=20, max_gaussians=2000, distill_iterations=8, distill_init="zero",
+                       methods=("gags", "avg"),
                        uniform_methods=("gags",), variants=("no-entropy",), encoder=f"openclip:local-dir:{encoder_dir}",
                        figures=False, protocol_min_side=0)
 

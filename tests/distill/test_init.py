@@ -57,6 +57,7 @@ def test_every_head_of_a_shared_decoder_decodes_its_own_level():
             assert torch.equal(state.features[~ok, head.channels], torch.zeros(int((~ok).sum()), 16))
 
 
+@pytest.mark.slow
 def test_a_lift_initialised_field_decodes_the_lifted_features(demo_run, tmp_path):
     out = shutil.copytree(demo_run[0], tmp_path / "demo")
     ws = Workspace(out)

@@ -22,7 +22,7 @@ from gags.data.features import read_language_features
 from gags.data.ply import write_ply
 from gags.distill import _reference as reference
 from gags.distill import losses
-from gags.distill.train import checkpoint_info, default_schedule, pixel_losses, run
+from gags.distill.train import Schedule, checkpoint_info, default_schedule, pixel_losses, run
 from gags.errors import GagsError
 from gags.field import LanguageField
 from gags.methods import TRAINED
@@ -75,7 +75,7 @@ def make_out(root: Path, float_s: bool = True, feature_scale: int = 2) -> Path:
 
 
 def _config(out: Path, **kwargs) -> DistillConfig:
-    defaults = {"iterations": 6, "downscale": 1.0, "checkpoint_every": 3, "ae_epochs": 2}
+    defaults = {"iterations": 6, "downscale": 1.0, "checkpoint_every": 3, "ae_epochs": 2, "init": "zero"}
     return DistillConfig(out=out, **{**defaults, **kwargs})
 
 
@@ -100,11 +100,12 @@ def test_pixel_losses_equal_the_map_losses(mode, normalize):
     torch.testing.assert_close(got, want[:, 0])
 
 
-def test_cpu_schedule_keeps_the_shape_and_caps_the_size():
-    assert default_schedule(True, 1000) == (30_000, 2.0)
-    iterations, downscale = default_schedule(False, 128)
-    assert iterations < 30_000 and 128 / downscale <= 40 + 1e-9
-    assert default_schedule(False, 60)[1] == 2.0  # never finer than half resolution
+def test_gpu_schedule_is_the_release_and_the_cpu_one_starts_lifted_at_full_size_up_to_128_px():
+    assert default_schedule(True, 1000) == Schedule(30_000, 2.0, "zero")
+    cpu = default_schedule(False, 128)
+    assert cpu.iterations < 30_000 and cpu.downscale == 1.0 and cpu.init == "lift"
+    assert default_schedule(False, 60).downscale == 1.0  # never upsampled
+    assert 960 / default_schedule(False, 960).downscale == pytest.approx(128)
 
 
 def test_language_features_float_or_int_and_bad_files(tmp_path):
@@ -252,7 +253,7 @@ def test_held_out_views_need_no_features(tmp_path):
 
 
 def _cli(out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gags", "distill", str(out), "--iterations", "400", "--downscale", "1",
+    return [sys.executable, "-m", "gags", "distill", str(out), "--iterations", "400", "--downscale", "1", "--init", "zero",
             "--checkpoint-every", "10", *args]
 
 

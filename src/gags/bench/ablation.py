@@ -105,9 +105,13 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 """Table 6: GaD (method gags, GaS features) with DistillConfig switches off."""
 SWITCHES = ("region_aware", "entropy", "consistency")
-RESULT_SETTINGS = ("resolution", "views", "reconstruct_iterations", "max_gaussians", "distill_iterations", "segmenter",
-                   "min_region_area", "encoder", "eval_downscale", "protocol_min_side")
+RESULT_SETTINGS = ("resolution", "views", "reconstruct_iterations", "max_gaussians", "distill_iterations",
+                   "distill_init", "distill_cpu_defaults", "segmenter", "min_region_area", "encoder", "eval_downscale",
+                   "protocol_min_side")
 """Settings that change the results: a benchmark folder holds runs of one set of them only."""
+UNRECORDED_SETTINGS: dict[str, Any] = {"distill_cpu_defaults": {"iterations": 1000, "max_side": 40, "init": "zero"}}
+"""What a result-changing setting was in folders made before it was recorded (``gags distill``'s CPU defaults until
+``--init lift`` became one of them)."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,7 @@ def run_steps_of(config: BenchAblationConfig, out: Path, rows: Sequence[Row], en
                 share_inputs(g, f, features=True)
             switches = r.switches()
             distill(DistillConfig(out=f, method=r.method, iterations=config.distill_iterations,
+                                  init=config.distill_init if METHODS[r.method].build == "distill" else None,
                                   encoder=encoder, seed=_default(DistillConfig, "seed") + n, threads=threads,
                                   region_aware=switches["region_aware"], entropy=switches["entropy"],
                                   consistency=switches["consistency"]))
@@ -592,7 +597,16 @@ def write_results(out: Path, config: BenchAblationConfig, rows: Sequence[Row],
 def settings_of(config: BenchAblationConfig) -> dict[str, Any]:
     s = {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
     s["encoder"] = config.encoder or "tiny"
+    s["distill_cpu_defaults"] = distill_cpu_defaults()
     return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
+
+
+def distill_cpu_defaults() -> dict[str, Any]:
+    """What ``gags distill`` runs on a CPU when the benchmark leaves it open (:func:`gags.distill.train
+    .default_schedule`)."""
+    from gags.distill.train import CPU_ITERATIONS, CPU_MAX_SIDE, default_schedule
+
+    return {"iterations": CPU_ITERATIONS, "max_side": CPU_MAX_SIDE, "init": default_schedule(False, 1).init}
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -601,7 +615,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     now = {k: settings[k] for k in RESULT_SETTINGS}
     if path.is_file():
         then = read_json(path)  # a setting added since that folder was made had its default value then
-        then = {k: then.get(k, _default(BenchAblationConfig, k)) for k in RESULT_SETTINGS}
+        then = {k: then.get(k, UNRECORDED_SETTINGS.get(k) or _default(BenchAblationConfig, k)) for k in RESULT_SETTINGS}
         diff = {k: (then[k], v) for k, v in now.items() if then[k] != v}
         if diff:
             raise GagsError(f"{out} holds ablation runs made with other settings ({diff}, as (then, now)). Run with "
