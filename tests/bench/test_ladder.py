@@ -123,6 +123,13 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
         assert set(entry["R3"]) == {"gags", "avg", "lift", "lift-consistent"} and "kept" in entry["R3"]["avg"]
     printed = capsys.readouterr().out
     assert "exact masks, own" in printed and "field gags" in printed
+    # how each field was made (the miniature demo distils 10 iterations from zeros at the CPU's downscale)
+    assert record["fields"]["gags"] == {"init": "zero", "iterations": 10, "downscale": 1.0}
+    assert record["fields"]["lift"] == {"init": None, "iterations": None, "downscale": None}
+    from gags.bench.ladder import kept_markdown
+
+    table = kept_markdown([record, record])
+    assert table.count("| demo | gags | zero, 10, 1 |") == 2 and "| demo | lift | training-free |" in table
     # the report shows the ladder
     from gags.report import write_report
 

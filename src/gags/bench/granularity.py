@@ -2,10 +2,11 @@
 
 On every training view, at the pixels covered at all three levels (the pixels GaD trains on), the field's rendered and
 decoded prediction is compared with the three levels' segment features (``_f`` / ``_s``): the mean cosine and mean L1
-to each level (L1 on the decoder's raw output, the space the distillation loss works in), and the share of pixels whose
-prediction is nearest (by cosine) each level. For a GaD field also the granularity decoder's weights g at those pixels
-(mean, share of the argmax per level, and how often the argmax is the level nearest the prediction), and g's curve
-during training (``curves.json``).
+to each level (L1 on the decoder's raw output, the space the distillation loss works in), the share of pixels whose
+prediction is nearest (by cosine) each level, and how far the levels' features are from each other at the same pixel
+(mean cosine per pair of levels, and the share of pixels where two levels hold the same feature: one mask kept at
+both). For a GaD field also the granularity decoder's weights g at those pixels (mean, share of the argmax per level,
+and how often the argmax is the level nearest the prediction), and g's curve during training (``curves.json``).
 
 What it tells: when the prediction is about as far from every level (the levels' features barely differ from the
 field's point of view), the distillation gives g no per-pixel signal, and the entropy term alone decides g (README,
@@ -31,6 +32,10 @@ from gags.threads import scoped_torch_threads
 from gags.workspace import Workspace
 
 NAME = "granularity"
+LEVEL_PAIRS = ((0, 1), (1, 2), (0, 2))
+"""Pairs of levels (sub-part-part, part-whole, sub-part-whole) whose features are compared pixel by pixel."""
+IDENTICAL_COSINE = 0.9999
+"""Two levels' features closer than this at a pixel count as one feature (the same mask kept at both levels)."""
 CURVE_POINTS = 11
 """Points of g's training curve kept in the record (evenly spaced, first and last included)."""
 
@@ -46,6 +51,7 @@ def measure(field: LanguageField, views: list[Any], gaussians: Any) -> dict[str,
     cos_sum, l1_sum = torch.zeros(NUM_LEVELS), torch.zeros(NUM_LEVELS)
     nearest = torch.zeros(NUM_LEVELS)
     g_sum, g_argmax = torch.zeros(NUM_LEVELS), torch.zeros(NUM_LEVELS)
+    between, identical = torch.zeros(len(LEVEL_PAIRS)), torch.zeros(len(LEVEL_PAIRS))
     agree, pixels = 0, 0
     features = field.features.float()
     for view in views:
@@ -60,6 +66,11 @@ def measure(field: LanguageField, views: list[Any], gaussians: Any) -> dict[str,
         cos = F.cosine_similarity(raw[None], targets, dim=-1)  # [3, P]
         cos_sum += cos.sum(1)
         l1_sum += (raw[None] - targets).abs().mean(-1).sum(1)
+        for n, (a, b) in enumerate(LEVEL_PAIRS):
+            pair = F.cosine_similarity(targets[a], targets[b], dim=-1)  # [P]
+            between[n] += pair.sum()
+            identical[n] += (seg[a, valid] == seg[b, valid]).sum() + (
+                (seg[a, valid] != seg[b, valid]) & (pair > IDENTICAL_COSINE)).sum()
         near = cos.argmax(0)
         nearest += torch.bincount(near, minlength=NUM_LEVELS)
         if field.granularity_decoder is not None:
@@ -74,7 +85,10 @@ def measure(field: LanguageField, views: list[Any], gaussians: Any) -> dict[str,
                         "segment maps).")
     record: dict[str, Any] = {"pixels": pixels, "levels": [lv.display for lv in LEVELS],
                               "mean_cosine": (cos_sum / pixels).tolist(), "mean_l1": (l1_sum / pixels).tolist(),
-                              "nearest_share": (nearest / pixels).tolist()}
+                              "nearest_share": (nearest / pixels).tolist(),
+                              "level_pairs": [f"{LEVELS[a].code}-{LEVELS[b].code}" for a, b in LEVEL_PAIRS],
+                              "between_levels_cosine": (between / pixels).tolist(),
+                              "between_levels_identical_share": (identical / pixels).tolist()}
     if field.granularity_decoder is not None:
         record.update(g_mean=(g_sum / pixels).tolist(), g_argmax_share=(g_argmax / pixels).tolist(),
                       g_argmax_is_nearest=agree / pixels)
@@ -127,6 +141,12 @@ def table(record: dict[str, Any]) -> str:
         if has_g:
             row += f"{record['g_mean'][k]:>9.3f}{100 * record['g_argmax_share'][k]:>9.1f}%"
         lines.append(row)
+    if "between_levels_cosine" in record:
+        pairs = " / ".join(record["level_pairs"])
+        lines.append(f"between levels ({pairs}) at the same pixel: cosine "
+                     + " / ".join(f"{v:.3f}" for v in record["between_levels_cosine"]) + "; the same feature at "
+                     + " / ".join(f"{100 * v:.1f}%" for v in record["between_levels_identical_share"])
+                     + " of the pixels")
     if has_g:
         lines.append(f"argmax g is the level nearest the prediction at {100 * record['g_argmax_is_nearest']:.1f}% "
                      "of the pixels")

@@ -279,13 +279,46 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
 
     record = {"scene": str(out), "labels": str(config.labels) if config.labels else "the synthetic scene's own",
               "encoder": encoder_spec, "protocol_min_side": config.protocol_min_side, "methods": methods,
-              "notes": notes, "splits": results, "platform": platform.platform()}
+              "notes": notes, "splits": results, "fields": {m: how_made(m, f.config) for m, f in fields.items()},
+              "platform": platform.platform()}
     path = ws.bench_file(RESULT_NAME)
     record["provenance"] = provenance()
     write_json(path, record)
     print_table(record)
     print(f"gags bench ladder: {path}")
     return record
+
+
+def how_made(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """How a field was made, from its resolved ``gags distill`` config: init (fields written before ``--init`` existed
+    started from zeros), iterations and downscale; None for the training-free methods."""
+    if method in METHODS and METHODS[method].build != "distill":
+        return {"init": None, "iterations": None, "downscale": None}
+    return {"init": config.get("init") or "zero", "iterations": config.get("iterations"),
+            "downscale": config.get("downscale")}
+
+
+def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> str:
+    """Several ladder records as one table: per record and field, how the field was made and its mIoU / localization
+    with the share of its target's reading it keeps, on training and held-out views. names: one per record (default:
+    the scene folder's name)."""
+    lines = ["| scene | field | start, iterations, downscale | training views | held-out views |",
+             "| --- | --- | --- | ---: | ---: |"]
+    for n, record in enumerate(records):
+        scene = names[n] if names is not None else Path(record["scene"]).name
+        for m in record["methods"]:
+            made = record.get("fields", {}).get(m, {})
+            how = (f"{made.get('init')}, {made.get('iterations')}, {made.get('downscale'):g}"
+                   if made.get("iterations") is not None else "training-free")
+            cells = []
+            for s in ("train", "test"):
+                e = record["splits"][s]["R3"][m]
+                cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
+                if "kept" in e:
+                    cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}%)"
+                cells.append(cell)
+            lines.append(f"| {scene} | {m} | {how} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _add_levels(rung: dict[str, Maps], name: str, cats: Sequence[str], table: Tensor, seg: Tensor, query: Tensor,
@@ -369,5 +402,5 @@ def print_table(record: Mapping[str, Any]) -> None:
         print(f"note: {note}")
 
 
-__all__ = ["READINGS", "average_relevancy", "exact_segments", "level_relevancy", "markdown", "print_table", "run",
-           "table_rows"]
+__all__ = ["READINGS", "average_relevancy", "exact_segments", "how_made", "kept_markdown", "level_relevancy",
+           "markdown", "print_table", "run", "table_rows"]
