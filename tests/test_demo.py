@@ -53,3 +53,15 @@ def test_unknown_baseline_is_a_user_error(tmp_path, capsys):
         main(["demo", "--out", str(tmp_path), "--baselines", "best"])
     assert exit_.value.code == 2
     assert "level-s" in capsys.readouterr().err
+
+
+def test_the_spread_over_seeds_is_the_mean_and_range_of_the_records():
+    from gags.demo import spread_markdown
+
+    def record(seed: int, miou: float, seconds: float) -> dict:
+        return {"seed": seed, "total_seconds": seconds,
+                "eval": {"gags": {"train": {"miou": miou, "loc_acc": 0.5}, "test": {"miou": miou / 2, "loc_acc": 0.25}}}}
+
+    table = spread_markdown([record(0, 0.2, 120.0), record(1, 0.4, 180.0)])
+    assert "| gags | 30.0% (20.0-40.0) | 50.0% (50.0-50.0) | 15.0% (10.0-20.0) | 25.0% (25.0-25.0) |" in table
+    assert "over 2 runs (`--seed` 0, 1)" in table and "2.0-3.0 min" in table

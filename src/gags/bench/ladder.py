@@ -308,8 +308,9 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
         scene = names[n] if names is not None else Path(record["scene"]).name
         for m in record["methods"]:
             made = record.get("fields", {}).get(m, {})
-            how = (f"{made.get('init')}, {made.get('iterations')}, {made.get('downscale'):g}"
-                   if made.get("iterations") is not None else "training-free")
+            iterations = made.get("iterations")
+            how = ("training-free" if iterations is None else f"{made.get('init')}, 0" if iterations == 0
+                   else f"{made.get('init')}, {iterations}, {made.get('downscale'):g}")
             cells = []
             for s in ("train", "test"):
                 e = record["splits"][s]["R3"][m]
