@@ -57,14 +57,20 @@ def test_every_head_of_a_shared_decoder_decodes_its_own_level():
             assert torch.equal(state.features[~ok, head.channels], torch.zeros(int((~ok).sum()), 16))
 
 
-@pytest.mark.slow
-def test_a_lift_initialised_field_decodes_the_lifted_features(demo_run, tmp_path):
+def lifted_demo(demo_run, tmp_path) -> tuple[Workspace, torch.Tensor]:
+    """A copy of the miniature demo with its ``lift`` field; its Workspace and the lifted levels [N, 3, D] (zero where
+    unseen)."""
     out = shutil.copytree(demo_run[0], tmp_path / "demo")
     ws = Workspace(out)
     distill(DistillConfig(out=out, method="lift"))
     lifted = LanguageField.load(ws.field_file("lift"))
-    n = len(lifted.features)
-    levels = lifted.features.float().reshape(n, 3, -1)
+    return ws, lifted.features.float().reshape(len(lifted.features), 3, -1)
+
+
+@pytest.mark.slow
+def test_a_lift_initialised_field_decodes_the_lifted_features(demo_run, tmp_path):
+    ws, levels = lifted_demo(demo_run, tmp_path)
+    out = ws.root
     target, valid = lifted_targets(levels, levels.norm(dim=-1) > 0, (1 / 3, 1 / 3, 1 / 3))
 
     def agreement(init: str) -> float:
@@ -84,12 +90,8 @@ def test_a_lift_initialised_field_decodes_the_lifted_features(demo_run, tmp_path
 
 @pytest.mark.parametrize("method", ["langsplat", "langsplat-v2"])
 def test_multi_level_fields_start_at_their_levels_lifted_features(demo_run, tmp_path, method):
-    out = shutil.copytree(demo_run[0], tmp_path / "demo")
-    ws = Workspace(out)
-    distill(DistillConfig(out=out, method="lift"))
-    lifted = LanguageField.load(ws.field_file("lift"))
-    n = len(lifted.features)
-    levels = lifted.features.float().reshape(n, 3, -1)
+    ws, levels = lifted_demo(demo_run, tmp_path)
+    out = ws.root
     seen = levels.norm(dim=-1) > 0  # [N, 3]
 
     def centred(x: torch.Tensor) -> torch.Tensor:  # [M, D]: what tells Gaussians apart (the features are close)
