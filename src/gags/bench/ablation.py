@@ -33,10 +33,10 @@ A cell is ``mean +- std`` over seeds (sample standard deviation, n - 1; none wit
 presets:
 per seed, the mean over the presets, then mean +- std of those over seeds.
 
-Time: the defaults (4 presets x 3 seeds, 64 px, 24 views, 500 RGB iterations, 1,000 distillation iterations at 32 px,
-11 distillations per preset and seed) took 10-12.5 minutes per preset and seed on a 2-core machine shared with other
-jobs (ramen, 3 seeds: 33.6 min, load 2-9; 80 % of it distillation, 10 % evaluation), so about 2 h 15 min for all 12.
-Add presets and seeds later: the same command with more of them reuses every finished run.
+Time: a trained field costs what ``gags distill`` costs with the CPU default (a lifted start, then 200 iterations at
+up to 128 px): at 128 px on one core about 1.5-2 minutes, so a (preset, seed) with 11 trained fields and their
+evaluations takes about 20-25 minutes, and two run at once as Ray tasks on a 2-core machine (``--ray local``). Add
+presets and seeds later: the same command with more of them reuses every finished run.
 
 Scale: the segment stage's constants are the official release's, in pixels of ~1000 px frames; 64 px is far from that.
 Both prompt modes reach every region of the embedded hierarchy segmenter at 64 px (GaS draws ~3,000 points per 64 x 64
