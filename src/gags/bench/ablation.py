@@ -511,7 +511,7 @@ def paired_tests(out: Path, runs: Sequence[dict[str, Any]], rows: Sequence[Row],
     header = ["method"] + [f"{s} {what}" for s in split_header
                            for what in ("queries", "mean ΔIoU", "IoU higher: GaD / row (p)",
                                         "localized by one only: GaD / row (p)")]
-    by_key = {(r["row"], r["preset"], r["seed"], r["split"]): r for r in runs}
+    queries = {(r["row"], r["preset"], r["seed"], r["split"]): _queries(out, r) for r in runs}  # each file once
     table_rows: list[list[Any]] = []
     record: dict[str, Any] = {}
     for row in rows:
@@ -522,10 +522,11 @@ def paired_tests(out: Path, runs: Sequence[dict[str, Any]], rows: Sequence[Row],
         for split in SPLITS:
             ref_q: dict[Any, dict[str, Any]] = {}
             row_q: dict[Any, dict[str, Any]] = {}
-            for r in runs:
-                if r["row"] == row.key and r["split"] == split and (reference, r["preset"], r["seed"], split) in by_key:
-                    row_q.update(_queries(out, r))
-                    ref_q.update(_queries(out, by_key[(reference, r["preset"], r["seed"], split)]))
+            for (key, preset, seed, run_split), found in queries.items():
+                ref_key = (reference, preset, seed, split)
+                if key == row.key and run_split == split and ref_key in queries:
+                    row_q.update(found)
+                    ref_q.update(queries[ref_key])
             keys = sorted(set(ref_q) & set(row_q))
             diff = [ref_q[k]["iou"] - row_q[k]["iou"] for k in keys]
             higher = (sum(d > 0 for d in diff), sum(d < 0 for d in diff))

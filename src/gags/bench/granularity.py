@@ -69,8 +69,7 @@ def measure(field: LanguageField, views: list[Any], gaussians: Any) -> dict[str,
         for n, (a, b) in enumerate(LEVEL_PAIRS):
             pair = F.cosine_similarity(targets[a], targets[b], dim=-1)  # [P]
             between[n] += pair.sum()
-            identical[n] += (seg[a, valid] == seg[b, valid]).sum() + (
-                (seg[a, valid] != seg[b, valid]) & (pair > IDENTICAL_COSINE)).sum()
+            identical[n] += ((seg[a, valid] == seg[b, valid]) | (pair > IDENTICAL_COSINE)).sum()
         near = cos.argmax(0)
         nearest += torch.bincount(near, minlength=NUM_LEVELS)
         if field.granularity_decoder is not None:

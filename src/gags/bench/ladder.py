@@ -311,13 +311,7 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
             iterations = made.get("iterations")
             how = ("training-free" if iterations is None else f"{made.get('init')}, 0" if iterations == 0
                    else f"{made.get('init')}, {iterations}, {made.get('downscale'):g}")
-            cells = []
-            for s in ("train", "test"):
-                e = record["splits"][s]["R3"][m]
-                cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
-                if "kept" in e:
-                    cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}%)"
-                cells.append(cell)
+            cells = [_cell(record["splits"][s]["R3"][m], kept_word="") for s in ("train", "test")]
             lines.append(f"| {scene} | {m} | {how} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -354,19 +348,17 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def _cell(summary: Mapping[str, Any], kept_word: str = " kept") -> str:
+    """"mIoU / loc." of one split's summary, with what a field keeps of its target when the summary says."""
+    cell = f"{_pct(summary['miou'])} / {_pct(summary['loc_acc'])}"
+    if "kept" in summary:
+        cell += f" ({_pct(summary['kept']['miou'])}% / {_pct(summary['kept']['loc_acc'])}%{kept_word})"
+    return cell
+
+
 def _cells(record: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
     """(rung, reading, one "mIoU / loc." cell per split, with what a field keeps of its target) in ladder order."""
-    rows = []
-    for rung, label, per in table_rows(record):
-        cells = []
-        for s in record["splits"]:
-            e = per[s]
-            cell = f"{_pct(e['miou'])} / {_pct(e['loc_acc'])}"
-            if "kept" in e:
-                cell += f" ({_pct(e['kept']['miou'])}% / {_pct(e['kept']['loc_acc'])}% kept)"
-            cells.append(cell)
-        rows.append((rung, label, cells))
-    return rows
+    return [(rung, label, [_cell(per[s]) for s in record["splits"]]) for rung, label, per in table_rows(record)]
 
 
 def _coverage_lines(record: Mapping[str, Any]) -> list[str]:

@@ -628,12 +628,11 @@ def run(config: DistillConfig) -> dict[str, Any]:
     if config.init == "lift" and entry.build != "distill":
         raise GagsError(f"--init lift starts a trained field; {entry.name} is built without training. Drop --init.")
     lock = Workspace(Path(config.out)).lock(f"distill-{entry.name}", f"gags distill --method {entry.name}")
-    if entry.build == "lift":
-        from gags.distill.lift import run_lift
-
-        with scoped_torch_threads(config.threads if config.threads is not None else DEFAULT_THREADS), lock:
-            return run_lift(config)
     with scoped_torch_threads(config.threads if config.threads is not None else DEFAULT_THREADS), lock:
+        if entry.build == "lift":
+            from gags.distill.lift import run_lift
+
+            return run_lift(config)
         return _run(config)
 
 
