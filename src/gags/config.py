@@ -156,11 +156,11 @@ class SegmentConfig:
 class DistillConfig:
     """Granularity-aware distillation (GaD) of the CLIP features into one language field, or a baseline.
 
-    Default schedule: on a GPU the official one, a zero start and 30,000 iterations at half resolution. On a CPU a
-    start from the lifted features (--init lift), then 200 iterations of the same shape (late phase from the midpoint)
-    at full resolution up to a longer side of 128 pixels (downscale = max(1, longer side / 128)); see
-    gags.distill.train.default_schedule for the measurements behind it. The release's schedule on a CPU: --init zero
-    --iterations 30000 --downscale 2.
+    Default schedule: on a GPU the official one, a zero start and 30,000 iterations at half resolution with the
+    region-aware loss. On a CPU a start from the lifted features (--init lift), then 200 iterations of the same shape
+    (late phase from the midpoint) at full resolution up to a longer side of 128 pixels (downscale = max(1, longer
+    side / 128)), the loss averaged over pixels; see gags.distill.train.default_schedule for the measurements behind
+    it. The release's schedule on a CPU: --init zero --iterations 30000 --downscale 2 --region-aware True.
     """
 
     out: Positional[Path]
@@ -188,8 +188,9 @@ class DistillConfig:
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
     target: Literal["mix", "weighted-l2"] = "mix"
     """mix: L1 to sum_k g_k f_k (official release); weighted-l2: the paper's sum_k g_k ||f - f_k||^2."""
-    region_aware: bool = True
-    """Average the loss per region, then over regions (GAGS Scale_balance_loss); off: mean over pixels."""
+    region_aware: bool | None = None
+    """True: average the loss per region, then over regions (GAGS Scale_balance_loss; default on a GPU); False: mean
+    over pixels (default on a CPU, where it keeps more of the targets: gags.distill.train.default_schedule)."""
     entropy: bool = True
     """Entropy regulariser on the granularity weights."""
     consistency: bool = True

@@ -123,13 +123,16 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
         assert set(entry["R3"]) == {"gags", "avg", "lift", "lift-consistent"} and "kept" in entry["R3"]["avg"]
     printed = capsys.readouterr().out
     assert "exact masks, own" in printed and "field gags" in printed
-    # how each field was made (the miniature demo distils 10 iterations from zeros at the CPU's downscale)
-    assert record["fields"]["gags"] == {"init": "zero", "iterations": 10, "downscale": 1.0}
-    assert record["fields"]["lift"] == {"init": None, "iterations": None, "downscale": None}
+    # how each field was made (the miniature demo distils 10 iterations from zeros at the CPU's downscale, loss
+    # averaged over pixels as on any CPU)
+    assert record["fields"]["gags"] == {"init": "zero", "iterations": 10, "downscale": 1.0, "region_aware": False}
+    assert record["fields"]["lift"] == {"init": None, "iterations": None, "downscale": None, "region_aware": None}
     from gags.bench.ladder import kept_markdown
 
     table = kept_markdown([record, record])
-    assert table.count("| demo | gags | zero, 10, 1 |") == 2 and "| demo | lift | training-free |" in table
+    assert table.count("| demo | gags | zero, 10, 1, pixels |") == 2 and "| demo | lift | training-free |" in table
+    del record["fields"]["gags"]["region_aware"]  # a record from before the option: the loss was region-aware
+    assert "| demo | gags | zero, 10, 1, regions |" in kept_markdown([record])
     # the report shows the ladder
     from gags.report import write_report
 

@@ -101,9 +101,9 @@ def test_pixel_losses_equal_the_map_losses(mode, normalize):
 
 
 def test_gpu_schedule_is_the_release_and_the_cpu_one_starts_lifted_at_full_size_up_to_128_px():
-    assert default_schedule(True, 1000) == Schedule(30_000, 2.0, "zero")
+    assert default_schedule(True, 1000) == Schedule(30_000, 2.0, "zero", region_aware=True)
     cpu = default_schedule(False, 128)
-    assert cpu.iterations < 30_000 and cpu.downscale == 1.0 and cpu.init == "lift"
+    assert cpu.iterations < 30_000 and cpu.downscale == 1.0 and cpu.init == "lift" and not cpu.region_aware
     assert default_schedule(False, 60).downscale == 1.0  # never upsampled
     assert 960 / default_schedule(False, 960).downscale == pytest.approx(128)
 
@@ -220,12 +220,13 @@ def test_a_stopped_run_continues_from_its_checkpoint_as_if_never_stopped(tmp_pat
 
 def test_changed_settings_are_refused_and_no_resume_starts_over(tmp_path):
     out = make_out(tmp_path)
-    run(_config(out, iterations=4))
+    run(_config(out, iterations=4))  # on a CPU the loss is averaged over pixels by default
     with pytest.raises(GagsError, match="other settings"):
-        run(_config(out, iterations=4, region_aware=False))
-    report = run(_config(out, iterations=4, region_aware=False, resume=False))
+        run(_config(out, iterations=4, region_aware=True))
+    run(_config(out, iterations=4, region_aware=False))  # the default spelt out: the same settings, continued
+    report = run(_config(out, iterations=4, region_aware=True, resume=False))
     assert report["resumed_from"] is None and report["iterations"] == 4
-    again = run(_config(out, iterations=4, region_aware=False))  # finished: resumes at the end, rewrites outputs
+    again = run(_config(out, iterations=4, region_aware=True))  # finished: resumes at the end, rewrites outputs
     assert again["resumed_from"] == 4 and again["session_iterations"] == 0
 
 

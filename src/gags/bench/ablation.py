@@ -19,7 +19,8 @@ per row, preset and split, and the tables) and ``OUT/ablation.md``:
 - Table 1 / Table 2 (layout of the paper's per-scene comparisons): localization accuracy / mIoU of every GaS method,
   one column per preset and split, plus the mean over presets;
 - Table 4 (GaS and GaD ablation): uniform vs GaS prompts x averaged levels, one level, or GaD, over all presets;
-- Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time;
+- Table 6 (GaD's losses): region-aware loss, entropy and feature consistency switched off one at a time (every other
+  row trains with the release's three losses, whatever ``gags distill``'s CPU default for the loss mean is);
 - by query granularity: every row on the held-out views, queries grouped by what they name (whole objects, parts,
   sub-parts: the synthetic scene's queries), to see which granularity a method serves;
 - GaD granularity: the mean level weights (s, m, l) GaD ends training with (its training curves), per preset and

@@ -291,18 +291,23 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
 
 def how_made(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """How a field was made, from its resolved ``gags distill`` config: init (fields written before ``--init`` existed
-    started from zeros), iterations and downscale; None for the training-free methods."""
+    started from zeros), iterations, downscale and whether the loss was averaged per region (fields written before
+    ``--region-aware`` had a CPU default of its own always were); None for the training-free methods."""
     if method in METHODS and METHODS[method].build != "distill":
-        return {"init": None, "iterations": None, "downscale": None}
+        return {"init": None, "iterations": None, "downscale": None, "region_aware": None}
     return {"init": config.get("init") or "zero", "iterations": config.get("iterations"),
-            "downscale": config.get("downscale")}
+            "downscale": config.get("downscale"), "region_aware": config.get("region_aware", True)}
+
+
+LOSS_MEANS = {True: "regions", False: "pixels"}
+"""How the distillation loss is averaged (``--region-aware True|False``), as the kept table names it."""
 
 
 def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> str:
     """Several ladder records as one table: per record and field, how the field was made and its mIoU / localization
     with the share of its target's reading it keeps, on training and held-out views. names: one per record (default:
     the scene folder's name)."""
-    lines = ["| scene | field | start, iterations, downscale | training views | held-out views |",
+    lines = ["| scene | field | start, iterations, downscale, loss mean | training views | held-out views |",
              "| --- | --- | --- | ---: | ---: |"]
     for n, record in enumerate(records):
         scene = names[n] if names is not None else Path(record["scene"]).name
@@ -310,7 +315,8 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
             made = record.get("fields", {}).get(m, {})
             iterations = made.get("iterations")
             how = ("training-free" if iterations is None else f"{made.get('init')}, 0" if iterations == 0
-                   else f"{made.get('init')}, {iterations}, {made.get('downscale'):g}")
+                   else f"{made.get('init')}, {iterations}, {made.get('downscale'):g}, "
+                   f"{LOSS_MEANS[made.get('region_aware', True)]}")
             cells = [_cell(record["splits"][s]["R3"][m], kept_word="") for s in ("train", "test")]
             lines.append(f"| {scene} | {m} | {how} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
