@@ -141,7 +141,8 @@ def default_schedule(cuda: bool, longest_side: int) -> Schedule:
     76% / 122% / 102% (mIoU 19.0 / 17.9 / 24.4 against 9.2 / 8.5 / 9.6 with the former default), and with the loss
     averaged over pixels 89% / 121% / 98% (mIoU 22.4 / 17.8 / 23.5; the spread over seeds: ``CPU_REGION_AWARE``).
     200 iterations at 128 px take 30 s on two idle cores (0.15 s per iteration) after about 33 s of initialisation,
-    so a method fits the demo's 90-s budget.
+    so a one-head method fits the demo's 90-s budget (N2F2's three heads through one decoder take 68 s of iterations,
+    about 105 s in all).
     """
     if cuda:
         return Schedule(GPU_ITERATIONS, GPU_DOWNSCALE, "zero", True)
