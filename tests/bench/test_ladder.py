@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gags.bench.ladder import READINGS, average_relevancy, level_relevancy, run
+from gags.bench.ladder import READINGS, average_relevancy, level_relevancy, run, table_rows
 from gags.config import BenchLadderConfig
 from gags.data.features import write_language_features
 from gags.data.labels import load_labels
@@ -145,3 +145,37 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
 def test_not_an_output_folder(tmp_path, encoder_dir):
     with pytest.raises(GagsError, match="is not a scene output folder"):
         ladder(tmp_path, encoder_dir)
+
+
+def test_a_langsplat_field_is_also_read_against_its_own_autoencoder(demo_run, encoder_dir, tmp_path):
+    """LangSplat's target is the segment features as its autoencoder reproduces them: the ladder reads them (R2
+    ``langsplat codes``) as it would read a folder whose segment features were replaced by their reconstructions."""
+    from gags.bench.ladder import through_autoencoder
+    from gags.config import DistillConfig
+    from gags.data.features import read_language_features
+    from gags.distill.train import run as distill
+    from gags.field import LanguageField
+
+    out = Path(shutil.copytree(demo_run[0], tmp_path / "demo"))
+    distill(DistillConfig(out=out, method="langsplat", iterations=3, ae_epochs=2, init="zero", threads=1,
+                          encoder=f"openclip:local-dir:{encoder_dir}"))
+    record = ladder(out, encoder_dir, methods=("langsplat",))
+    ws = Workspace(out)
+    autoencoder = LanguageField.load(ws.field_file("langsplat")).autoencoder
+    assert autoencoder is not None
+    # the same folder with every segment feature replaced by its reconstruction, and no field
+    coded = Path(shutil.copytree(demo_run[0], tmp_path / "coded"))
+    cws = Workspace(coded)
+    for path in sorted(cws.features_dir.glob("*_f.npy")):
+        name = path.name.replace("_f.npy", ".png")
+        feats, seg = read_language_features(cws.features_dir, name)
+        table = through_autoencoder(autoencoder, torch.from_numpy(feats.astype(np.float32)))
+        write_language_features(cws.features_dir, name, table.numpy().astype(np.float32), seg)
+    shutil.rmtree(coded / "field")
+    plain = ladder(coded, encoder_dir)
+    for split, entry in record["splits"].items():
+        codes = entry["R2 codes"]["langsplat"]
+        assert codes == pytest.approx(plain["splits"][split]["R2"]["pick"])
+        r3 = entry["R3"]["langsplat"]
+        assert r3["kept_codes"]["miou"] == pytest.approx(r3["miou"] / codes["miou"])
+    assert "langsplat codes, pick" in [label for _, label, _ in table_rows(record)]

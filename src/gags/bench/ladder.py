@@ -15,7 +15,10 @@ what the query names, for scenes whose queries carry a level), ``best`` (per que
 oracle), ``pick`` (LangSplat's choice among the three maps, the protocol's rule for a three-level method) and ``avg``
 (the normalised mean of the levels' features, per pixel). A pixel without a segment at a level has relevancy 0 there
 (nothing says the query). Each field is compared with the reading of the target it was trained on (the registry's
-``Method.target``): ``kept`` = R3 / R2 of that reading, for mIoU and localization.
+``Method.target``): ``kept`` = R3 / R2 of that reading, for mIoU and localization. A field that stores codes of a
+scene-specific autoencoder (LangSplat) is also compared with the segment features passed through its own autoencoder
+(R2 ``METHOD codes``, the reading of its target): ``kept_codes`` = R3 / that reading, so that what the autoencoder loses
+and what the distillation loses are told apart.
 
 ``coverage``: the share of labelled pixels that have a segment at 0, 1, 2 and 3 levels (R2).
 
@@ -40,6 +43,7 @@ from gags.config import BenchLadderConfig
 from gags.data.features import feature_stem, read_language_features
 from gags.data.labels import FrameLabels
 from gags.errors import GagsError
+from gags.field import LangSplatAutoencoder
 from gags.io import write_json
 from gags.levels import LEVELS, NUM_LEVELS, ROWS
 from gags.methods import METHODS
@@ -218,6 +222,7 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
         notes.append("R3 needs a distilled field; run `gags distill` first.")
     geometry = render.load_geometry(out) if methods else None
     fields = {m: render.load_field(out, m) for m in methods}
+    codecs = {m: f.autoencoder for m, f in fields.items() if f.autoencoder is not None and has_features}
     for m, f in fields.items():
         assert geometry is not None
         ws.check_field(m, len(f.features), len(geometry))
@@ -233,6 +238,7 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
         r1: dict[str, Maps] = {"levels": {}, "avg": {}}
         r2: dict[str, Maps] = {"levels": {}, "avg": {}}
         r3: dict[str, Maps] = {m: {} for m in methods}
+        r2_codes: dict[str, dict[str, Maps]] = {m: {"levels": {}, "avg": {}} for m in codecs}
         coverage = np.zeros(NUM_LEVELS + 1)
         for name, index in tqdm(frames, desc=f"ladder {split}", unit="view", leave=False):
             frame = labels[name]
@@ -246,6 +252,8 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
                 seg = _resized_levels(torch.from_numpy(seg_full[list(ROWS)].astype(np.int64)), w, h)
                 table = torch.from_numpy(feats.astype(np.float32))
                 _add_levels(r2, name, cats, table, seg, query, canon)
+                for m, autoencoder in codecs.items():
+                    _add_levels(r2_codes[m], name, cats, through_autoencoder(autoencoder, table), seg, query, canon)
                 coverage += coverage_shares(seg, labelled)
             if has_truth:
                 ids = np.load(truth / f"{feature_stem(scene.names[index])}.npy")
@@ -266,6 +274,8 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
             entry["R2"] = read_levels(r2, split_labels, query_level, config.protocol_min_side)
             total = coverage.sum()
             entry["coverage"] = {str(k): float(coverage[k] / total) if total else None for k in range(NUM_LEVELS + 1)}
+            entry["R2 codes"] = {m: read_levels(r2_codes[m], split_labels, query_level, config.protocol_min_side)
+                                 [METHODS[m].target or "pick"] for m in codecs}
         entry["R3"] = {}
         for m in methods:
             summary = summarize(score(r3[m], split_labels, config.protocol_min_side))
@@ -273,7 +283,9 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
             if has_features and target is not None:
                 base = entry["R2"][target]
                 summary["target"] = target
-                summary["kept"] = {k: (summary[k] / base[k] if base[k] else None) for k in ("miou", "loc_acc")}
+                summary["kept"] = _kept(summary, base)
+                if m in codecs:
+                    summary["kept_codes"] = _kept(summary, entry["R2 codes"][m])
             entry["R3"][m] = summary
         results[split] = entry
 
@@ -287,6 +299,18 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
     print_table(record)
     print(f"gags bench ladder: {path}")
     return record
+
+
+def through_autoencoder(autoencoder: LangSplatAutoencoder, table: Tensor) -> Tensor:
+    """Segment features [M, D] encoded and decoded by a LangSplat autoencoder: [M, D] unit features, what a field of
+    its codes is trained to reproduce."""
+    with torch.no_grad():
+        return autoencoder.decode(autoencoder.encode(table))
+
+
+def _kept(summary: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float | None]:
+    """R3 / R2 for mIoU and localization (None where the reading is 0)."""
+    return {k: (summary[k] / base[k] if base[k] else None) for k in ("miou", "loc_acc")}
 
 
 def how_made(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,6 +366,9 @@ def table_rows(record: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]
         if all(rung in e for e in splits.values()):
             for reading in READINGS:
                 rows.append((rung, f"{what}, {reading}", {s: e[rung][reading] for s, e in splits.items()}))
+    first = next(iter(splits.values()))
+    for m in first.get("R2 codes", {}):
+        rows.append(("R2", f"{m} codes, {METHODS[m].target}", {s: e["R2 codes"][m] for s, e in splits.items()}))
     for m in record["methods"]:
         rows.append(("R3", f"field {m}", {s: e["R3"][m] for s, e in splits.items()}))
     return rows
