@@ -186,6 +186,9 @@ class DistillConfig:
     nearest codebook entries: gags.distill.init; default on a CPU)."""
     decoder_lr: float = 1e-4
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the decoders' products while training (weights and the field stay float32): bfloat16 runs them
+    under torch.autocast, about 3x faster on CPUs with native bfloat16 (and much slower on CPUs without it)."""
     target: Literal["mix", "weighted-l2"] = "mix"
     """mix: L1 to sum_k g_k f_k (official release); weighted-l2: the paper's sum_k g_k ||f - f_k||^2."""
     region_aware: bool | None = None

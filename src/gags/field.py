@@ -62,6 +62,12 @@ def _check_input(x: Tensor, in_dim: int, name: str) -> int:
     return 1
 
 
+def decoder_precision(precision: str, device: torch.device) -> torch.autocast:
+    """The context decoders train in: ``torch.autocast`` to bfloat16 for ``"bfloat16"`` (their matrix products in
+    bfloat16; weights, gradients and the saved field stay float32), disabled for ``"float32"``."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 class FeatureDecoder(nn.Module):
     """16-d rendered feature -> L2-normalised 512-d CLIP feature, pointwise (GAGS ``CNN_decoder``).
 
@@ -434,5 +440,6 @@ __all__ = [
     "GranularityDecoder",
     "LangSplatAutoencoder",
     "LanguageField",
+    "decoder_precision",
     "top_k_soft_codes",
 ]

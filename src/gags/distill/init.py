@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gags.errors import GagsError
+from gags.field import decoder_precision
 from gags.levels import NUM_LEVELS
 from gags.methods import MethodSpec
 
@@ -71,7 +72,7 @@ def project(targets: Tensor, valid: Tensor, mean: Tensor, basis: Tensor) -> Tens
 
 
 def fit_decoder(decoder: torch.nn.Module, features: Tensor, targets: Tensor, seed: int,
-                steps: int = INIT_DECODER_STEPS) -> float:
+                steps: int = INIT_DECODER_STEPS, precision: str = "float32") -> float:
     """Fit ``decoder`` ([B, F, 1, 1] -> [B, D, 1, 1] unit) so that it maps each row of ``features`` [M, F] to the same
     row of ``targets`` [M, D] (mean cosine distance over batches of :data:`INIT_BATCH` rows); returns the last batch's
     loss."""
@@ -80,7 +81,8 @@ def fit_decoder(decoder: torch.nn.Module, features: Tensor, targets: Tensor, see
     loss = torch.zeros(())
     for _ in range(steps):
         idx = torch.randint(len(features), (min(INIT_BATCH, len(features)),), generator=gen).to(features.device)
-        pred = decoder(features[idx][:, :, None, None])[:, :, 0, 0]
+        with decoder_precision(precision, features.device):
+            pred = decoder(features[idx][:, :, None, None])[:, :, 0, 0].float()
         loss = (1 - (pred * targets[idx]).sum(-1)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -88,7 +90,8 @@ def fit_decoder(decoder: torch.nn.Module, features: Tensor, targets: Tensor, see
     return float(loss.detach())
 
 
-def init_feature_heads(state: Any, spec: MethodSpec, levels: Tensor, seen: Tensor, seed: int) -> dict[str, Any]:
+def init_feature_heads(state: Any, spec: MethodSpec, levels: Tensor, seen: Tensor, seed: int,
+                       precision: str = "float32") -> dict[str, Any]:
     """``feature`` space: fill every head's channels of ``state.features`` and fit ``state.feature_decoder``.
 
     levels: [N, 3, D] lifted unit features; seen: [N, 3] bool."""
@@ -101,7 +104,7 @@ def init_feature_heads(state: Any, spec: MethodSpec, levels: Tensor, seen: Tenso
     device = state.features.device
     features = [project(targets, valid, mean, basis) for targets, valid in heads]  # per head [N, F]
     pairs_f = torch.cat([f[valid] for f, (_, valid) in zip(features, heads, strict=True)])
-    loss = fit_decoder(state.feature_decoder, pairs_f.to(device), rows.to(device), seed)
+    loss = fit_decoder(state.feature_decoder, pairs_f.to(device), rows.to(device), seed, precision=precision)
     with torch.no_grad():
         for head, f in zip(spec.heads, features, strict=True):
             state.features[:, head.channels] = f.to(device)
@@ -158,7 +161,8 @@ def init_sparse_heads(state: Any, spec: MethodSpec, levels: Tensor, seen: Tensor
             "init_sparse_temperature": chosen}
 
 
-def lift_init(state: Any, spec: MethodSpec, gaussians: Any, views: Sequence[Any], seed: int) -> dict[str, Any]:
+def lift_init(state: Any, spec: MethodSpec, gaussians: Any, views: Sequence[Any], seed: int,
+              precision: str = "float32") -> dict[str, Any]:
     """Fill ``state.features`` (and the feature decoder of the ``feature`` space) from the lifted features of ``views``
     (full-size training views); returns facts for the field's record."""
     from gags.distill.lift import lifted_levels, weighted_sums
@@ -167,7 +171,7 @@ def lift_init(state: Any, spec: MethodSpec, gaussians: Any, views: Sequence[Any]
     levels, _ = lifted_levels(sums, weights)
     levels, seen = levels.float(), weights > 0
     if spec.space == "feature":
-        facts = init_feature_heads(state, spec, levels, seen, seed)
+        facts = init_feature_heads(state, spec, levels, seen, seed, precision)
     elif spec.space == "codes":
         facts = init_code_heads(state, spec, levels, seen)
     else:

@@ -59,6 +59,7 @@ from gags.field import (
     LangSplatAutoencoder,
     LanguageField,
     SparseCodebook,
+    decoder_precision,
 )
 from gags.io import atomic_path, ensure_dir, write_json
 from gags.levels import CODES
@@ -305,7 +306,8 @@ def head_losses(render: Tensor, view: TrainView, head: Head, spec: MethodSpec, s
     if head.learned:
         assert state.granularity_decoder is not None
         # pointwise, so run on [h w, c] rows (a 1x1 convolution on a CPU takes a slow path)
-        g = state.granularity_decoder(f.detach().reshape(c, -1).T).T.reshape(3, h, w)
+        with decoder_precision(config.precision, f.device):
+            g = state.granularity_decoder(f.detach().reshape(c, -1).T).float().T.reshape(3, h, w)
     else:
         g = _weights_map(head, f)
     valid = covered.all(0) if head.coverage is None else covered[head.coverage]  # [h, w]
@@ -324,7 +326,8 @@ def head_losses(render: Tensor, view: TrainView, head: Head, spec: MethodSpec, s
     else:
         assert state.feature_decoder is not None
         idx = valid.reshape(-1).nonzero().squeeze(1)  # [P]
-        pred = state.feature_decoder(f.reshape(c, -1)[:, idx].T)  # [P, D]
+        with decoder_precision(config.precision, f.device):
+            pred = state.feature_decoder(f.reshape(c, -1)[:, idx].T).float()  # [P, D]
         ids = seg.reshape(3, -1)[:, idx]  # [3, P]
         if head.learned:
             levels, g_valid = view.table[ids], g.reshape(3, -1)[:, idx]  # [3, P, D], [3, P]
@@ -555,7 +558,7 @@ def _write_curves_pil(path: Path, series: dict[str, list[tuple[int, float]]],
 # the stage
 
 RESUME_KEYS = ("method", "iterations", "downscale", "seed", "init", "feature_dim", "feature_lr", "decoder_lr",
-               "langsplat_feature_lr", "sparse_lr", "target", "region_aware", "entropy", "consistency",
+               "langsplat_feature_lr", "sparse_lr", "target", "region_aware", "entropy", "consistency", "precision",
                "entropy_weight", "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
 """Settings a checkpoint must agree with to be continued (with the number of Gaussians and the feature dimension)."""
 
@@ -709,7 +712,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
         from gags.distill.lift import LIFT_DOWNSCALE
 
         full = load_views(scene, scene.train_ids, folder, LIFT_DOWNSCALE, device)
-        init_facts = lift_init(state, spec, gaussians, full, config.seed)
+        init_facts = lift_init(state, spec, gaussians, full, config.seed, config.precision)
     extra = {"settings": settings, "init_facts": init_facts}  # every checkpoint carries them to a resumed run
     if not resume:
         save_state(ckpt_path, state, extra)  # keeps the autoencoder of langsplat if the run is stopped early
