@@ -297,3 +297,43 @@ def test_kill_9_then_the_same_command_continues_from_the_last_checkpoint(tmp_pat
     resumed = LanguageField.load(out / "field" / "gags" / FIELD_FILE)
     straight = LanguageField.load(ref / "field" / "gags" / FIELD_FILE)
     torch.testing.assert_close(resumed.features, straight.features, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_decoders_train_close_to_float32_and_are_a_setting_of_the_run(tmp_path):
+    """--precision bfloat16 runs the decoders' products in bfloat16 (weights and the field stay float32): the field
+    trains to nearly the same loss, the config records it, and a float32 run is refused on its checkpoint."""
+    from gags.field import FeatureDecoder, decoder_precision
+
+    decoder = FeatureDecoder(16, out_dim=32)
+    x = torch.randn(8, 16)
+    with decoder_precision("bfloat16", x.device):
+        low = decoder.layers[0](x[:, :, None, None])
+    with decoder_precision("float32", x.device):
+        full = decoder.layers[0](x[:, :, None, None])
+    assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
+    torch.testing.assert_close(low.float(), full, atol=0.05, rtol=0.02)
+
+    out = make_out(tmp_path)
+    reference = run(_config(make_out(tmp_path / "ref"), iterations=6))
+    report = run(_config(out, iterations=6, precision="bfloat16"))
+    field = LanguageField.load(out / "field" / "gags" / FIELD_FILE)
+    assert field.config["precision"] == "bfloat16" and field.features.dtype == torch.float32
+    assert report["final"]["loss"] == pytest.approx(reference["final"]["loss"], rel=0.05)
+    with pytest.raises(GagsError, match="other settings"):
+        run(_config(out, iterations=6))
+
+
+def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_float32(tmp_path):
+    from gags.distill.train import CHECKPOINT_KIND
+    from gags.training import load_checkpoint, save_checkpoint
+
+    out = make_out(tmp_path)
+    run(_config(out, iterations=4, checkpoint_every=2))
+    path = out / "field" / "gags" / CHECKPOINT_FILE
+    ckpt = load_checkpoint(path, CHECKPOINT_KIND)
+    del ckpt.info["settings"]["precision"]
+    save_checkpoint(path, CHECKPOINT_KIND, ckpt)
+    report = run(_config(out, iterations=4, checkpoint_every=2))  # finished: resumes at the end
+    assert report["resumed_from"] == 4
+    with pytest.raises(GagsError, match="other settings"):
+        run(_config(out, iterations=4, checkpoint_every=2, precision="bfloat16"))

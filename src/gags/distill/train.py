@@ -561,6 +561,8 @@ RESUME_KEYS = ("method", "iterations", "downscale", "seed", "init", "feature_dim
                "langsplat_feature_lr", "sparse_lr", "target", "region_aware", "entropy", "consistency", "precision",
                "entropy_weight", "entropy_weight_late", "consistency_weight_late", "late_start", "smoothing_kernel")
 """Settings a checkpoint must agree with to be continued (with the number of Gaussians and the feature dimension)."""
+UNRECORDED_SETTINGS = {"precision": "float32"}
+"""What a setting was in checkpoints written before it was recorded."""
 
 
 def _plain(value: Any) -> Any:
@@ -689,7 +691,7 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     init_facts: dict[str, Any] = {}
     if resume:
         info = checkpoint_info(ckpt_path)
-        saved = info.get("settings", {})
+        saved = {**UNRECORDED_SETTINGS, **info.get("settings", {})}
         init_facts = info.get("init_facts", {})
         if saved.get("inputs") != inputs:
             raise GagsError(f"{ckpt_path} was made from other Gaussians or other language features than {out} holds "
