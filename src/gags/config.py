@@ -159,8 +159,9 @@ class DistillConfig:
     Default schedule: on a GPU the official one, a zero start and 30,000 iterations at half resolution with the
     region-aware loss. On a CPU a start from the lifted features (--init lift), then 200 iterations of the same shape
     (late phase from the midpoint) at full resolution up to a longer side of 128 pixels (downscale = max(1, longer
-    side / 128)), the loss averaged over pixels; see gags.distill.train.default_schedule for the measurements behind
-    it. The release's schedule on a CPU: --init zero --iterations 30000 --downscale 2 --region-aware True.
+    side / 128)), the loss averaged over pixels, the decoders in bfloat16 where the CPU has it natively; see
+    gags.distill.train.default_schedule for the measurements behind it. The release's schedule on a CPU: --init zero
+    --iterations 30000 --downscale 2 --region-aware True --precision float32.
     """
 
     out: Positional[Path]
@@ -186,9 +187,10 @@ class DistillConfig:
     nearest codebook entries: gags.distill.init; default on a CPU)."""
     decoder_lr: float = 1e-4
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["float32", "bfloat16"] | None = None
     """Precision of the decoders' products while training (weights and the field stay float32): bfloat16 runs them
-    under torch.autocast, about 3x faster on CPUs with native bfloat16 (and much slower on CPUs without it)."""
+    under torch.autocast, about 3x faster on CPUs with native bfloat16 (and much slower on CPUs without it). Default:
+    bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), float32 elsewhere and on a GPU."""
     target: Literal["mix", "weighted-l2"] = "mix"
     """mix: L1 to sum_k g_k f_k (official release); weighted-l2: the paper's sum_k g_k ||f - f_k||^2."""
     region_aware: bool | None = None

@@ -62,9 +62,16 @@ def _check_input(x: Tensor, in_dim: int, name: str) -> int:
     return 1
 
 
-def decoder_precision(precision: str, device: torch.device) -> torch.autocast:
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles), as PyTorch's CPU probes report it
+    (False when this PyTorch has no such probe)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def decoder_precision(precision: str | None, device: torch.device) -> torch.autocast:
     """The context decoders train in: ``torch.autocast`` to bfloat16 for ``"bfloat16"`` (their matrix products in
-    bfloat16; weights, gradients and the saved field stay float32), disabled for ``"float32"``."""
+    bfloat16; weights, gradients and the saved field stay float32), disabled for ``"float32"`` (and None)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
@@ -441,5 +448,6 @@ __all__ = [
     "LangSplatAutoencoder",
     "LanguageField",
     "decoder_precision",
+    "native_bfloat16",
     "top_k_soft_codes",
 ]

@@ -124,14 +124,22 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
     printed = capsys.readouterr().out
     assert "exact masks, own" in printed and "field gags" in printed
     # how each field was made (the miniature demo distils 10 iterations from zeros at the CPU's downscale, loss
-    # averaged over pixels as on any CPU)
-    assert record["fields"]["gags"] == {"init": "zero", "iterations": 10, "downscale": 1.0, "region_aware": False}
-    assert record["fields"]["lift"] == {"init": None, "iterations": None, "downscale": None, "region_aware": None}
+    # averaged over pixels as on any CPU, the decoders in bfloat16 where this CPU has it natively)
+    from gags.field import native_bfloat16
+
+    precision = "bfloat16" if native_bfloat16() else "float32"
+    assert record["fields"]["gags"] == {"init": "zero", "iterations": 10, "downscale": 1.0, "region_aware": False,
+                                        "precision": precision}
+    assert record["fields"]["lift"] == {"init": None, "iterations": None, "downscale": None, "region_aware": None,
+                                        "precision": None}
     from gags.bench.ladder import kept_markdown
 
+    record["fields"]["gags"]["precision"] = "bfloat16"
     table = kept_markdown([record, record])
-    assert table.count("| demo | gags | zero, 10, 1, pixels |") == 2 and "| demo | lift | training-free |" in table
-    del record["fields"]["gags"]["region_aware"]  # a record from before the option: the loss was region-aware
+    assert table.count("| demo | gags | zero, 10, 1, pixels, bfloat16 |") == 2
+    assert "| demo | lift | training-free |" in table
+    for key in ("region_aware", "precision"):  # a record from before the options: region-aware, float32
+        del record["fields"]["gags"][key]
     assert "| demo | gags | zero, 10, 1, regions |" in kept_markdown([record])
     # the report shows the ladder
     from gags.report import write_report

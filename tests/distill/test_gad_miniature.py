@@ -52,7 +52,7 @@ def constructed_views(consistent: int, n_views: int = 8, seed: int = 0) -> tuple
 
 
 def distill(method: str, views: list[TrainView], gaussians: FrozenGaussians, iterations: int, **overrides):
-    settings = {"region_aware": True, **overrides}  # the release's GaD
+    settings = {"region_aware": True, "precision": "float32", **overrides}  # the release's GaD
     config = DistillConfig(out=None, method=method, seed=0, **settings)  # type: ignore[arg-type]
     spec = method_spec(method, config.feature_dim)
     state = new_state(spec, len(gaussians), DIM, config)

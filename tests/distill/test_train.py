@@ -101,9 +101,11 @@ def test_pixel_losses_equal_the_map_losses(mode, normalize):
 
 
 def test_gpu_schedule_is_the_release_and_the_cpu_one_starts_lifted_at_full_size_up_to_128_px():
-    assert default_schedule(True, 1000) == Schedule(30_000, 2.0, "zero", region_aware=True)
+    assert default_schedule(True, 1000, bfloat16=True) == Schedule(30_000, 2.0, "zero", region_aware=True,
+                                                                   precision="float32")
     cpu = default_schedule(False, 128)
     assert cpu.iterations < 30_000 and cpu.downscale == 1.0 and cpu.init == "lift" and not cpu.region_aware
+    assert cpu.precision == "float32" and default_schedule(False, 128, bfloat16=True).precision == "bfloat16"
     assert default_schedule(False, 60).downscale == 1.0  # never upsampled
     assert 960 / default_schedule(False, 960).downscale == pytest.approx(128)
 
@@ -314,13 +316,13 @@ def test_bfloat16_decoders_train_close_to_float32_and_are_a_setting_of_the_run(t
     torch.testing.assert_close(low.float(), full, atol=0.05, rtol=0.02)
 
     out = make_out(tmp_path)
-    reference = run(_config(make_out(tmp_path / "ref"), iterations=6))
+    reference = run(_config(make_out(tmp_path / "ref"), iterations=6, precision="float32"))
     report = run(_config(out, iterations=6, precision="bfloat16"))
     field = LanguageField.load(out / "field" / "gags" / FIELD_FILE)
     assert field.config["precision"] == "bfloat16" and field.features.dtype == torch.float32
     assert report["final"]["loss"] == pytest.approx(reference["final"]["loss"], rel=0.05)
     with pytest.raises(GagsError, match="other settings"):
-        run(_config(out, iterations=6))
+        run(_config(out, iterations=6, precision="float32"))
 
 
 def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_float32(tmp_path):
@@ -328,12 +330,12 @@ def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_float32(tmp_
     from gags.training import load_checkpoint, save_checkpoint
 
     out = make_out(tmp_path)
-    run(_config(out, iterations=4, checkpoint_every=2))
+    run(_config(out, iterations=4, checkpoint_every=2, precision="float32"))
     path = out / "field" / "gags" / CHECKPOINT_FILE
     ckpt = load_checkpoint(path, CHECKPOINT_KIND)
     del ckpt.info["settings"]["precision"]
     save_checkpoint(path, CHECKPOINT_KIND, ckpt)
-    report = run(_config(out, iterations=4, checkpoint_every=2))  # finished: resumes at the end
+    report = run(_config(out, iterations=4, checkpoint_every=2, precision="float32"))  # finished: resumes at the end
     assert report["resumed_from"] == 4
     with pytest.raises(GagsError, match="other settings"):
         run(_config(out, iterations=4, checkpoint_every=2, precision="bfloat16"))

@@ -607,8 +607,11 @@ def distill_cpu_defaults() -> dict[str, Any]:
     """What ``gags distill`` runs on a CPU when the benchmark leaves it open (:func:`gags.distill.train
     .default_schedule`)."""
     from gags.distill.train import CPU_ITERATIONS, CPU_MAX_SIDE, default_schedule
+    from gags.field import native_bfloat16
 
-    return {"iterations": CPU_ITERATIONS, "max_side": CPU_MAX_SIDE, "init": default_schedule(False, 1).init}
+    schedule = default_schedule(False, 1, native_bfloat16())
+    return {"iterations": CPU_ITERATIONS, "max_side": CPU_MAX_SIDE, "init": schedule.init,
+            "precision": schedule.precision}
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:

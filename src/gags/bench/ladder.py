@@ -315,12 +315,14 @@ def _kept(summary: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, floa
 
 def how_made(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """How a field was made, from its resolved ``gags distill`` config: init (fields written before ``--init`` existed
-    started from zeros), iterations, downscale and whether the loss was averaged per region (fields written before
-    ``--region-aware`` had a CPU default of its own always were); None for the training-free methods."""
+    started from zeros), iterations, downscale, whether the loss was averaged per region (fields written before
+    ``--region-aware`` had a CPU default of its own always were) and the decoders' precision (float32 before
+    ``--precision`` existed); None for the training-free methods."""
     if method in METHODS and METHODS[method].build != "distill":
-        return {"init": None, "iterations": None, "downscale": None, "region_aware": None}
+        return {"init": None, "iterations": None, "downscale": None, "region_aware": None, "precision": None}
     return {"init": config.get("init") or "zero", "iterations": config.get("iterations"),
-            "downscale": config.get("downscale"), "region_aware": config.get("region_aware", True)}
+            "downscale": config.get("downscale"), "region_aware": config.get("region_aware", True),
+            "precision": config.get("precision", "float32")}
 
 
 LOSS_MEANS = {True: "regions", False: "pixels"}
@@ -331,7 +333,8 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
     """Several ladder records as one table: per record and field, how the field was made and its mIoU / localization
     with the share of its target's reading it keeps, on training and held-out views. names: one per record (default:
     the scene folder's name)."""
-    lines = ["| scene | field | start, iterations, downscale, loss mean | training views | held-out views |",
+    lines = ["| scene | field | start, iterations, downscale, loss mean (precision if not float32) | training views "
+             "| held-out views |",
              "| --- | --- | --- | ---: | ---: |"]
     for n, record in enumerate(records):
         scene = names[n] if names is not None else Path(record["scene"]).name
@@ -340,7 +343,8 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
             iterations = made.get("iterations")
             how = ("training-free" if iterations is None else f"{made.get('init')}, 0" if iterations == 0
                    else f"{made.get('init')}, {iterations}, {made.get('downscale'):g}, "
-                   f"{LOSS_MEANS[made.get('region_aware', True)]}")
+                   f"{LOSS_MEANS[made.get('region_aware', True)]}"
+                   + ("" if made.get("precision", "float32") == "float32" else f", {made['precision']}"))
             cells = [_cell(record["splits"][s]["R3"][m], kept_word="") for s in ("train", "test")]
             lines.append(f"| {scene} | {m} | {how} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
