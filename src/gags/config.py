@@ -189,7 +189,7 @@ class DistillConfig:
     """Adam learning rate of the feature and granularity decoders (GAGS train.py)."""
     precision: Literal["float32", "bfloat16"] | None = None
     """Precision of the decoders' products while training (weights and the field stay float32): bfloat16 runs them
-    under torch.autocast, about 3x faster on CPUs with native bfloat16 (and much slower on CPUs without it). Default:
+    under torch.autocast, about 3x faster on CPUs with native bfloat16 (others have no fast bfloat16 path). Default:
     bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), float32 elsewhere and on a GPU."""
     target: Literal["mix", "weighted-l2"] = "mix"
     """mix: L1 to sum_k g_k f_k (official release); weighted-l2: the paper's sum_k g_k ||f - f_k||^2."""
