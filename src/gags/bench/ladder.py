@@ -275,7 +275,7 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
             total = coverage.sum()
             entry["coverage"] = {str(k): float(coverage[k] / total) if total else None for k in range(NUM_LEVELS + 1)}
             entry["R2 codes"] = {m: read_levels(r2_codes[m], split_labels, query_level, config.protocol_min_side)
-                                 [METHODS[m].target or "pick"] for m in codecs}
+                                 [METHODS[m].target] for m in codecs}
         entry["R3"] = {}
         for m in methods:
             summary = summarize(score(r3[m], split_labels, config.protocol_min_side))

@@ -119,7 +119,8 @@ Precision = Literal["float32", "bfloat16"]
 @dataclass(frozen=True)
 class Schedule:
     """What ``gags distill`` runs when the options leave it open: iterations, image downscale, how the field starts
-    (``--init``) and how the distillation loss is averaged (``--region-aware``)."""
+    (``--init``), how the distillation loss is averaged (``--region-aware``) and the decoders' precision
+    (``--precision``)."""
 
     iterations: int
     downscale: float
@@ -577,7 +578,8 @@ def _plain(value: Any) -> Any:
 
 
 def resolved_config(config: DistillConfig, iterations: int, downscale: float, init: Init) -> dict[str, Any]:
-    """The config as run (JSON-serialisable): defaults resolved (``config.region_aware`` already is)."""
+    """The config as run (JSON-serialisable): defaults resolved (``config.region_aware`` and ``config.precision``
+    already are)."""
     out = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
     out.update(iterations=iterations, downscale=downscale, init=init)
     return out
@@ -681,10 +683,10 @@ def _run(config: DistillConfig) -> dict[str, Any]:
     iterations = config.iterations if config.iterations is not None else schedule.iterations
     downscale = float(config.downscale) if config.downscale is not None else schedule.downscale
     init: Init = config.init if config.init is not None else schedule.init
-    if config.region_aware is None:
-        config = dataclasses.replace(config, region_aware=schedule.region_aware)
     precision: Precision = config.precision if config.precision is not None else schedule.precision
-    config = dataclasses.replace(config, precision=precision)
+    config = dataclasses.replace(  # the loss mean and the precision are read by the training loop from the config
+        config, precision=precision,
+        region_aware=config.region_aware if config.region_aware is not None else schedule.region_aware)
 
     gaussians = FrozenGaussians.from_splats(ws.read_gaussians(), device)
     views = load_views(scene, scene.train_ids, folder, downscale, device)
