@@ -6,7 +6,8 @@ Markers a page may hold (each on its own line):
 - ``<!-- gags:bench KIND PATH -->``: the table a benchmark writes, made from its JSON record at ``PATH`` (relative to
   the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
   KIND: ``demo`` | ``demo-seeds`` (PATH a glob of several demo records) | ``segment-scaling`` | ``ladder`` |
-  ``kept`` (PATH a glob of several ladder records: what each field keeps) | ``ablation`` | ``segmenter-quality``.
+  ``kept`` (PATH a glob of several ladder records: what each field keeps) | ``ablation`` | ``segmenter-quality`` |
+  ``segmenter-area`` (PATH a glob of ``gags bench hierarchy-segmenter quality`` records, one per segmenter).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ def _bench_table(kind: str, path: str) -> str:
         records = [json.loads(p.read_text()) for p in paths]
         stamps = " ".join(f"Run {i}: {describe(r)}" for i, r in enumerate(records))
         return f"{spread_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
+    if kind == "segmenter-area":
+        from gags.bench.hierarchy_segmenter import by_area_markdown
+
+        paths = sorted(ROOT.glob(path), reverse=True)  # tinysam before hierarchy
+        if not paths:
+            raise ValueError(f"no record matches {path}")
+        records = [json.loads(p.read_text()) for p in paths]
+        stamps = " ".join(dict.fromkeys(describe(r) for r in records))
+        return f"{by_area_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
     if kind == "kept":
         from gags.bench.ladder import kept_markdown
 

@@ -14,7 +14,9 @@ pixels (default 256) of every preset, worlds ``seed-base .. seed-base + seeds - 
 between the predicted mask and the exact mask of the entity under the point at that level ("iou"), and the best IoU of
 any of the three predicted masks with it ("best"); the share of masks more than twice ("over_2x") or less than half
 ("under_half") the true area; the share of masks that pass the segment stage's filters (score >= 0.7,
-stability >= 0.85).
+stability >= 0.85); and by the true entity's area ("by_area", bins ``AREA_BINS`` of the image's area), the best IoU
+and that best mask's precision (its share on the entity) and recall (the entity's share it covers): masks too large
+for small entities read as low precision, parts of large entities left out as low recall.
 
 Depth given to the segmenter (``--depth``): "exact", the renderer's z-depth; "points", the expected depth rendered
 (``gags.splat.rasterize``) from Gaussians placed on surface samples of the views (as ``gags synth`` writes
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gags.bench.provenance import provenance
 from gags.config import BenchSegmenterConfig
 from gags.errors import GagsError
 from gags.io import write_json
@@ -47,6 +50,9 @@ SPEED_POINTS = (64, 400)
 QUALITY_POINTS = 150
 """quality: prompt points per view by default."""
 PRESETS = ("ramen", "teatime", "figurines", "kitchen")
+AREA_BINS = (1 / 512, 1 / 160, 1 / 40)
+"""quality: bin edges of the true entity's area, as a share of the image (at 128 px: 32, 102 and 410 pixels; at the
+demo's scale a sub-part of a few pixels, a small object, a bowl, a large object)."""
 PRED_IOU_MIN, STABILITY_MIN = 0.7, 0.85
 """The segment stage's mask filters (SAM automatic mask generator: pred_iou_thresh, stability_score_thresh)."""
 
@@ -124,6 +130,9 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
     passed: list[np.ndarray] = []
     over: list[np.ndarray] = []
     under: list[np.ndarray] = []
+    precision: list[np.ndarray] = []
+    recall: list[np.ndarray] = []
+    share: list[np.ndarray] = []
     for preset in PRESETS:
         for seed in range(config.seed_base, config.seed_base + config.seeds):
             world = build_world(preset, seed)
@@ -152,6 +161,11 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
                 area, true_area = masks.sum((-1, -2)), gt.sum((-1, -2))  # [P, 3]
                 over.append(area > 2 * true_area)
                 under.append(2 * area < true_area)
+                best_k = iou.argmax(1)[:, None, :]  # [P, 1, true level]: the predicted mask that fits best
+                best_inter = np.take_along_axis(inter, best_k, 1)[:, 0]  # [P, true level]
+                precision.append(best_inter / np.maximum(np.take_along_axis(area[:, :, None], best_k, 1)[:, 0], 1))
+                recall.append(best_inter / np.maximum(true_area, 1))
+                share.append(true_area / true_area.dtype.type(r.ids.shape[-1] * r.ids.shape[-2]))
     iou_all, best_all, passed_all = np.concatenate(ious), np.concatenate(bests), np.concatenate(passed)
     over_all, under_all = np.concatenate(over), np.concatenate(under)
     return {
@@ -161,7 +175,21 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
         "best": best_all.mean(0).round(4).tolist(), "best_mean": round(float(best_all.mean()), 4),
         "over_2x": over_all.mean(0).round(4).tolist(), "under_half": under_all.mean(0).round(4).tolist(),
         "pass_filters": passed_all.mean(0).round(4).tolist(),
+        "by_area": by_area(best_all, np.concatenate(precision), np.concatenate(recall), np.concatenate(share)),
     }
+
+
+def by_area(best: np.ndarray, precision: np.ndarray, recall: np.ndarray, share: np.ndarray) -> dict[str, Any]:
+    """best, precision, recall, share [N, 3 levels] (share: the true entity's area / the image's) -> per bin of
+    ``AREA_BINS`` (all levels together): points, mean best IoU, mean precision and recall of the best mask."""
+    bins = np.digitize(share.ravel(), AREA_BINS)
+    out: dict[str, Any] = {"edges": list(AREA_BINS), "points": [], "best": [], "precision": [], "recall": []}
+    for b in range(len(AREA_BINS) + 1):
+        sel = bins == b
+        out["points"].append(int(sel.sum()))
+        for key, values in (("best", best), ("precision", precision), ("recall", recall)):
+            out[key].append(round(float(values.ravel()[sel].mean()), 4) if sel.any() else None)
+    return out
 
 
 def run(config: BenchSegmenterConfig) -> dict[str, Any]:
@@ -183,7 +211,30 @@ def run(config: BenchSegmenterConfig) -> dict[str, Any]:
     else:
         result = {"quality": quality(config, (config.points or (QUALITY_POINTS,))[0], seg),
                   "segmenter": config.segmenter, "params": dict(kwargs)}
+    result["provenance"] = provenance()
     print(json.dumps(result, indent=2))
     if config.out is not None:
         write_json(config.out, result)
     return result
+
+
+def by_area_markdown(records: Sequence[dict[str, Any]]) -> str:
+    """Quality records (``--out`` of ``quality``, one per segmenter) -> a table of ``by_area``: per bin of the true
+    entity's area, best IoU / precision / recall of each segmenter's best mask (all levels together)."""
+    edges = records[0]["quality"]["by_area"]["edges"]
+    bounds = [0.0, *edges, 1.0]
+    size = records[0]["quality"]["size"]
+    names = [r["segmenter"] for r in records]
+    lines = ["| true entity's area (share of the image; pixels at the size measured) | points | "
+             + " | ".join(f"{n}: best IoU / precision / recall" for n in names) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    for b in range(len(bounds) - 1):
+        lo, hi = bounds[b], bounds[b + 1]
+        label = f"{lo:.4f}-{hi:.4f} ({round(lo * size * size)}-{round(hi * size * size)} px)"
+        cells = []
+        for r in records:
+            a = r["quality"]["by_area"]
+            cells.append("-" if a["best"][b] is None else
+                         f"{a['best'][b]:.2f} / {a['precision'][b]:.2f} / {a['recall'][b]:.2f}")
+        lines.append(f"| {label} | {records[0]['quality']['by_area']['points'][b]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
