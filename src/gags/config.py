@@ -93,7 +93,8 @@ class SegmentConfig:
     out: Positional[Path]
     """Scene output folder (OUT) where `gags reconstruct` ran."""
     segmenter: str = "hierarchy"
-    """hierarchy (embedded) | sam:vit_h:/path/sam_vit_h_4b8939.pth | sam2:sam2.1_hiera_large:/path.pt"""
+    """hierarchy (embedded) | tinysam (embedded, SAM's architecture) | sam:vit_h:/path/sam_vit_h_4b8939.pth |
+    sam2:sam2.1_hiera_large:/path.pt"""
     encoder: str = "tiny"
     """tiny (embedded) | openclip:ViT-B-16:/path/open_clip_pytorch_model.bin | openclip:local-dir:/path/dir"""
     prompts: Literal["gags", "paper", "uniform"] = "gags"
