@@ -701,7 +701,8 @@ class TrainSegmenterConfig:
     workers: int = 2
     """Processes rendering the training views."""
     threads: int = 0
-    """PyTorch threads for training (0: PyTorch's default, one per core)."""
+    """Threads sharing each training step's views, each running PyTorch single-threaded (0: one per CPU core); the
+    same count gives the same weights."""
     eval_worlds: int = 3
     """Held-out worlds per preset for the quality table (seeds never used for training)."""
     eval_views: int = 4

@@ -106,9 +106,10 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "IMAGES_PER_STEP", 2)
     monkeypatch.setattr(ts, "POINTS_PER_IMAGE", 4)
     data = _tiny_views()
-    model_a, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "a", seed=3, steps=5), data, tmp_path / "a")
+    threads_before = torch.get_num_threads()
+    model_a, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "a", seed=3, steps=5, threads=2), data, tmp_path / "a")
     # the same run killed during step 4 (the checkpoint of step 2 is on disk), then run again: it resumes
-    real_step = ts.step_loss
+    real_step = ts.step_gradients
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -117,11 +118,11 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(ts, "step_loss", dying)
+    monkeypatch.setattr(ts, "step_gradients", dying)
     with pytest.raises(KeyboardInterrupt):
-        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5), data, tmp_path / "b")
-    monkeypatch.setattr(ts, "step_loss", real_step)
-    model_b, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5), data, tmp_path / "b")
+        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5, threads=2), data, tmp_path / "b")
+    monkeypatch.setattr(ts, "step_gradients", real_step)
+    model_b, _ = ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5, threads=2), data, tmp_path / "b")
     a, b = _weights(model_a), _weights(model_b)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a second stage starts from the first stage's weights, and records them among its options
@@ -135,7 +136,10 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert (c[key] - a[key]).abs().max() < 0.01 < (_weights(SamSegmenter("tiny").model)[key] - a[key]).abs().max()
     assert torch.load(tmp_path / "c" / ts.CHECKPOINT, weights_only=False)["options"]["init"]["path"] == str(first)
     with pytest.raises(GagsError, match="other options"):
-        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=4, steps=5), data, tmp_path / "b")
+        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=4, steps=5, threads=2), data, tmp_path / "b")
+    with pytest.raises(GagsError, match="other options"):  # the thread count is part of the run
+        ts.train(TrainSegmenterConfig(out=tmp_path / "b", seed=3, steps=5, threads=1), data, tmp_path / "b")
+    assert torch.get_num_threads() == threads_before  # training on threads leaves PyTorch's own count as it was
 
 
 def _whole_object_iou(seg, views) -> float:
@@ -201,3 +205,25 @@ def test_level_matching_trains_output_k_on_level_k():
     best, _ = ts.step_loss(model, rgb, ids, torch.Generator().manual_seed(1), "best")
     level, _ = ts.step_loss(model, rgb, ids, torch.Generator().manual_seed(1), "level")
     assert level.item() > best.item()  # random outputs are not ordered like the levels
+
+
+def test_step_gradients_on_threads_are_those_of_the_step_loss():
+    """The views split among threads give the gradients of the whole step's loss (the mean over all its terms)."""
+    data = _tiny_views()
+    torch.manual_seed(0)
+    model = SamSegmenter("tiny", device="cpu").model.train()
+    params = list(model.parameters())
+    rgb, ids = torch.from_numpy(data.rgb[:2]), torch.from_numpy(data.ids[:2])
+    loss, stats = ts.step_loss(model, rgb, ids, torch.Generator().manual_seed(5))
+    loss.backward()
+    whole = [p.grad for p in params]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        split, split_stats = ts.step_gradients(model, params, rgb, ids, torch.Generator().manual_seed(5), "best", 2,
+                                               pool)
+    reached = [(w, s) for w, s in zip(whole, split, strict=True) if w is not None]
+    assert len(reached) > 0.9 * len(params)
+    assert all(s is None for w, s in zip(whole, split, strict=True) if w is None)
+    assert all(torch.allclose(w, s, rtol=1e-4, atol=1e-7) for w, s in reached)
+    assert split_stats == pytest.approx(stats)
