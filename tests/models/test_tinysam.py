@@ -227,3 +227,20 @@ def test_step_gradients_on_threads_are_those_of_the_step_loss():
     assert all(s is None for w, s in zip(whole, split, strict=True) if w is None)
     assert all(torch.allclose(w, s, rtol=1e-4, atol=1e-7) for w, s in reached)
     assert split_stats == pytest.approx(stats)
+
+
+def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
+    torch.manual_seed(0)
+    ts.save_weights(SamSegmenter("tiny", device="cpu").model, tmp_path / TINY_SAM_FILE)
+    area = {"edges": [0.002, 0.006, 0.025], "points": [3, 0, 5, 7], "best": [0.25, None, 0.5, 0.75],
+            "precision": [0.5, None, 0.5, 0.5], "recall": [1.0, None, 1.0, 1.0]}
+    row = {"best": [0.4, 0.5, 0.6], "best_mean": 0.5, "pass_filters": [0.1, 0.2, 0.3], "size": 128, "by_area": area}
+    report = {"worlds": 2, "seed": 0, "views": 3, "train_views": 30, "lr": 0.001, "steps": 10, "command": "gags ...",
+              "total_minutes": 1.0, "data_minutes": 0.1, "train_minutes": 0.9, "machine_note": "2 cores",
+              "heldout": {"options": {"worlds": 1, "views": 2, "points": 3}, "presets": ["ramen"],
+                          "seed_base": ts.HELDOUT_SEED_BASE, "rows": {"tinysam": row, "hierarchy": row}}}
+    ts.write_model_card(tmp_path, report)
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 30%/20%/10% |" in card
+    assert "tinysam: best IoU / precision / recall | hierarchy: best IoU / precision / recall" in card
+    assert "| 0.25 / 0.50 / 1.00 | 0.25 / 0.50 / 1.00 |" in card and "| - | - |" in card

@@ -457,6 +457,13 @@ def format_quality(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_by_area(table: dict[str, Any]) -> str:
+    """The quality table's rows by the true entity's area (``gags.bench.hierarchy_segmenter.by_area_markdown``)."""
+    from gags.bench.hierarchy_segmenter import by_area_markdown
+
+    return by_area_markdown([{"segmenter": name, "quality": q} for name, q in table["rows"].items()])
+
+
 # -------------------------------------------------------------------------------------------------------------- run
 
 
@@ -472,6 +479,7 @@ def run(config: TrainSegmenterConfig) -> None:
         print(f"best-of-three IoU with the true entity on held-out worlds ({config.eval_worlds} per preset, "
               f"{config.eval_views} views, {RESOLUTION} px, {config.eval_points} points on objects per view):")
         print(format_quality(table))
+        print(format_by_area(table))
         return
     for name, value in (("worlds", config.worlds), ("views", config.views), ("steps", config.steps),
                         ("workers", config.workers)):
@@ -590,7 +598,12 @@ share of predicted masks that pass the segment stage's filters (predicted IoU > 
 
 {format_quality(heldout)}
 
-`gags train-segmenter --eval-only` recomputes this table for the shipped weights.
+By the true entity's area (all levels together; best IoU, and that mask's precision and recall: low precision is a
+mask too large, low recall an entity partly left out):
+
+{format_by_area(heldout)}
+
+`gags train-segmenter --eval-only` recomputes these tables for the shipped weights.
 """
     with atomic_path(folder / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
