@@ -165,7 +165,7 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
                 best_inter = np.take_along_axis(inter, best_k, 1)[:, 0]  # [P, true level]
                 precision.append(best_inter / np.maximum(np.take_along_axis(area[:, :, None], best_k, 1)[:, 0], 1))
                 recall.append(best_inter / np.maximum(true_area, 1))
-                share.append(true_area / true_area.dtype.type(r.ids.shape[-1] * r.ids.shape[-2]))
+                share.append(true_area / float(r.ids.shape[-1] * r.ids.shape[-2]))
     iou_all, best_all, passed_all = np.concatenate(ious), np.concatenate(bests), np.concatenate(passed)
     over_all, under_all = np.concatenate(over), np.concatenate(under)
     return {

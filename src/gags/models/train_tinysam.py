@@ -167,10 +167,15 @@ def sample_points(ids0: torch.Tensor, count: int, gen: torch.Generator) -> torch
     return torch.stack([picks // width, picks % width], 1)
 
 
+def entities_at(ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """ids [3, H, W], pixels [P, 2] (row, col) -> [P, 3] the entity under each pixel at each level (-1: none)."""
+    return ids[:, pixels[:, 0], pixels[:, 1]].T
+
+
 def point_targets(ids: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [3, H, W], pixels [P, 2] (row, col) -> true masks [P, 3, H, W] bool and valid [P, 3] (the point has an
     entity at that level)."""
-    at = ids[:, pixels[:, 0], pixels[:, 1]].T  # [P, 3]
+    at = entities_at(ids, pixels)
     return ids[None] == at[:, :, None, None], at >= 0
 
 
@@ -275,8 +280,7 @@ def step_gradients(model: Any, params: list[torch.nn.Parameter], rgb: torch.Tens
     Returns one gradient per parameter (None for parameters the loss does not reach, as ``backward`` leaves them).
     """
     pixels = prompt_pixels(ids, gen)
-    batch = torch.arange(len(ids))[:, None]
-    n_mask = int((ids[batch, :, pixels[..., 0], pixels[..., 1]] >= 0).sum())  # true masks that exist ([B, P, 3])
+    n_mask = sum(int((entities_at(i, p) >= 0).sum()) for i, p in zip(ids, pixels, strict=True))  # true masks
     n_points = pixels.shape[0] * pixels.shape[1]
 
     def shard(part: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[tuple[torch.Tensor | None, ...],
