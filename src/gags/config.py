@@ -697,7 +697,8 @@ class TrainSegmenterConfig:
     output k for the level-k entity (sub-part, part, whole), the order the segment stage reads them in."""
     init: Path | None = None
     """Start from these weights (a tinysam.safetensors) instead of a random initialisation: a second stage of
-    training, e.g. --matching level after a first stage with --matching best."""
+    training, e.g. --matching level after a first stage with --matching best (then each level's output starts from
+    the output that fits that level best on the first training views)."""
     workers: int = 2
     """Processes rendering the training views."""
     threads: int = 0

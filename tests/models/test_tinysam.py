@@ -132,7 +132,7 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     model_c, _ = ts.train(stage2, data, tmp_path / "c")
     c = _weights(model_c)
     assert not all(torch.equal(a[k], c[k]) for k in a)
-    key = "mask_decoder.iou_prediction_head.layers.2.weight"
+    key = "mask_decoder.iou_prediction_head.layers.0.weight"  # the rows of the last layer are reordered by level
     assert (c[key] - a[key]).abs().max() < 0.01 < (_weights(SamSegmenter("tiny").model)[key] - a[key]).abs().max()
     assert torch.load(tmp_path / "c" / ts.CHECKPOINT, weights_only=False)["options"]["init"]["path"] == str(first)
     with pytest.raises(GagsError, match="other options"):
@@ -244,3 +244,45 @@ def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
     assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 30%/20%/10% |" in card
     assert "tinysam: best IoU / precision / recall | hierarchy: best IoU / precision / recall" in card
     assert "| 0.25 / 0.50 / 1.00 | 0.25 / 0.50 / 1.00 |" in card and "| - | - |" in card
+
+
+def test_outputs_ordered_by_level_copy_the_best_fitting_output():
+    model = SamSegmenter("tiny").model
+    before = _weights(model)
+    fit = torch.tensor([[0.9, 0.1, 0.1],  # output 0 fits sub-parts best, output 2 parts and wholes
+                        [0.1, 0.1, 0.2],
+                        [0.0, 0.8, 0.7]])
+    assert ts.order_outputs_by_level(model, fit) == [0, 2, 2]
+    after = _weights(model)
+    decoder = "mask_decoder."
+    for level, src in enumerate([0, 2, 2]):
+        new, old = 1 + level, 1 + src  # token 0 is the single-mask output
+        assert torch.equal(after[decoder + "mask_tokens.weight"][new], before[decoder + "mask_tokens.weight"][old])
+        for name in (k for k in before if k.startswith(f"{decoder}output_hypernetworks_mlps.{old}.")):
+            assert torch.equal(after[name.replace(f"mlps.{old}.", f"mlps.{new}.")], before[name])
+        for part in ("weight", "bias"):
+            key = f"{decoder}iou_prediction_head.layers.2.{part}"
+            assert torch.equal(after[key][new], before[key][old])
+    single = f"{decoder}mask_tokens.weight"
+    assert torch.equal(after[single][0], before[single][0])
+    assert not torch.equal(after[single][2], before[single][2])
+
+
+def test_output_fit_measures_each_output_against_each_level(monkeypatch):
+    data = _tiny_views()
+    rgb, ids = torch.from_numpy(data.rgb[:2]), torch.from_numpy(data.ids[:2])
+
+    def whole_image_then_empty(model, embedding, dense_pe, pixels, size):  # output 0: every pixel; 1, 2: none
+        logits = torch.full((len(pixels), 3, *size), -10.0)
+        logits[:, 0] = 10.0
+        return logits, torch.zeros(len(pixels), 3)
+
+    monkeypatch.setattr(ts, "decode_points", whole_image_then_empty)
+    fit = ts.output_fit(SamSegmenter("tiny").model, rgb, ids, torch.Generator().manual_seed(0))
+    # the whole image's IoU with an entity is the entity's share of the image, averaged over the prompts' entities
+    pixels = ts.prompt_pixels(ids, torch.Generator().manual_seed(0))
+    at = torch.stack([ts.entities_at(i, p) for i, p in zip(ids, pixels, strict=True)])  # [B, P, 3]
+    share = (ids[:, :, None] == at.permute(0, 2, 1)[..., None, None]).flatten(3).float().mean(-1)  # [B, 3, P]
+    expected = torch.stack([share[:, k][at[..., k] >= 0].mean() for k in range(3)])
+    torch.testing.assert_close(fit[0], expected)
+    assert torch.equal(fit[1:], torch.zeros(2, 3))

@@ -26,6 +26,7 @@ in one table.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -220,6 +221,20 @@ class StepTerms:
     best: torch.Tensor
 
 
+def decode_points(model: Any, embedding: torch.Tensor, dense_pe: torch.Tensor, pixels: torch.Tensor,
+                  size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The three outputs for one-point prompts on one image: embedding [1, C, g, g], pixels [P, 2] (row, col) ->
+    logits [P, 3, H, W] (upsampled to size = (H, W), the encoder's input, as SAM's postprocessing) and the IoU head's
+    [P, 3]."""
+    coords = pixels.flip(1).float()[:, None, :]  # (x, y) pixel index: SAM's prompt encoder adds the half pixel
+    labels = torch.ones(len(pixels), 1, dtype=torch.int64)
+    sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+    low_res, iou_pred = model.mask_decoder(image_embeddings=embedding, image_pe=dense_pe,
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           multimask_output=True)
+    return F.interpolate(low_res, size, mode="bilinear", align_corners=False), iou_pred
+
+
 def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.Tensor, matching: str = "best"
                ) -> StepTerms:
     """model: segment_anything's ``Sam``; rgb [B, H, W, 3] uint8, ids [B, 3, H, W] int32 (H = W = the encoder's
@@ -232,13 +247,7 @@ def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.T
     mask_terms, iou_terms, best_ious = [], [], []
     for b in range(len(rgb)):  # one decoder call per image (segment_anything's decoder takes one image)
         truth, valid = point_targets(ids[b], pixels[b])
-        coords = pixels[b].flip(1).float()[:, None, :]  # (x, y) pixel index: SAM's prompt encoder adds the half pixel
-        labels = torch.ones(len(pixels[b]), 1, dtype=torch.int64)
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        low_res, iou_pred = model.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=dense_pe,
-                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                               multimask_output=True)
-        logits = F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)  # as postprocess
+        logits, iou_pred = decode_points(model, embeddings[b:b + 1], dense_pe, pixels[b], (height, width))
         cost, iou = mask_costs(logits, truth)  # [P, 3, 3]
         if matching == "best":  # each true mask against the output that fits it best (SAM)
             chosen = cost.min(1).values  # [P, L]
@@ -259,6 +268,53 @@ def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Gener
     terms = step_terms(model, rgb, ids, prompt_pixels(ids, gen), matching)
     loss = terms.mask.mean() + terms.iou.mean()
     return loss, _stats([terms])
+
+
+LEVEL_ORDER_VIEWS = 32
+"""Training views on which ``order_outputs_by_level`` measures how each output fits each level (512 prompts)."""
+
+
+def output_fit(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mean IoU of every output with every level's true entity: rgb [B, H, W, 3], ids [B, 3, H, W] -> [K, L]
+    (outputs x levels; prompts drawn from ``gen``; pairs without an entity are skipped)."""
+    pixels = prompt_pixels(ids, gen)
+    images = model.preprocess(rgb.permute(0, 3, 1, 2).float())
+    total = torch.zeros(3, 3, dtype=torch.float64)
+    count = torch.zeros(1, 3, dtype=torch.float64)
+    with torch.no_grad():
+        embeddings = model.image_encoder(images)
+        dense_pe = model.prompt_encoder.get_dense_pe()
+        for b in range(len(rgb)):
+            truth, valid = point_targets(ids[b], pixels[b])
+            logits, _ = decode_points(model, embeddings[b:b + 1], dense_pe, pixels[b], (rgb.shape[1], rgb.shape[2]))
+            _, iou = mask_costs(logits, truth)  # [P, K, L]
+            total += (iou * valid[:, None, :]).sum(0).double()
+            count += valid.sum(0, keepdim=True).double()
+    return (total / count.clamp(min=1)).float()
+
+
+def order_outputs_by_level(model: Any, fit: torch.Tensor) -> list[int]:
+    """Give output k the parameters of the output that fits level k best (fit [K, L], ``output_fit``): its mask
+    token, its hypernetwork and its row of the IoU head. Returns the source output of each level.
+
+    Weights trained with SAM's best-output rule have no order (one output may serve only the floor and walls); this
+    starts ``--matching level`` from the output that already answers each level best, so no level starts from an
+    output that never drew it.
+    """
+    decoder = model.mask_decoder
+    source = fit.argmax(0).tolist()  # [L]
+    first = 1  # token 0 is the single-mask output; the three multimask outputs are tokens 1..3
+    with torch.no_grad():
+        tokens = decoder.mask_tokens.weight.clone()
+        hyper = [copy.deepcopy(m.state_dict()) for m in decoder.output_hypernetworks_mlps]
+        head = decoder.iou_prediction_head.layers[-1]
+        head_w, head_b = head.weight.clone(), head.bias.clone()
+        for level, k in enumerate(source):
+            decoder.mask_tokens.weight[first + level] = tokens[first + k]
+            decoder.output_hypernetworks_mlps[first + level].load_state_dict(hyper[first + k])
+            head.weight[first + level] = head_w[first + k]
+            head.bias[first + level] = head_b[first + k]
+    return source
 
 
 def _stats(shards: list[StepTerms]) -> dict[str, float]:
@@ -343,6 +399,14 @@ def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch
         from gags.models.segmenters import load_state_dict
 
         model.load_state_dict(load_state_dict(Path(config.init)))
+        if config.matching == "level":
+            probe = torch.Generator().manual_seed(config.seed)
+            views = torch.arange(min(LEVEL_ORDER_VIEWS, len(data.rgb)))
+            fit = output_fit(model, torch.from_numpy(data.rgb[views.numpy()]),
+                             torch.from_numpy(data.ids[views.numpy()]), probe)
+            source = order_outputs_by_level(model, fit)
+            print(f"outputs for sub-part / part / whole start from outputs {source} of {config.init} (mean IoU with "
+                  f"each level's entity: {[[round(v, 2) for v in row] for row in fit.tolist()]})")
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, betas=(0.9, 0.999))
     total = config.steps
