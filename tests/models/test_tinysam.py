@@ -1,6 +1,8 @@
 """The embedded SAM-architecture segmenter: segment_anything's code path, its training rules, resuming bit for bit,
 and the shipped weights' masks on a world never trained on."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -234,14 +236,25 @@ def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
     ts.save_weights(SamSegmenter("tiny", device="cpu").model, tmp_path / TINY_SAM_FILE)
     area = {"edges": [0.002, 0.006, 0.025], "points": [3, 0, 5, 7], "best": [0.25, None, 0.5, 0.75],
             "precision": [0.5, None, 0.5, 0.5], "recall": [1.0, None, 1.0, 1.0]}
-    row = {"best": [0.4, 0.5, 0.6], "best_mean": 0.5, "pass_filters": [0.1, 0.2, 0.3], "size": 128, "by_area": area}
+    row = {"best": [0.4, 0.5, 0.6], "best_mean": 0.5, "iou": [0.2, 0.3, 0.55], "pass_filters": [0.1, 0.2, 0.3],
+           "size": 128, "by_area": area}
+    # a second stage: its --init weights' training.json is read for the first stage's command
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "training.json").write_text(json.dumps({"command": "gags train-segmenter --steps 8 --matching best",
+                                                     "steps": 8, "matching": "best", "lr": 0.001,
+                                                     "train_minutes": 40.0, "total_minutes": 43.0}))
     report = {"worlds": 2, "seed": 0, "views": 3, "train_views": 30, "lr": 0.001, "steps": 10, "command": "gags ...",
+              "matching": "level", "first_stage": ts.init_provenance(first / TINY_SAM_FILE),
               "total_minutes": 1.0, "data_minutes": 0.1, "train_minutes": 0.9, "machine_note": "2 cores",
               "heldout": {"options": {"worlds": 1, "views": 2, "points": 3}, "presets": ["ramen"],
                           "seed_base": ts.HELDOUT_SEED_BASE, "rows": {"tinysam": row, "hierarchy": row}}}
     ts.write_model_card(tmp_path, report)
     card = (tmp_path / "MODEL_CARD.md").read_text()
-    assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 30%/20%/10% |" in card
+    assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 0.55 / 0.30 / 0.20 | 30%/20%/10% |" in card
+    assert "Stage 1 (8 steps, --matching best, lr 0.001; 43 minutes)" in card
+    assert "gags train-segmenter --steps 8 --matching best" in card and "(--init): output k against the point's level-k" in card
+    assert ts.init_provenance(None) is None and ts.init_provenance(tmp_path / "nowhere" / TINY_SAM_FILE) is None
     assert "tinysam: best IoU / precision / recall | hierarchy: best IoU / precision / recall" in card
     assert "| 0.25 / 0.50 / 1.00 | 0.25 / 0.50 / 1.00 |" in card and "| - | - |" in card
 

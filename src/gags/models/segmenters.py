@@ -146,14 +146,21 @@ def _sorted_by_area(logits: torch.Tensor, iou: torch.Tensor, threshold: float, o
     so this is their IoU); segment_anything's default offset is 1.0.
     """
     masks = logits > threshold
-    inner = (logits > threshold + offset).flatten(2).sum(-1).float()
-    outer = (logits > threshold - offset).flatten(2).sum(-1).float()
+    inner = _pixel_count(logits > threshold + offset).float()
+    outer = _pixel_count(logits > threshold - offset).float()
     stability = torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(outer))
-    order = masks.flatten(2).sum(-1).argsort(dim=1, stable=True)  # [B, 3] ascending area
-    masks = torch.take_along_dim(masks, order[:, :, None, None], dim=1)
+    order = _pixel_count(masks).argsort(dim=1, stable=True)  # [B, 3] ascending area
+    # indexing whole masks: take_along_dim would broadcast the order to [B, 3, H, W] indices (90x slower on a CPU)
+    masks = masks[torch.arange(len(masks), device=masks.device)[:, None], order]
     return MaskPrediction(
         masks, torch.take_along_dim(iou.float(), order, dim=1), torch.take_along_dim(stability, order, dim=1)
     )
+
+
+def _pixel_count(masks: torch.Tensor) -> torch.Tensor:
+    """[B, K, H, W] bool -> [B, K] int32 true pixels. Summed as bytes into int32: summing bools widens every element
+    to int64 first (15x slower on a CPU)."""
+    return masks.flatten(2).view(torch.uint8).sum(-1, dtype=torch.int32)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:

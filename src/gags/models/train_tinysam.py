@@ -27,6 +27,7 @@ in one table.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import shutil
@@ -516,12 +517,18 @@ def quality_table(weights: Path, options: QualityOptions) -> dict[str, Any]:
 
 
 def format_quality(table: dict[str, Any]) -> str:
-    lines = ["| segmenter | whole | part | sub-part | mean | masks passing the filters (whole/part/sub-part) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    """Per segmenter: the best of its three masks against the true entity (whole, part, sub-part, mean), the mask the
+    segment stage takes for each level (the three sorted by area) against that level's entity, and the share of masks
+    passing the stage's filters."""
+    lines = ["| segmenter | best of three: whole | part | sub-part | mean | as the segment stage reads them: whole / "
+             "part / sub-part | masks passing the filters (whole/part/sub-part) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, q in table["rows"].items():
         best = q["best"]  # sub-part, part, whole
+        own = " / ".join(f"{v:.2f}" for v in reversed(q["iou"]))
         passing = "/".join(f"{100 * v:.0f}%" for v in reversed(q["pass_filters"]))
-        lines.append(f"| {name} | {best[2]:.2f} | {best[1]:.2f} | {best[0]:.2f} | {q['best_mean']:.2f} | {passing} |")
+        lines.append(f"| {name} | {best[2]:.2f} | {best[1]:.2f} | {best[0]:.2f} | {q['best_mean']:.2f} | {own} | "
+                     f"{passing} |")
     return "\n".join(lines)
 
 
@@ -570,6 +577,7 @@ def run(config: TrainSegmenterConfig) -> None:
                             desc="training renders")
         data.save(cache)
     data_minutes = (time.time() - started) / 60
+    first_stage = init_provenance(config.init)
     model, log = train(config, data, out)
     folder = ensure_dir(out / "tinysam")
     save_weights(model, folder / TINY_SAM_FILE)
@@ -580,6 +588,7 @@ def run(config: TrainSegmenterConfig) -> None:
         "images_per_step": IMAGES_PER_STEP, "points_per_image": POINTS_PER_IMAGE, "train_views": int(len(data.rgb)),
         "data_minutes": data_minutes, "total_minutes": (train_end - started) / 60,
         "eval_minutes": (time.time() - train_end) / 60, **log, "heldout": {**table, "seed_base": HELDOUT_SEED_BASE},
+        "first_stage": first_stage,
         "machine_note": f"{os.cpu_count()} cores, 5-minute load average {load_start:.1f} at the start and "
                         f"{os.getloadavg()[1]:.1f} at the end",
     }
@@ -589,6 +598,16 @@ def run(config: TrainSegmenterConfig) -> None:
     print(f"weights written to {folder / TINY_SAM_FILE} (training took {report['total_minutes']:.1f} min: data "
           f"{data_minutes:.1f}, optimisation {log['train_minutes']:.1f}); use them with --segmenter "
           f"sam:tiny:{folder / TINY_SAM_FILE}; to ship them: copy {folder} over {TINY_SAM_DIR}")
+
+
+def init_provenance(init: Path | None) -> dict[str, Any] | None:
+    """How the --init weights were made: the command, steps, rule and minutes of the training.json beside them (as
+    ``gags train-segmenter`` writes it), or None (no --init, or weights without their training.json)."""
+    if init is None or not (Path(init).parent / "training.json").is_file():
+        return None
+    made = json.loads((Path(init).parent / "training.json").read_text())
+    return {key: made.get(key) for key in ("command", "steps", "matching", "lr", "train_minutes", "total_minutes",
+                                           "first_stage")}
 
 
 def command_line(config: TrainSegmenterConfig) -> str:
@@ -643,26 +662,17 @@ downloads (demo, tests, ablation) through SAM's own code path; on real scenes us
 
 ## Training
 
-- As SAM trains ambiguous prompts: each of the point's three true masks is matched to the output that fits it best;
-  loss {FOCAL_WEIGHT:g} x focal + dice at the image's resolution; the IoU head regresses each output's IoU with the
-  entity it fits best (MSE).
-- AdamW (lr {report["lr"]}, {WARMUP_FRACTION:.0%} warm-up, cosine decay, weight decay {WEIGHT_DECAY}, gradient clip
-  {GRAD_CLIP}), {IMAGES_PER_STEP} views x {POINTS_PER_IMAGE} points per step, {report["steps"]} steps.
-- Command (the same seed gives the same weights on the same machine with the same thread count; an interrupted run
-  resumes from its checkpoint):
-
-      {report["command"]}
-
-- Took {report["total_minutes"]:.0f} minutes on a 2-core CPU: rendering {report["data_minutes"]:.1f}, optimisation
-  {report["train_minutes"]:.0f}. Machine: {report["machine_note"]}.
+{_training_section(report)}
 
 ## Quality on held-out worlds
 
 {heldout["options"]["worlds"]} worlds per preset ({", ".join(heldout["presets"])}) whose seeds were never used for
 training ({heldout["seed_base"]:,} + i), {heldout["options"]["views"]} views each at {RESOLUTION} px,
 {heldout["options"]["points"]} random points on the objects per view. Mean over the points of the best IoU of the
-three predicted masks with the true entity at each level (`hierarchy` is given the renderer's exact depth), and the
-share of predicted masks that pass the segment stage's filters (predicted IoU > 0.7, stability >= 0.85):
+three predicted masks with the true entity at each level; the IoU of the mask the segment stage takes for each level
+(the three sorted by area: smallest sub-part, largest whole) with that level's entity; and the share of predicted
+masks that pass the segment stage's filters (predicted IoU > 0.7, stability >= 0.85). `hierarchy` is given the
+renderer's exact depth.
 
 {format_quality(heldout)}
 
@@ -675,6 +685,39 @@ mask too large, low recall an entity partly left out):
 """
     with atomic_path(folder / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
+
+
+MATCHING_RULES = {
+    "best": "as SAM trains ambiguous prompts: each of the point's three true masks is matched to the output that fits "
+            "it best; the IoU head regresses each output's IoU with the entity it fits best",
+    "level": "output k against the point's level-k entity (sub-part, part, whole: the order the segment stage reads "
+             "them in); the IoU head regresses each output's IoU with its level's entity; from --init weights, each "
+             "level's output starts from the output that fits that level best on the first training views",
+}
+"""How each --matching rule trains the three outputs (the model card's words)."""
+
+
+def _training_section(report: dict[str, Any]) -> str:
+    """The model card's training section: the first stage (when the weights started from --init) and this run."""
+    lines = []
+    first = report.get("first_stage")
+    if first is not None:
+        minutes = first.get("total_minutes") or 0.0
+        lines += [f"- Stage 1 ({first['steps']} steps, --matching {first['matching']}, lr {first['lr']}; "
+                  f"{minutes:.0f} minutes): {MATCHING_RULES.get(str(first['matching']), first['matching'])}.",
+                  "", f"      {first['command']}", ""]
+    rule = MATCHING_RULES[report["matching"]]
+    lead = "Stage 2, from the weights of stage 1 (--init): " + rule if first is not None else rule[0].upper() + rule[1:]
+    lines += [f"- {lead}; loss "
+              f"{FOCAL_WEIGHT:g} x focal + dice at the image's resolution, MSE for the IoU head.",
+              f"- AdamW (lr {report['lr']}, {WARMUP_FRACTION:.0%} warm-up, cosine decay, weight decay {WEIGHT_DECAY}, "
+              f"gradient clip {GRAD_CLIP}), {IMAGES_PER_STEP} views x {POINTS_PER_IMAGE} points per step, "
+              f"{report['steps']} steps.",
+              "- Command (the same seed gives the same weights on the same machine with the same thread count; an "
+              "interrupted run resumes from its checkpoint):", "", f"      {report['command']}", "",
+              f"- Took {report['total_minutes']:.0f} minutes on a 2-core CPU: rendering {report['data_minutes']:.1f}, "
+              f"optimisation {report['train_minutes']:.0f}. Machine: {report['machine_note']}."]
+    return "\n".join(lines)
 
 
 def install(folder: Path) -> None:
