@@ -144,8 +144,9 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert torch.get_num_threads() == threads_before  # training on threads leaves PyTorch's own count as it was
 
 
-def _whole_object_iou(seg, views) -> float:
-    """Mean over random points on the objects of ``views`` of the best IoU of the 3 masks with the whole object."""
+def _whole_object_iou(seg, views) -> tuple[float, float]:
+    """Mean over random points on the objects of ``views`` of the IoU with the whole object of the best of the 3
+    masks, and of the largest (the whole level as the segment stage reads it)."""
     ious = []
     for r, world in views:
         objects = ~np.isin(r.ids[2], list(world.background)) & (r.ids[2] >= 0)
@@ -156,8 +157,9 @@ def _whole_object_iou(seg, views) -> float:
         truth = torch.from_numpy(r.ids[2][None] == r.ids[2][ys[pick], xs[pick]][:, None, None])
         inter = (masks & truth[:, None]).flatten(2).sum(-1)
         union = (masks | truth[:, None]).flatten(2).sum(-1)
-        ious.append((inter / union.clamp(min=1)).max(1).values)
-    return float(torch.cat(ious).mean())
+        ious.append(inter / union.clamp(min=1))
+    iou = torch.cat(ious)  # [N, 3]
+    return float(iou.max(1).values.mean()), float(iou[:, 2].mean())
 
 
 @pytest.mark.skipif(not (TINY_SAM_DIR / TINY_SAM_FILE).is_file(), reason="no shipped tinysam weights")
@@ -172,11 +174,13 @@ def test_shipped_weights_find_whole_objects_in_worlds_never_trained_on():
         compiled = compile_world(world)
         views += [(render(world, camera, supersample=2, compiled=compiled), world)
                   for camera in sample_cameras(world, 2, ts.RESOLUTION, seed=7)]
-    trained = _whole_object_iou(load_segmenter("tinysam", device="cpu"), views)
+    trained, trained_largest = _whole_object_iou(load_segmenter("tinysam", device="cpu"), views)
     torch.manual_seed(0)
-    untrained = _whole_object_iou(SamSegmenter("tiny", device="cpu"), views)
-    # the model card's held-out figure for whole objects is 0.71 (12 worlds); random weights find little
+    untrained, _ = _whole_object_iou(SamSegmenter("tiny", device="cpu"), views)
+    # the model card's held-out figures for whole objects are 0.71 (best of three) and 0.70 (the largest mask, which
+    # the segment stage reads as the whole level), on 12 worlds; random weights find little
     assert trained > 0.4 and trained > untrained + 0.25, (trained, untrained)
+    assert trained_largest > 0.4, trained_largest
 
 
 def test_user_errors_of_train_segmenter(tmp_path):
