@@ -695,6 +695,9 @@ class TrainSegmenterConfig:
     matching: Literal["best", "level"] = "best"
     """Which output a true mask trains: best, the output that fits it best (SAM's rule for ambiguous prompts); level,
     output k for the level-k entity (sub-part, part, whole), the order the segment stage reads them in."""
+    focal_alpha: float = 0.25
+    """Weight of the pixels inside the true mask in the focal loss (1 - it: outside); 0.25 is the focal loss's
+    default (SAM's loss), 0.5 weighs both alike."""
     init: Path | None = None
     """Start from these weights (a tinysam.safetensors) instead of a random initialisation: a second stage of
     training, e.g. --matching level after a first stage with --matching best (then each level's output starts from

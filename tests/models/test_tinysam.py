@@ -60,13 +60,15 @@ def test_mask_costs_are_focal_and_dice_of_every_pairing():
     logits = 3 * torch.randn(4, 3, 8, 8)
     truth = torch.rand(4, 3, 8, 8) > 0.6
     cost, iou = ts.mask_costs(logits, truth)
+    balanced, _ = ts.mask_costs(logits, truth, focal_alpha=0.5)
     for k in range(3):
         for level in range(3):
             x, t = logits[:, k].flatten(1), truth[:, level].flatten(1).float()
-            focal = sigmoid_focal_loss(x, t, alpha=ts.FOCAL_ALPHA, gamma=ts.FOCAL_GAMMA, reduction="none").mean(1)
             p = torch.sigmoid(x)
             dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-            assert torch.allclose(cost[:, k, level], ts.FOCAL_WEIGHT * focal + dice, atol=1e-5)
+            for alpha, got in ((ts.FOCAL_ALPHA, cost), (0.5, balanced)):
+                focal = sigmoid_focal_loss(x, t, alpha=alpha, gamma=ts.FOCAL_GAMMA, reduction="none").mean(1)
+                assert torch.allclose(got[:, k, level], ts.FOCAL_WEIGHT * focal + dice, atol=1e-5)
             hard = x > 0
             true_iou = (hard & (t > 0)).sum(1) / (hard | (t > 0)).sum(1).clamp(min=1)
             assert torch.allclose(iou[:, k, level], true_iou.float())
@@ -190,6 +192,9 @@ def test_user_errors_of_train_segmenter(tmp_path):
         ts.training_jobs(999, 1, 1)
     with pytest.raises(GagsError, match="no such file"):
         ts.run(TrainSegmenterConfig(eval_only=True, weights=tmp_path / "none.safetensors"))
+    with pytest.raises(GagsError, match="--focal-alpha must lie strictly between 0 and 1"):
+        ts.run(TrainSegmenterConfig(out=tmp_path, focal_alpha=1.0))
+    assert TrainSegmenterConfig().focal_alpha == ts.FOCAL_ALPHA
     with pytest.raises(GagsError, match="--init .* no such file"):
         ts.run(TrainSegmenterConfig(out=tmp_path, init=tmp_path / "none.safetensors"))
 

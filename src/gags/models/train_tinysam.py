@@ -71,7 +71,8 @@ BALANCED_SHARE = 0.75
 FOCAL_WEIGHT = 20.0
 """SAM's loss: 20 x focal + 1 x dice (Kirillov et al. 2023, section 3 and appendix A)."""
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
-"""Focal loss constants (Lin et al. 2017; torchvision's sigmoid_focal_loss defaults)."""
+"""Focal loss constants (Lin et al. 2017; torchvision's sigmoid_focal_loss defaults); alpha weighs the pixels inside
+the true mask, 1 - alpha those outside (``--focal-alpha``)."""
 WARMUP_FRACTION = 0.03
 WEIGHT_DECAY = 0.1
 """AdamW weight decay of weight matrices and convolutions (SAM: 0.1)."""
@@ -181,7 +182,8 @@ def point_targets(ids: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor
     return ids[None] == at[:, :, None, None], at >= 0
 
 
-def mask_costs(logits: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_costs(logits: torch.Tensor, truth: torch.Tensor, focal_alpha: float = FOCAL_ALPHA
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's loss of every output against every true mask, and their IoU.
 
     logits [P, K, H, W] (K outputs), truth [P, L, H, W] bool -> cost [P, K, L] (20 x focal + dice), iou [P, K, L].
@@ -194,8 +196,8 @@ def mask_costs(logits: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor,
     n_pixels = x.shape[-1]
     prob = torch.sigmoid(x)
     log_p = F.logsigmoid(x)
-    a = -FOCAL_ALPHA * (1 - prob) ** FOCAL_GAMMA * log_p  # focal term where the truth is 1
-    b = -(1 - FOCAL_ALPHA) * prob ** FOCAL_GAMMA * (log_p - x)  # ... and where it is 0 (log(1 - p) = log p - x)
+    a = -focal_alpha * (1 - prob) ** FOCAL_GAMMA * log_p  # focal term where the truth is 1
+    b = -(1 - focal_alpha) * prob ** FOCAL_GAMMA * (log_p - x)  # ... and where it is 0 (log(1 - p) = log p - x)
     focal = (a @ t + b.sum(-1, keepdim=True) - b @ t) / n_pixels
     t_sum = t.sum(1)[:, None, :]  # [P, 1, L]
     dice = 1 - (2 * (prob @ t) + 1) / (prob.sum(-1, keepdim=True) + t_sum + 1)
@@ -236,8 +238,8 @@ def decode_points(model: Any, embedding: torch.Tensor, dense_pe: torch.Tensor, p
     return F.interpolate(low_res, size, mode="bilinear", align_corners=False), iou_pred
 
 
-def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.Tensor, matching: str = "best"
-               ) -> StepTerms:
+def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.Tensor, matching: str = "best",
+               focal_alpha: float = FOCAL_ALPHA) -> StepTerms:
     """model: segment_anything's ``Sam``; rgb [B, H, W, 3] uint8, ids [B, 3, H, W] int32 (H = W = the encoder's
     input), pixels [B, P, 2] prompts (``prompt_pixels``); matching: ``best`` (each true mask against the output that
     fits it best, SAM's rule) or ``level`` (output k against the level-k entity: sub-part, part, whole)."""
@@ -249,7 +251,7 @@ def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.T
     for b in range(len(rgb)):  # one decoder call per image (segment_anything's decoder takes one image)
         truth, valid = point_targets(ids[b], pixels[b])
         logits, iou_pred = decode_points(model, embeddings[b:b + 1], dense_pe, pixels[b], (height, width))
-        cost, iou = mask_costs(logits, truth)  # [P, 3, 3]
+        cost, iou = mask_costs(logits, truth, focal_alpha)  # [P, 3, 3]
         if matching == "best":  # each true mask against the output that fits it best (SAM)
             chosen = cost.min(1).values  # [P, L]
             iou_target = torch.where(valid[:, None, :], iou, torch.zeros_like(iou)).max(2).values  # [P, K]
@@ -262,11 +264,11 @@ def step_terms(model: Any, rgb: torch.Tensor, ids: torch.Tensor, pixels: torch.T
     return StepTerms(torch.cat(mask_terms), torch.cat(iou_terms), torch.cat(best_ious))
 
 
-def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator, matching: str = "best"
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def step_loss(model: Any, rgb: torch.Tensor, ids: torch.Tensor, gen: torch.Generator, matching: str = "best",
+              focal_alpha: float = FOCAL_ALPHA) -> tuple[torch.Tensor, dict[str, float]]:
     """One training step's loss on the views rgb [B, H, W, 3] / ids [B, 3, H, W] (prompts drawn from ``gen``):
     the mean of the mask terms plus the mean of the IoU head's terms (``step_terms``), and its statistics."""
-    terms = step_terms(model, rgb, ids, prompt_pixels(ids, gen), matching)
+    terms = step_terms(model, rgb, ids, prompt_pixels(ids, gen), matching, focal_alpha)
     loss = terms.mask.mean() + terms.iou.mean()
     return loss, _stats([terms])
 
@@ -327,8 +329,8 @@ def _stats(shards: list[StepTerms]) -> dict[str, float]:
 
 
 def step_gradients(model: Any, params: list[torch.nn.Parameter], rgb: torch.Tensor, ids: torch.Tensor,
-                   gen: torch.Generator, matching: str, threads: int, pool: ThreadPoolExecutor | None
-                   ) -> tuple[list[torch.Tensor | None], dict[str, float]]:
+                   gen: torch.Generator, matching: str, threads: int, pool: ThreadPoolExecutor | None,
+                   focal_alpha: float = FOCAL_ALPHA) -> tuple[list[torch.Tensor | None], dict[str, float]]:
     """The gradients of ``step_loss`` (prompts drawn from ``gen`` first), the views split among ``threads`` threads
     of ``pool`` (None: this thread alone, ``threads`` = 1).
 
@@ -342,7 +344,7 @@ def step_gradients(model: Any, params: list[torch.nn.Parameter], rgb: torch.Tens
 
     def shard(part: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[tuple[torch.Tensor | None, ...],
                                                                               StepTerms]:
-        terms = step_terms(model, *part, matching)
+        terms = step_terms(model, *part, matching, focal_alpha)
         loss = terms.mask.sum() / n_mask + terms.iou.sum() / n_points
         return torch.autograd.grad(loss, params, allow_unused=True), terms
 
@@ -381,7 +383,8 @@ def _options(config: TrainSegmenterConfig) -> dict[str, Any]:
 
     init = None if config.init is None else {"path": str(config.init), "fingerprint": file_fingerprint(config.init)}
     return {"seed": config.seed, "worlds": config.worlds, "views": config.views, "steps": config.steps,
-            "lr": config.lr, "matching": config.matching, "init": init, "threads": step_threads(config)}
+            "lr": config.lr, "matching": config.matching, "focal_alpha": config.focal_alpha, "init": init,
+            "threads": step_threads(config)}
 
 
 def step_threads(config: TrainSegmenterConfig) -> int:
@@ -450,7 +453,8 @@ def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch
         for step in range(start_step, total):
             idx = torch.randint(len(rgb_all), (IMAGES_PER_STEP,), generator=gen)
             rgb, ids = _augment(rgb_all[idx], ids_all[idx], gen)
-            grads, stats = step_gradients(model, params, rgb, ids, gen, config.matching, threads, pool)
+            grads, stats = step_gradients(model, params, rgb, ids, gen, config.matching, threads, pool,
+                                          config.focal_alpha)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -560,6 +564,8 @@ def run(config: TrainSegmenterConfig) -> None:
                         ("workers", config.workers)):
         if value < 1:
             raise GagsError(f"--{name} must be at least 1, got {value}.")
+    if not 0 < config.focal_alpha < 1:
+        raise GagsError(f"--focal-alpha must lie strictly between 0 and 1, got {config.focal_alpha}.")
     if config.threads < 0:
         raise GagsError(f"--threads must be 0 (one per CPU core) or more, got {config.threads}.")
     if config.init is not None and not Path(config.init).is_file():
@@ -614,6 +620,7 @@ def command_line(config: TrainSegmenterConfig) -> str:
     """The ``gags train-segmenter`` command that reproduces ``config`` (every training option spelled out)."""
     return (f"gags train-segmenter --out {config.out} --seed {config.seed} --worlds {config.worlds} "
             f"--views {config.views} --steps {config.steps} --lr {config.lr} --matching {config.matching} "
+            f"--focal-alpha {config.focal_alpha} "
             + (f"--init {config.init} " if config.init is not None else "") +
             f"--workers {config.workers} "
             f"--threads {config.threads} --eval-worlds {config.eval_worlds} --eval-views {config.eval_views} "
@@ -708,8 +715,9 @@ def _training_section(report: dict[str, Any]) -> str:
                   "", f"      {first['command']}", ""]
     rule = MATCHING_RULES[report["matching"]]
     lead = "Stage 2, from the weights of stage 1 (--init): " + rule if first is not None else rule[0].upper() + rule[1:]
-    lines += [f"- {lead}; loss "
-              f"{FOCAL_WEIGHT:g} x focal + dice at the image's resolution, MSE for the IoU head.",
+    alpha = report.get("focal_alpha", FOCAL_ALPHA)
+    lines += [f"- {lead}; loss {FOCAL_WEIGHT:g} x focal (alpha {alpha:g}: the weight of the pixels inside the true "
+              f"mask) + dice at the image's resolution, MSE for the IoU head.",
               f"- AdamW (lr {report['lr']}, {WARMUP_FRACTION:.0%} warm-up, cosine decay, weight decay {WEIGHT_DECAY}, "
               f"gradient clip {GRAD_CLIP}), {IMAGES_PER_STEP} views x {POINTS_PER_IMAGE} points per step, "
               f"{report['steps']} steps.",
