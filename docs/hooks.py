@@ -6,7 +6,8 @@ Markers a page may hold (each on its own line):
 - ``<!-- gags:bench KIND PATH -->``: the table a benchmark writes, made from its JSON record at ``PATH`` (relative to
   the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
   KIND: ``demo`` | ``demo-seeds`` (PATH a glob of several demo records) | ``segment-scaling`` | ``ladder`` |
-  ``kept`` (PATH a glob of several ladder records: what each field keeps) | ``ablation`` | ``segmenter-quality`` |
+  ``kept`` (PATH a glob of several ladder records: what each field keeps) | ``segmenters`` (PATH a glob of ladder
+  records of scenes segmented in different ways) | ``ablation`` | ``segmenter-quality`` |
   ``segmenter-area`` (PATH a glob of ``gags bench hierarchy-segmenter quality`` records, one per segmenter).
 """
 
@@ -51,16 +52,17 @@ def _bench_table(kind: str, path: str) -> str:
         records = [json.loads(p.read_text()) for p in paths]
         stamps = " ".join(dict.fromkeys(describe(r) for r in records))
         return f"{by_area_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
-    if kind == "kept":
-        from gags.bench.ladder import kept_markdown
+    if kind in ("kept", "segmenters"):  # several ladder records, named SCENE_ORDER-WHAT.json
+        from gags.bench.ladder import kept_markdown, segments_markdown
 
         paths = sorted(ROOT.glob(path))
         if not paths:
             raise ValueError(f"no record matches {path}")
         records = [json.loads(p.read_text()) for p in paths]
         stamps = " ".join(dict.fromkeys(describe(r) for r in records))
-        names = [p.stem.split("_")[0] for p in paths]  # records are named SCENE_ORDER-WHAT.json
-        return f"{kept_markdown(records, names)}\n\n*{stamps} Records: `{path}`.*"
+        names = [p.stem.split("_")[0] for p in paths]
+        table = (kept_markdown if kind == "kept" else segments_markdown)(records, names)
+        return f"{table}\n\n*{stamps} Records: `{path}`.*"
     record: dict[str, Any] = json.loads((ROOT / path).read_text())
     if kind == "ladder":
         from gags.bench.ladder import markdown

@@ -141,6 +141,21 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
     for key in ("region_aware", "precision"):  # a record from before the options: region-aware, float32
         del record["fields"]["gags"][key]
     assert "| demo | gags | zero, 10, 1, regions |" in kept_markdown([record])
+    # how the segments were made, and scenes segmented in different ways side by side
+    from gags.bench.ladder import segments_markdown
+
+    settings = Workspace(out).segment_settings()
+    assert record["segments"] == {k: settings[k] for k in ("segmenter", "prompts", "pred_iou_thresh",
+                                                             "stability_thresh", "mask_nms_score")}
+    off = json.loads(json.dumps(record))
+    off["segments"].update(segmenter="tinysam", pred_iou_thresh=0.0, stability_thresh=0.0)
+    rows = segments_markdown([record, off], ["demo", "demo"]).splitlines()[2:]
+    test = record["splits"]["test"]
+    own = f"{100 * test['R2']['own']['miou']:.1f} / {100 * test['R2']['own']['loc_acc']:.1f}"
+    assert rows[0].startswith(f"| demo | {settings['segmenter']}, filters on | {own} |")
+    assert rows[1].startswith(f"| demo | tinysam, filters off | {own} |")
+    assert rows[0].endswith(f"| {100 * record['splits']['train']['coverage']['3']:.1f}% / "
+                            f"{100 * test['coverage']['3']:.1f}% |")
     # the report shows the ladder
     from gags.report import write_report
 

@@ -292,6 +292,7 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
     record = {"scene": str(out), "labels": str(config.labels) if config.labels else "the synthetic scene's own",
               "encoder": encoder_spec, "protocol_min_side": config.protocol_min_side, "methods": methods,
               "notes": notes, "splits": results, "fields": {m: how_made(m, f.config) for m, f in fields.items()},
+              "segments": {k: v for k, v in ws.segment_settings().items() if k in SEGMENT_KEYS},
               "platform": platform.platform()}
     path = ws.bench_file(RESULT_NAME)
     record["provenance"] = provenance()
@@ -347,6 +348,30 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
                    + ("" if made.get("precision", "float32") == "float32" else f", {made['precision']}"))
             cells = [_cell(record["splits"][s]["R3"][m], kept_word="") for s in ("train", "test")]
             lines.append(f"| {scene} | {m} | {how} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SEGMENT_KEYS = ("segmenter", "prompts", "pred_iou_thresh", "stability_thresh", "mask_nms_score")
+"""What the ladder records of how the segments were made (``gags segment``'s settings)."""
+
+
+def segments_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
+    """Ladder records of one scene segmented in different ways, side by side: per record (names: the scene of each),
+    the segmenter and its filters, the segments' readings R2 (own level, the protocol's pick, best level), the gags and
+    avg fields (R3) and the labelled pixels with a segment at all three levels, held-out views (mIoU / localization)."""
+    lines = ["| scene | segments | R2 own level | R2 pick | R2 best level | R3 gags | R3 avg | labelled pixels at 3 "
+             "levels (training / held out) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, record in zip(names, records, strict=True):
+        made = record.get("segments") or {}
+        filters = ("filters off" if made.get("pred_iou_thresh", 1) <= 0 and made.get("stability_thresh", 1) <= 0
+                   else "filters on")
+        test = record["splits"]["test"]
+        cells = [_cell({k: v for k, v in test["R2"][r].items() if k != "kept"}) for r in ("own", "pick", "best")]
+        cells += [_cell({k: v for k, v in test["R3"][m].items() if k != "kept"}) if m in test["R3"] else "-"
+                  for m in ("gags", "avg")]
+        cover = " / ".join(f"{_pct(record['splits'][s]['coverage']['3'])}%" for s in ("train", "test"))
+        lines.append(f"| {name} | {made.get('segmenter', '?')}, {filters} | " + " | ".join(cells) + f" | {cover} |")
     return "\n".join(lines)
 
 
