@@ -367,9 +367,8 @@ def segments_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str]
         filters = ("filters off" if made.get("pred_iou_thresh", 1) <= 0 and made.get("stability_thresh", 1) <= 0
                    else "filters on")
         test = record["splits"]["test"]
-        cells = [_cell({k: v for k, v in test["R2"][r].items() if k != "kept"}) for r in ("own", "pick", "best")]
-        cells += [_cell({k: v for k, v in test["R3"][m].items() if k != "kept"}) if m in test["R3"] else "-"
-                  for m in ("gags", "avg")]
+        cells = [_score(test["R2"][r]) for r in ("own", "pick", "best")]
+        cells += [_score(test["R3"][m]) if m in test["R3"] else "-" for m in ("gags", "avg")]
         cover = " / ".join(f"{_pct(record['splits'][s]['coverage']['3'])}%" for s in ("train", "test"))
         lines.append(f"| {name} | {made.get('segmenter', '?')}, {filters} | " + " | ".join(cells) + f" | {cover} |")
     return "\n".join(lines)
@@ -410,9 +409,14 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def _score(summary: Mapping[str, Any]) -> str:
+    """"mIoU / loc." of one split's summary, in %."""
+    return f"{_pct(summary['miou'])} / {_pct(summary['loc_acc'])}"
+
+
 def _cell(summary: Mapping[str, Any], kept_word: str = " kept") -> str:
     """"mIoU / loc." of one split's summary, with what a field keeps of its target when the summary says."""
-    cell = f"{_pct(summary['miou'])} / {_pct(summary['loc_acc'])}"
+    cell = _score(summary)
     if "kept" in summary:
         cell += f" ({_pct(summary['kept']['miou'])}% / {_pct(summary['kept']['loc_acc'])}%{kept_word})"
     return cell
