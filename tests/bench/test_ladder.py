@@ -165,6 +165,22 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
     assert "exact masks, own" in section and "field avg" in section and "kept" in section
 
 
+def test_the_exact_segmenters_segments_are_the_exact_rung(demo_run, encoder_dir, tmp_path):
+    """``gags segment --segmenter exact`` writes the segments R1 reads: R2 then scores R1's figures, every reading."""
+    from gags.config import SegmentConfig
+    from gags.segment.extract import run as segment
+
+    out = Path(shutil.copytree(demo_run[0], tmp_path / "demo"))
+    shutil.rmtree(Workspace(out).fields_dir)  # fields of the previous segments: not read here
+    segment(SegmentConfig(out=out, segmenter="exact", encoder=f"openclip:local-dir:{encoder_dir}", overwrite=True))
+    record = ladder(out, encoder_dir)
+    assert record["segments"]["segmenter"] == "exact"
+    for split, entry in record["splits"].items():
+        for reading in READINGS:
+            r1, r2 = entry["R1"][reading], entry["R2"][reading]
+            assert r2 == r1, (split, reading)
+
+
 def test_not_an_output_folder(tmp_path, encoder_dir):
     with pytest.raises(GagsError, match="is not a scene output folder"):
         ladder(tmp_path, encoder_dir)

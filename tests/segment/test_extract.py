@@ -23,6 +23,7 @@ from gags.errors import GagsError
 from gags.models.crops import crop_masks
 from gags.models.segmenters import MaskPrediction
 from gags.segment import extract
+from gags.segment.exact import exact_language_features
 from gags.segment.external import validate_language_features
 from gags.segment.image import STEPS, box_nms_survivors, candidate_masks, packed_boxes, segment_image
 from gags.segment.masks import LEVELS, granularity_levels, masks_to_boxes
@@ -572,3 +573,71 @@ def test_ray_worker_that_cannot_start_is_one_clear_error(scene_out, encoder_dir,
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with connect(ray_head), pytest.raises(GagsError, match="lost for good .*no such checkpoint on this node"):
         list(ray_images(config_for(out, encoder_dir, ray=ray_head), [0, 1], worker_class=CannotStart))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --segmenter exact: the scene's own entities
+
+
+def test_exact_language_features_are_the_entities_of_each_level():
+    ids = -np.ones((3, 12, 10), np.int64)
+    ids[2, 2:10, 1:9] = 7  # a whole
+    ids[1, 2:10, 1:5], ids[1, 2:10, 5:9] = 3, 4  # its two parts
+    ids[0, 3:6, 2:4] = 11  # one sub-part inside part 3
+    rgb = np.random.default_rng(0).integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+    enc = MeanColourEncoder()
+    features, segments = exact_language_features(ids, rgb, enc)
+    assert segments.dtype == np.int32 and segments.shape == (4, 12, 10) and features.dtype == np.float16
+    assert len(features) == enc.seen == 4  # one row per entity: 1 sub-part, 2 parts, 1 whole
+    for level in range(3):
+        seg = segments[level + 1]
+        assert np.array_equal(seg >= 0, ids[level] >= 0)
+        for entity in np.unique(ids[level][ids[level] >= 0]):
+            rows = np.unique(seg[ids[level] == entity])
+            assert len(rows) == 1  # one entity, one segment, encoded from its own mask
+            expected = enc.encode_images(crop_masks(rgb, torch.from_numpy(ids[level] == entity)[None],
+                                                    enc.input_size))
+            assert np.allclose(features[rows[0]].astype(np.float32), expected[0].numpy(), atol=1e-3)
+    # default: the smallest entity at each pixel, as the stage paints all granularities larger first
+    smallest = np.where(segments[1] >= 0, segments[1], np.where(segments[2] >= 0, segments[2], segments[3]))
+    assert np.array_equal(segments[0], smallest)
+
+
+def test_exact_segmenter_runs_the_stage_without_prompts(scene_out, encoder_dir, tmp_path):
+    from gags.data import load_scene_json
+    from gags.synth.scenes import ids_dir
+
+    out = fresh_out(scene_out, tmp_path)
+    summary = extract.run(config_for(out, encoder_dir, segmenter="exact", workers=2))
+    scene = load_scene_json(out)
+    assert summary["images"] == len(scene) and summary["points_per_image"] == 0
+    for name in scene.names:
+        ids = np.load(ids_dir(scene.root) / f"{feature_stem(name)}.npy")
+        feats, seg = np.load(feature_paths(out / "language_features", name)[0]), np.load(
+            feature_paths(out / "language_features", name)[1])
+        assert np.array_equal(seg[1:] >= 0, ids >= 0)
+        assert len(feats) == sum(len(np.unique(level[level >= 0])) for level in ids)
+    assert not (out / "prompts").exists() and not (out / "segment" / "depth").exists()
+    record = json.loads((out / "segment" / "config.json").read_text())["settings"]
+    assert record["segmenter"] == "exact" and record["segmenter_weights"] is None
+    # the same command resumes; another segmenter on the same folder refuses to mix
+    assert extract.run(config_for(out, encoder_dir, segmenter="exact"))["images"] == 0
+    with pytest.raises(GagsError, match="other settings"):
+        extract.run(config_for(out, encoder_dir))
+
+
+def test_exact_segmenter_needs_a_synthetic_scene(scene_out, encoder_dir, tmp_path):
+    from gags.data import load_scene, save_scene_json
+    from gags.models import load_segmenter
+    from gags.synth.scenes import ids_dir
+
+    photos = Path(shutil.copytree(scene_out.parent / "synth", tmp_path / "photos"))
+    shutil.rmtree(ids_dir(photos))  # the same scene without its entity ids, as any scene of photos
+    out = tmp_path / "out"
+    save_scene_json(load_scene(photos), out)
+    shutil.copy(scene_out / "gaussians.ply", out / "gaussians.ply")
+    with pytest.raises(GagsError, match="needs a scene made by gags synth"):
+        extract.run(config_for(out, encoder_dir, segmenter="exact"))
+    assert not (out / "language_features").exists()
+    with pytest.raises(GagsError, match="not a promptable segmenter"):
+        load_segmenter("exact")

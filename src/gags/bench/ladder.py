@@ -6,7 +6,9 @@ implementation of the LERF-OVS protocol that ``gags eval`` uses (``gags.query.ev
 - R0 ``label``: the label's own mask as relevancy: the protocol's ceiling at this resolution.
 - R1 ``exact`` (procedural scenes only): every entity of the synthetic scene's id maps, at each level, cropped and
   encoded as ``gags segment`` encodes its masks (``gags.models.crops.crop_masks``, the same encoder): what the encoder
-  knows when the segmentation is perfect.
+  knows when the segmentation is perfect. These are the segments ``gags segment --segmenter exact`` writes
+  (``gags.segment.exact``, features stored in float16 as the stage stores them); distilled, their fields show what the
+  rest of the pipeline keeps of perfect segments.
 - R2 ``segments``: the segment stage's features (LangSplat's ``_f`` / ``_s``): what distillation is asked to keep.
 - R3 ``field METHOD``: every distilled field, rendered and decoded as ``gags eval`` does.
 
@@ -47,6 +49,7 @@ from gags.field import LangSplatAutoencoder
 from gags.io import write_json
 from gags.levels import LEVELS, NUM_LEVELS, ROWS
 from gags.methods import METHODS
+from gags.segment.exact import exact_language_features, read_ids
 from gags.threads import scoped_torch_threads
 from gags.workspace import Workspace
 
@@ -94,31 +97,6 @@ def average_relevancy(table: Tensor, seg: Tensor, query: Tensor, canon: Tensor) 
     mean = gathered.sum(0)  # [H, W, D]
     rel = relevancy(mean, query, canon)  # [Q, H, W]
     return torch.where(covered.any(0), rel, torch.zeros_like(rel))
-
-
-def exact_segments(ids: np.ndarray, rgb: np.ndarray, encoder: Any) -> tuple[Tensor, Tensor]:
-    """The entities of a synthetic view's id maps as a feature table, encoded as ``gags segment`` encodes masks.
-
-    ids: [3, H, W] int entity ids per level (-1: nothing); rgb: [H, W, 3] uint8.
-    Returns (table [M, D] float32, seg [3, H, W] int64 row of ``table`` per level, -1 where no entity).
-    """
-    from gags.models.crops import crop_masks
-
-    ids_t = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    seg = torch.full_like(ids_t, -1)
-    masks, offset = [], 0
-    for k in range(NUM_LEVELS):
-        entities = torch.unique(ids_t[k])
-        entities = entities[entities >= 0]
-        level_masks = ids_t[k][None] == entities[:, None, None]  # [E, H, W]
-        seg[k] = torch.where(ids_t[k] >= 0, torch.searchsorted(entities, ids_t[k].clamp_min(0)) + offset, -1)
-        masks.append(level_masks)
-        offset += len(entities)
-    all_masks = torch.cat(masks)
-    if len(all_masks) == 0:
-        return torch.zeros(0, encoder.dim), seg
-    crops = crop_masks(np.ascontiguousarray(rgb), all_masks, encoder.input_size)
-    return encoder.encode_images(crops).float(), seg
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -256,11 +234,11 @@ def _run(config: BenchLadderConfig) -> dict[str, Any]:
                     _add_levels(r2_codes[m], name, cats, through_autoencoder(autoencoder, table), seg, query, canon)
                 coverage += coverage_shares(seg, labelled)
             if has_truth:
-                ids = np.load(truth / f"{feature_stem(scene.names[index])}.npy")
                 rgb = scene.load_image(index)
-                table, seg_exact = exact_segments(ids, rgb, encoder)
-                seg_exact = _resized_levels(seg_exact, w, h)
-                _add_levels(r1, name, cats, table, seg_exact, query, canon)
+                ids = read_ids(scene.root, feature_stem(scene.names[index]), *rgb.shape[:2])
+                exact_feats, exact_full = exact_language_features(ids, rgb, encoder)  # as --segmenter exact stores
+                seg_exact = _resized_levels(torch.from_numpy(exact_full[list(ROWS)].astype(np.int64)), w, h)
+                _add_levels(r1, name, cats, torch.from_numpy(exact_feats.astype(np.float32)), seg_exact, query, canon)
             for m, field in fields.items():
                 assert geometry is not None
                 camera = render.camera_at(scene.cameras[index], w, h)
@@ -461,5 +439,5 @@ def print_table(record: Mapping[str, Any]) -> None:
         print(f"note: {note}")
 
 
-__all__ = ["READINGS", "average_relevancy", "exact_segments", "how_made", "kept_markdown", "level_relevancy",
+__all__ = ["READINGS", "average_relevancy", "how_made", "kept_markdown", "level_relevancy",
            "markdown", "print_table", "run", "table_rows"]

@@ -56,6 +56,9 @@ def load_segmenter(spec: str = "hierarchy", device: str | torch.device | None = 
     Raises GagsError for a malformed spec, an unknown architecture or a missing/unreadable checkpoint.
     """
     parsed = parse_segmenter_spec(spec)
+    if parsed.kind == "exact":
+        raise GagsError("exact is not a promptable segmenter: it is the segment stage reading a procedural scene's "
+                        "own entities (gags segment --segmenter exact); choose hierarchy, tinysam, sam:... or sam2:...")
     if parsed.kind == "hierarchy":
         from gags.models.hierarchy import HierarchySegmenter
 

@@ -42,6 +42,9 @@ A rerun whose settings differ from the recorded ones (other models, weights, pro
 Gaussians) stops with a GagsError instead of mixing outputs; ``--overwrite`` deletes the stage's outputs and starts
 over.
 
+``--segmenter exact`` (:mod:`gags.segment.exact`, scenes made by ``gags synth`` only): steps 1-5 are replaced by the
+scene's own entities at each level (a perfect segmenter); step 6 is the same.
+
 Existing LangSplat features (:mod:`gags.segment.external`): when OUT's feature folder already holds ``_f``/``_s``
 files that this stage did not write (no record), or ``--features DIR`` names such a folder (its files are copied into
 OUT), the files are validated (shapes, dtypes, index ranges; a GagsError names the first bad file) and used as they
@@ -67,6 +70,7 @@ from gags.data.features import check_unique_stems, feature_paths, feature_stem, 
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
 from gags.levels import SEGMENT_ROWS
+from gags.segment.exact import EXACT, check_exact
 from gags.segment.external import RECORD_VERSION, has_feature_files, import_features
 from gags.segment.image import STEPS
 from gags.segment.parallel import run_images, segmentation_downscale, torch_threads
@@ -237,6 +241,8 @@ def run(config: SegmentConfig) -> dict[str, Any]:
     if config.features is None:
         resolved_settings(config, ws.require_gaussians())  # a wrong model spec or checkpoint is reported here
         ws.read_gaussians()  # an empty or corrupt PLY too
+        if config.segmenter == EXACT:
+            check_exact(scene)
     with ws.lock("segment"):
         if config.overwrite:
             with ws.replacing("segment", ws.segment_outputs):
@@ -279,11 +285,12 @@ def _run(config: SegmentConfig, ws: Workspace, scene: Any) -> dict[str, Any]:
     timer = StepTimer()
     cameras = [scene.camera(i, segmentation_downscale(c.height, config.max_height))
                for i, c in enumerate(scene.cameras)]
-    ensure_dir(ws.prompts_dir)
-    need = [i for i in pending if not ws.prompt_file(feature_stem(names[i])).is_file()
-            or not ws.depth_file(feature_stem(names[i])).is_file()]
+    exact = config.segmenter == EXACT  # the scene's own entities need no depth and no prompts
+    need = [] if exact else [i for i in pending if not ws.prompt_file(feature_stem(names[i])).is_file()
+                             or not ws.depth_file(feature_stem(names[i])).is_file()]
     rendered = 0.0
     if need:
+        ensure_dir(ws.prompts_dir)
         with timer.step("depth"), scoped_torch_threads(torch_threads(config)):
             gaussians = ws.read_gaussians()
             depths, rendered = _stage_depths(ws, config, gaussians, cameras, settings["gaussians"])

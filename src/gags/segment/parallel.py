@@ -27,6 +27,7 @@ from gags.cluster import MAX_RESTARTS, RaySlot
 from gags.config import SegmentConfig
 from gags.data.features import feature_stem, read_npy, write_language_features
 from gags.errors import GagsError, one_line
+from gags.segment.exact import EXACT, exact_image, read_ids
 from gags.segment.image import segment_image
 from gags.threads import scoped_torch_threads
 from gags.timing import StepTimer
@@ -55,7 +56,8 @@ class ImageWorker:
         self.config = config
         self.ws = Workspace(Path(config.out))
         self.scene = self.ws.load_scene()
-        self.segmenter = load_segmenter(config.segmenter)
+        self.exact = config.segmenter == EXACT  # the scene's own entities: no segmenter, no prompts, no depth
+        self.segmenter = None if self.exact else load_segmenter(config.segmenter)
         self.encoder = load_encoder(config.encoder)
 
     def process(self, index: int) -> dict[str, Any]:
@@ -66,12 +68,18 @@ class ImageWorker:
         with timer.step("load"):
             downscale = segmentation_downscale(scene.cameras[index].height, config.max_height)
             rgb = scene.load_image(index, downscale)
-            depth = read_npy(self.ws.depth_file(stem)).astype(np.float32)
-            points = torch.from_numpy(read_npy(self.ws.prompt_file(stem))).float()
-            if depth.shape != rgb.shape[:2]:
-                raise GagsError(f"{self.ws.depth_file(stem)} is {depth.shape}, the image {rgb.shape[:2]}; delete "
-                                f"{self.ws.depth_dir} and run again.")
-        result = segment_image(rgb, depth, points, self.segmenter, self.encoder, config, timer)
+            if self.exact:
+                ids = read_ids(scene.root, stem, *rgb.shape[:2])
+            else:
+                depth = read_npy(self.ws.depth_file(stem)).astype(np.float32)
+                points = torch.from_numpy(read_npy(self.ws.prompt_file(stem))).float()
+                if depth.shape != rgb.shape[:2]:
+                    raise GagsError(f"{self.ws.depth_file(stem)} is {depth.shape}, the image {rgb.shape[:2]}; delete "
+                                    f"{self.ws.depth_dir} and run again.")
+        if self.exact:
+            result = exact_image(ids, rgb, self.encoder, timer)
+        else:
+            result = segment_image(rgb, depth, points, self.segmenter, self.encoder, config, timer)
         with timer.step("write"):
             write_language_features(self.ws.features_dir, name, result.features, result.segments)
         return {"index": index, "wall": timer.wall, "cpu": timer.cpu, "masks": result.masks,
