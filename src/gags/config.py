@@ -94,7 +94,8 @@ class SegmentConfig:
     """Scene output folder (OUT) where `gags reconstruct` ran."""
     segmenter: str = "hierarchy"
     """hierarchy (embedded) | tinysam (embedded, SAM's architecture) | sam:vit_h:/path/sam_vit_h_4b8939.pth |
-    sam2:sam2.1_hiera_large:/path.pt | exact (a scene made by gags synth: its own entities, a perfect segmenter)"""
+    sam2:sam2.1_hiera_large:/path.pt | exact, oracle (a scene made by gags synth: its own entities as segments, or a
+    perfect promptable segmenter through the stage's prompts and filters)"""
     encoder: str = "tiny"
     """tiny (embedded) | openclip:ViT-B-16:/path/open_clip_pytorch_model.bin | openclip:local-dir:/path/dir"""
     prompts: Literal["gags", "paper", "uniform"] = "gags"

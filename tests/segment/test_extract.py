@@ -636,8 +636,55 @@ def test_exact_segmenter_needs_a_synthetic_scene(scene_out, encoder_dir, tmp_pat
     out = tmp_path / "out"
     save_scene_json(load_scene(photos), out)
     shutil.copy(scene_out / "gaussians.ply", out / "gaussians.ply")
-    with pytest.raises(GagsError, match="needs a scene made by gags synth"):
-        extract.run(config_for(out, encoder_dir, segmenter="exact"))
+    for segmenter in ("exact", "oracle"):
+        with pytest.raises(GagsError, match=f"--segmenter {segmenter} needs a scene made by gags synth"):
+            extract.run(config_for(out, encoder_dir, segmenter=segmenter))
     assert not (out / "language_features").exists()
     with pytest.raises(GagsError, match="not a promptable segmenter"):
         load_segmenter("exact")
+
+
+def test_the_oracle_answers_a_point_with_the_entities_that_contain_it():
+    from gags.models import load_segmenter
+
+    ids = -np.ones((3, 12, 10), np.int64)
+    ids[2, 2:10, 1:9] = 7
+    ids[1, 2:10, 1:5], ids[1, 2:10, 5:9] = 3, 4
+    ids[0, 3:6, 2:4] = 11
+    oracle = load_segmenter("oracle")
+    with pytest.raises(GagsError, match="set_ids"):
+        oracle.set_image(np.zeros((12, 10, 3), np.uint8))
+    oracle.set_ids(ids)
+    oracle.set_image(np.zeros((12, 10, 3), np.uint8))
+    # pixel (row 4, col 3) is in all three; (row 8, col 6) in part 4 and the whole only; (row 0, col 0) in nothing
+    masks, scores, stability = oracle.predict(np.array([[3.5, 4.5], [6.2, 8.9], [0.5, 0.5]]))
+    assert masks.shape == (3, 3, 12, 10)
+    for level, entity in enumerate((11, 3, 7)):
+        assert torch.equal(masks[0, level], torch.from_numpy(ids[level] == entity))
+    assert not masks[1, 0].any() and torch.equal(masks[1, 1], torch.from_numpy(ids[1] == 4))
+    assert not masks[2].any()
+    assert scores.tolist() == stability.tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 0]]
+
+
+def test_the_oracle_through_the_stage_keeps_whole_entities(scene_out, encoder_dir, tmp_path):
+    """A perfect promptable segmenter through the stage's prompts and filters (no small-region step): every segment
+    of a level is one whole entity of that level."""
+    from gags.data import load_scene_json
+    from gags.synth.scenes import ids_dir
+
+    out = fresh_out(scene_out, tmp_path)
+    extract.run(config_for(out, encoder_dir, segmenter="oracle", min_region_area=0))
+    scene = load_scene_json(out)
+    entities = 0
+    for name in scene.names:
+        ids = np.load(ids_dir(scene.root) / f"{feature_stem(name)}.npy")
+        seg = np.load(feature_paths(out / "language_features", name)[1])
+        assert (out / "prompts" / f"{feature_stem(name)}.npy").is_file()
+        for level in range(3):
+            for row in np.unique(seg[level + 1][seg[level + 1] >= 0]):
+                where = seg[level + 1] == row
+                entity = np.unique(ids[level][where])
+                assert len(entity) == 1 and entity[0] >= 0
+                assert np.array_equal(where, ids[level] == entity[0])
+                entities += 1
+    assert entities > 3 * len(scene.names)

@@ -50,7 +50,8 @@ class Segmenter(Protocol):
 
 
 def load_segmenter(spec: str = "hierarchy", device: str | torch.device | None = None) -> Segmenter:
-    """Build a segmenter from a spec: ``hierarchy`` | ``sam:vit_h:/path.pth`` | ``sam2:sam2.1_hiera_large:/path.pt``.
+    """Build a segmenter from a spec: ``hierarchy`` | ``tinysam`` | ``sam:vit_h:/path.pth`` |
+    ``sam2:sam2.1_hiera_large:/path.pt`` | ``oracle`` (a procedural scene's entities: give them with ``set_ids``).
 
     device: default CUDA when available, else CPU (the hierarchy segmenter always runs on the CPU).
     Raises GagsError for a malformed spec, an unknown architecture or a missing/unreadable checkpoint.
@@ -58,7 +59,12 @@ def load_segmenter(spec: str = "hierarchy", device: str | torch.device | None = 
     parsed = parse_segmenter_spec(spec)
     if parsed.kind == "exact":
         raise GagsError("exact is not a promptable segmenter: it is the segment stage reading a procedural scene's "
-                        "own entities (gags segment --segmenter exact); choose hierarchy, tinysam, sam:... or sam2:...")
+                        "own entities (gags segment --segmenter exact); choose hierarchy, tinysam, oracle, sam:... or "
+                        "sam2:...")
+    if parsed.kind == "oracle":
+        from gags.segment.exact import OracleSegmenter
+
+        return OracleSegmenter()
     if parsed.kind == "hierarchy":
         from gags.models.hierarchy import HierarchySegmenter
 

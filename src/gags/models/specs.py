@@ -5,6 +5,7 @@ Segmenters::
     hierarchy                                  the embedded superpixel hierarchy (no weights)
     tinysam                                    the embedded SAM-architecture segmenter (= sam:tiny:<shipped weights>)
     exact                                      a procedural scene's own entities (``gags.segment.exact``; no model)
+    oracle                                     a perfect promptable segmenter on a procedural scene (the same module)
     sam:vit_h:/path/sam_vit_h_4b8939.pth        segment_anything, vit_b | vit_l | vit_h | tiny (gags train-segmenter)
     sam2:sam2.1_hiera_large:/path.pt            SAM 2 (package ``sam2``), a config shipped inside that package
 
@@ -28,7 +29,7 @@ from gags.errors import GagsError
 SEGMENTER_FORMS = (
     "hierarchy",
     "tinysam",
-    "exact (scenes made by gags synth: their own entities)",
+    "exact | oracle (scenes made by gags synth: their own entities)",
     "sam:vit_b|vit_l|vit_h|tiny:/path/to/sam_checkpoint.pth",
     "sam2:<config>:/path/to/sam2_checkpoint.pt",
 )
@@ -59,8 +60,8 @@ TINY_SAM_FILE = "tinysam.safetensors"
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """A parsed ``--segmenter`` value. ``kind``: hierarchy | exact | sam | sam2; ``arch``: vit_h, sam2.1_hiera_large,
-    ...; ``checkpoint``: the weights file (sam and sam2)."""
+    """A parsed ``--segmenter`` value. ``kind``: hierarchy | exact | oracle | sam | sam2; ``arch``: vit_h,
+    sam2.1_hiera_large, ...; ``checkpoint``: the weights file (sam and sam2)."""
 
     kind: str
     arch: str | None = None
@@ -86,7 +87,7 @@ def _accepted(forms: tuple[str, ...]) -> str:
 def parse_segmenter_spec(spec: str) -> SegmenterSpec:
     """Parse and check a segmenter spec (see the module docstring). Raises GagsError."""
     spec = spec.strip()
-    if spec in ("hierarchy", "exact"):
+    if spec in ("hierarchy", "exact", "oracle"):
         return SegmenterSpec(spec)
     if spec == "tinysam":
         weights = TINY_SAM_DIR / TINY_SAM_FILE

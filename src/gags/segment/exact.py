@@ -1,16 +1,22 @@
-"""``gags segment --segmenter exact``: a procedural scene's own entities as its segments (a perfect segmenter).
+"""A procedural scene's own entities as segments: ``gags segment --segmenter exact`` and ``--segmenter oracle``.
 
 Scenes made by ``gags synth`` (and ``gags demo``) carry the entity of every pixel at each level
-(``gags.synth.scenes.ids_dir``: [3, H, W] ids per view, sub-part, part, whole). With ``--segmenter exact`` every entity
-of a view becomes one segment of its level, cropped and encoded as the segment stage encodes masks; there are no
-prompts and no filters. These are the segments of the ladder's R1 rung (``gags bench ladder``), so a field distilled
-from them shows what distillation keeps when the segmentation is perfect: the ceiling of the rest of the pipeline.
+(``gags.synth.scenes.ids_dir``: [3, H, W] ids per view, sub-part, part, whole). Two perfect segmenters read them:
+
+- ``exact``: every entity of a view becomes one segment of its level, cropped and encoded as the segment stage encodes
+  masks; there are no prompts and no filters. These are the segments of the ladder's R1 rung (``gags bench ladder``),
+  so a field distilled from them shows what distillation keeps when the segmentation is perfect: the ceiling of the
+  rest of the pipeline.
+- ``oracle`` (:class:`OracleSegmenter`): a perfect promptable segmenter. A prompt point's three masks are the entities
+  that contain it (predicted IoU 1, stability 1; none where no entity does), and everything else is the stage's own:
+  its prompt points, its filters, its painting. What ``oracle`` loses against ``exact`` is what the prompts and the
+  filters lose, whatever the segmenter.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,8 +27,15 @@ from gags.levels import NUM_LEVELS, SEGMENT_ROWS
 from gags.segment.image import ImageResult
 from gags.timing import StepTimer
 
+if TYPE_CHECKING:
+    from gags.models.segmenters import MaskPrediction
+
 EXACT = "exact"
-"""The ``--segmenter`` value that selects the scene's own entities."""
+"""The ``--segmenter`` value that makes every entity a segment (no prompts, no filters)."""
+ORACLE = "oracle"
+"""The ``--segmenter`` value of the perfect promptable segmenter (:class:`OracleSegmenter`)."""
+ENTITY_SEGMENTERS = (EXACT, ORACLE)
+"""Segmenters that read the scene's entity ids."""
 
 
 def exact_segments(ids: np.ndarray, rgb: np.ndarray, encoder: Any) -> tuple[Tensor, Tensor]:
@@ -74,14 +87,51 @@ def exact_image(ids: np.ndarray, rgb: np.ndarray, encoder: Any, timer: StepTimer
     return ImageResult(features, segments, per_row, candidates=0, points=0)
 
 
-def check_exact(scene: Any) -> None:
+class OracleSegmenter:
+    """A perfect promptable segmenter (``--segmenter oracle``): a point's masks are the entities that contain it.
+
+    ``set_ids`` gives the view's entity ids before ``set_image``; the segment stage does it for every view
+    (``gags.segment.parallel.ImageWorker``).
+    """
+
+    def __init__(self) -> None:
+        self._ids: Tensor | None = None
+
+    def set_ids(self, ids: np.ndarray) -> None:
+        """ids: [3, H, W] int entity ids of the next image (sub-part, part, whole; -1: nothing)."""
+        self._ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+
+    def set_image(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> None:
+        """rgb: [H, W, 3] uint8, the image whose ids ``set_ids`` gave; depth is ignored."""
+        if self._ids is None or tuple(self._ids.shape[1:]) != tuple(np.shape(rgb)[:2]):
+            raise GagsError("the oracle segmenter needs the entity ids of the image it is given (set_ids) first.")
+
+    def predict(self, points: np.ndarray | Tensor) -> MaskPrediction:
+        """points: [P, 2] pixel (x, y) -> masks [P, 3, H, W] (the entity containing the point's pixel at each level,
+        empty where none), scores = stability = [P, 3] 1 for an entity, 0 for none."""
+        from gags.models.segmenters import MaskPrediction, check_points
+
+        if self._ids is None:
+            raise GagsError("the oracle segmenter needs the entity ids of the image (set_ids) before predict.")
+        ids = self._ids
+        height, width = ids.shape[1:]
+        pts = torch.from_numpy(check_points(points, height, width))
+        cols = pts[:, 0].long().clamp(0, width - 1)  # pixel (i, j) covers [j, j + 1) x [i, i + 1)
+        rows = pts[:, 1].long().clamp(0, height - 1)
+        at = ids[:, rows, cols].T  # [P, 3]
+        masks = (ids[None] == at[:, :, None, None]) & (at >= 0)[:, :, None, None]
+        found = (at >= 0).float()
+        return MaskPrediction(masks, found, found.clone())
+
+
+def check_entity_ids(scene: Any, segmenter: str) -> None:
     """GagsError unless ``scene`` (a ``gags.data.scene.Scene``) was made by ``gags synth`` and has its id maps."""
     from gags.synth.scenes import ids_dir
 
     if not ids_dir(scene.root).is_dir():
-        raise GagsError(f"--segmenter exact needs a scene made by gags synth (or gags demo): {scene.root} has no "
-                        f"entity ids ({ids_dir(scene.root).name}/); choose another --segmenter (hierarchy, tinysam, "
-                        "sam:...).")
+        raise GagsError(f"--segmenter {segmenter} needs a scene made by gags synth (or gags demo): {scene.root} has "
+                        f"no entity ids ({ids_dir(scene.root).name}/); choose another --segmenter (hierarchy, "
+                        "tinysam, sam:...).")
 
 
 def read_ids(scene_root: Path, stem: str, height: int, width: int) -> np.ndarray:
@@ -102,4 +152,5 @@ def read_ids(scene_root: Path, stem: str, height: int, width: int) -> np.ndarray
     return ids.numpy()
 
 
-__all__ = ["EXACT", "check_exact", "exact_image", "exact_language_features", "exact_segments", "read_ids"]
+__all__ = ["ENTITY_SEGMENTERS", "EXACT", "ORACLE", "OracleSegmenter", "check_entity_ids", "exact_image",
+           "exact_language_features", "exact_segments", "read_ids"]

@@ -43,7 +43,8 @@ Gaussians) stops with a GagsError instead of mixing outputs; ``--overwrite`` del
 over.
 
 ``--segmenter exact`` (:mod:`gags.segment.exact`, scenes made by ``gags synth`` only): steps 1-5 are replaced by the
-scene's own entities at each level (a perfect segmenter); step 6 is the same.
+scene's own entities at each level (a perfect segmenter); step 6 is the same. ``--segmenter oracle`` runs every step
+with a perfect promptable segmenter (a point's masks are the entities that contain it).
 
 Existing LangSplat features (:mod:`gags.segment.external`): when OUT's feature folder already holds ``_f``/``_s``
 files that this stage did not write (no record), or ``--features DIR`` names such a folder (its files are copied into
@@ -70,7 +71,7 @@ from gags.data.features import check_unique_stems, feature_paths, feature_stem, 
 from gags.errors import GagsError
 from gags.io import atomic_path, ensure_dir, read_json, write_json
 from gags.levels import SEGMENT_ROWS
-from gags.segment.exact import EXACT, check_exact
+from gags.segment.exact import ENTITY_SEGMENTERS, EXACT, check_entity_ids
 from gags.segment.external import RECORD_VERSION, has_feature_files, import_features
 from gags.segment.image import STEPS
 from gags.segment.parallel import run_images, segmentation_downscale, torch_threads
@@ -241,8 +242,8 @@ def run(config: SegmentConfig) -> dict[str, Any]:
     if config.features is None:
         resolved_settings(config, ws.require_gaussians())  # a wrong model spec or checkpoint is reported here
         ws.read_gaussians()  # an empty or corrupt PLY too
-        if config.segmenter == EXACT:
-            check_exact(scene)
+        if config.segmenter in ENTITY_SEGMENTERS:
+            check_entity_ids(scene, config.segmenter)
     with ws.lock("segment"):
         if config.overwrite:
             with ws.replacing("segment", ws.segment_outputs):

@@ -27,7 +27,7 @@ from gags.cluster import MAX_RESTARTS, RaySlot
 from gags.config import SegmentConfig
 from gags.data.features import feature_stem, read_npy, write_language_features
 from gags.errors import GagsError, one_line
-from gags.segment.exact import EXACT, exact_image, read_ids
+from gags.segment.exact import ENTITY_SEGMENTERS, EXACT, OracleSegmenter, exact_image, read_ids
 from gags.segment.image import segment_image
 from gags.threads import scoped_torch_threads
 from gags.timing import StepTimer
@@ -57,6 +57,7 @@ class ImageWorker:
         self.ws = Workspace(Path(config.out))
         self.scene = self.ws.load_scene()
         self.exact = config.segmenter == EXACT  # the scene's own entities: no segmenter, no prompts, no depth
+        self.reads_ids = config.segmenter in ENTITY_SEGMENTERS
         self.segmenter = None if self.exact else load_segmenter(config.segmenter)
         self.encoder = load_encoder(config.encoder)
 
@@ -68,9 +69,9 @@ class ImageWorker:
         with timer.step("load"):
             downscale = segmentation_downscale(scene.cameras[index].height, config.max_height)
             rgb = scene.load_image(index, downscale)
-            if self.exact:
+            if self.reads_ids:
                 ids = read_ids(scene.root, stem, *rgb.shape[:2])
-            else:
+            if not self.exact:
                 depth = read_npy(self.ws.depth_file(stem)).astype(np.float32)
                 points = torch.from_numpy(read_npy(self.ws.prompt_file(stem))).float()
                 if depth.shape != rgb.shape[:2]:
@@ -79,6 +80,8 @@ class ImageWorker:
         if self.exact:
             result = exact_image(ids, rgb, self.encoder, timer)
         else:
+            if isinstance(self.segmenter, OracleSegmenter):
+                self.segmenter.set_ids(ids)  # the oracle answers with this view's entities
             result = segment_image(rgb, depth, points, self.segmenter, self.encoder, config, timer)
         with timer.step("write"):
             write_language_features(self.ws.features_dir, name, result.features, result.segments)
