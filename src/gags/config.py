@@ -142,8 +142,10 @@ class SegmentConfig:
     """Keep masks with stability >= this (release: stability_score_thresh=0.85)."""
     box_nms_thresh: float = 0.7
     """Box NMS IoU (release: box_nms_thresh=0.7)."""
-    min_region_area: int = 100
-    """Fill holes and remove islands below this many pixels of the segmented image (release: min_mask_region_area)."""
+    min_region_area: int | None = None
+    """Fill holes and remove islands below this many pixels of the segmented image. Default: the release's
+    min_mask_region_area=100, which counts pixels of SAM-scale frames (1024 px long side), scaled to the image:
+    round(100 x (long side / 1024)^2), 2 px at 128 x 128 (gags.segment.masks.min_region_area_for)."""
     mask_nms_iou: float = 0.8
     """LangSplat mask NMS: IoU threshold (masks_update iou_thr=0.8)."""
     mask_nms_score: float = 0.7
@@ -382,8 +384,8 @@ class BenchAblationConfig:
     """GaD with switches off (Table 6): no-region-aware, no-entropy, no-consistency, or all-off."""
     segmenter: str = "hierarchy"
     """Segmenter spec, as `gags segment --segmenter`."""
-    min_region_area: int = 100
-    """`gags segment --min-region-area`; the release's 100 px suit ~1000 px frames (gags.bench.ablation)."""
+    min_region_area: int | None = None
+    """`gags segment --min-region-area` (default: the release's 100 px scaled to the image's size)."""
     encoder: str | None = None
     """Encoder spec; default tiny."""
     eval_downscale: float = 1.0

@@ -254,7 +254,10 @@ def test_config_defaults_are_the_module_constants():
     assert cfg["pred_iou_thresh"] == M.PRED_IOU_THRESH
     assert cfg["stability_thresh"] == M.STABILITY_THRESH
     assert cfg["box_nms_thresh"] == M.BOX_NMS_THRESH
-    assert cfg["min_region_area"] == M.MIN_REGION_AREA
+    assert cfg["min_region_area"] is None  # the release's 100 px at SAM's scale, scaled to the image:
+    assert M.min_region_area_for(768, M.SAM_INPUT_SIDE) == M.MIN_REGION_AREA == 100
+    assert M.min_region_area_for(128, 128) == 2 and M.min_region_area_for(256, 192) == 6
+    assert M.min_region_area_for(48, 48) == 0
     assert cfg["mask_nms_iou"] == M.MASK_NMS_IOU
     assert cfg["mask_nms_score"] == M.MASK_NMS_SCORE
     assert cfg["mask_nms_inner"] == M.MASK_NMS_INNER

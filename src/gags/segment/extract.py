@@ -33,7 +33,8 @@ Steps (the GAGS paper's granularity-aware segmentation, GaS; constants in ``gags
 
 Resolution: images are segmented at their size in the scene (the cameras' width x height), except that images taller
 than ``max_height`` (1080) are resized to that height, as LangSplat's and the GAGS release's ``preprocess.py`` do;
-depth is rendered at that same resolution, ``min_region_area`` counts pixels at it, and ``_s`` has that size.
+depth is rendered at that same resolution, ``min_region_area`` counts pixels at it (by default the release's 100 px at
+SAM's 1024-px scale, scaled to it), and ``_s`` has that size.
 
 Resume: an image is done when its ``_s`` file exists (``_f`` is written first, ``_s`` last, each atomically), so after
 an interruption (even ``kill -9``) the same command continues with the images not done and never recomputes a done
@@ -201,10 +202,11 @@ def validate(config: SegmentConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise GagsError(f"{name} must be at least 1, got {value}.")
-    for name, value in {"--threads": config.threads, "--max-height": config.max_height,
-                        "--min-region-area": config.min_region_area}.items():
-        if value < 0:
-            raise GagsError(f"{name} must be >= 0, got {value}.")
+    counts: dict[str, int | None] = {"--threads": config.threads, "--max-height": config.max_height,
+                                     "--min-region-area": config.min_region_area}
+    for name, count in counts.items():
+        if count is not None and count < 0:
+            raise GagsError(f"{name} must be >= 0, got {count}.")
     fractions = {"--pred-iou-thresh": config.pred_iou_thresh, "--stability-thresh": config.stability_thresh,
                  "--box-nms-thresh": config.box_nms_thresh, "--mask-nms-iou": config.mask_nms_iou,
                  "--mask-nms-score": config.mask_nms_score, "--mask-nms-inner": config.mask_nms_inner}

@@ -122,7 +122,7 @@ def segment_image(rgb: np.ndarray, depth: np.ndarray | None, points: torch.Tenso
     rgb: [H, W, 3] uint8; depth: [H, W] float32 rendered depth (0 = unknown) or None; points: [P, 2] pixel (x, y).
     """
     from gags.models.crops import crop_masks
-    from gags.segment.masks import granularity_levels, langsplat_segment_maps
+    from gags.segment.masks import granularity_levels, langsplat_segment_maps, min_region_area_for
 
     timer = timer if timer is not None else StepTimer()
     height, width = rgb.shape[:2]
@@ -135,7 +135,8 @@ def segment_image(rgb: np.ndarray, depth: np.ndarray | None, points: torch.Tenso
         levels = granularity_levels(
             cand.unpack(rows), cand.predicted_iou[rows], cand.stability[rows], cand.granularity[rows],
             pred_iou_thresh=config.pred_iou_thresh, stability_thresh=config.stability_thresh,
-            box_nms_thresh=config.box_nms_thresh, min_region_area=config.min_region_area,
+            box_nms_thresh=config.box_nms_thresh, min_region_area=min_region_area_for(height, width)
+            if config.min_region_area is None else config.min_region_area,
             nms_iou=config.mask_nms_iou, nms_score=config.mask_nms_score, nms_inner=config.mask_nms_inner,
         )
     per_level = [levels[name].masks for name in SEGMENT_ROWS]

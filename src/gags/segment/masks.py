@@ -36,7 +36,11 @@ STABILITY_THRESH = 0.85
 BOX_NMS_THRESH = 0.7
 """Box NMS IoU (release: ``box_nms_thresh=0.7``; SAM's crop NMS default is also 0.7)."""
 MIN_REGION_AREA = 100
-"""Holes and islands below 100 px are filled / removed (release: ``min_mask_region_area=100``)."""
+"""Holes and islands below 100 px are filled / removed (release: ``min_mask_region_area=100``), in pixels of SAM-scale
+frames (the release segments LERF-OVS frames about 1000 px wide): see ``min_region_area_for``."""
+SAM_INPUT_SIDE = 1024
+"""Long side of the images SAM segments, in pixels (segment_anything: ``ImageEncoderViT(img_size=1024)`` and its
+``ResizeLongestSide(1024)`` transform): the scale at which ``MIN_REGION_AREA`` counts pixels."""
 MASK_NMS_IOU = 0.8
 """LangSplat preprocess.py: ``masks_update(..., iou_thr=0.8, score_thr=0.7, inner_thr=0.5)``."""
 MASK_NMS_SCORE = 0.7
@@ -58,6 +62,14 @@ _MOSAIC_PIXELS = 1 << 23
 
 # ----------------------------------------------------------------------------------------------------------------------
 # boxes, small regions, quality + box NMS
+
+
+def min_region_area_for(height: int, width: int, area: int = MIN_REGION_AREA) -> int:
+    """The release's small-region area for an image of height x width pixels: ``area`` counts pixels of an image whose
+    long side is ``SAM_INPUT_SIDE``, so it scales with the square of the long side (100 px at 1024, 25 at 512, 2 at
+    128, 0 below 72: no clean-up). At 128 px the release's 100 px would remove every entity smaller than 0.6% of the
+    image, most of the sub-parts of the procedural scenes."""
+    return round(area * (max(height, width) / SAM_INPUT_SIDE) ** 2)
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
