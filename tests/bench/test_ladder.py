@@ -146,14 +146,21 @@ def test_a_procedural_scene_gets_every_rung(demo_run, encoder_dir, tmp_path, cap
 
     settings = Workspace(out).segment_settings()
     assert record["segments"] == {k: settings[k] for k in ("segmenter", "prompts", "pred_iou_thresh",
-                                                             "stability_thresh", "mask_nms_score")}
+                                                             "stability_thresh", "mask_nms_score", "min_region_area")}
+    assert settings["min_region_area"] is None  # the default: the release's 100 px scaled to the image
     off = json.loads(json.dumps(record))
-    off["segments"].update(segmenter="tinysam", pred_iou_thresh=0.0, stability_thresh=0.0)
-    rows = segments_markdown([record, off], ["demo", "demo"]).splitlines()[2:]
+    off["segments"].update(segmenter="tinysam", pred_iou_thresh=0.0, stability_thresh=0.0, min_region_area=4)
+    older = json.loads(json.dumps(record))  # a record from before min_region_area was recorded: 100 px then
+    del older["segments"]["min_region_area"]
+    exact = json.loads(json.dumps(record))
+    exact["segments"]["segmenter"] = "exact"
+    rows = segments_markdown([record, off, older, exact], ["demo"] * 4).splitlines()[2:]
     test = record["splits"]["test"]
     own = f"{100 * test['R2']['own']['miou']:.1f} / {100 * test['R2']['own']['loc_acc']:.1f}"
-    assert rows[0].startswith(f"| demo | {settings['segmenter']}, filters on | {own} |")
-    assert rows[1].startswith(f"| demo | tinysam, filters off | {own} |")
+    assert rows[0].startswith(f"| demo | {settings['segmenter']}, filters on, small regions: scaled | {own} |")
+    assert rows[1].startswith(f"| demo | tinysam, filters off, small regions: 4 px | {own} |")
+    assert rows[2].startswith(f"| demo | {settings['segmenter']}, filters on, small regions: 100 px | {own} |")
+    assert rows[3].startswith(f"| demo | exact (every entity, no prompts, no filters) | {own} |")
     assert rows[0].endswith(f"| {100 * record['splits']['train']['coverage']['3']:.1f}% / "
                             f"{100 * test['coverage']['3']:.1f}% |")
     # the report shows the ladder

@@ -42,8 +42,8 @@ presets and seeds later: the same command with more of them reuses every finishe
 Scale: the segment stage's constants are the official release's, in pixels of ~1000 px frames; 64 px is far from that.
 Both prompt modes reach every region of the embedded hierarchy segmenter at 64 px (GaS draws ~3,000 points per 64 x 64
 image, the uniform grid 1,024), so they give the same masks there and the GaS axis of Table 4 is not exercised. The
-release's --min-region-area 100, taken as pixels of a 64-px image, removes the whole-object masks of scenes whose objects
-are smaller than 100 px (ramen at 64 px: the pixels covered at all three levels, the only ones GaD and the level
+release's --min-region-area 100, taken as pixels of a 64-px image, removes the whole-object masks of scenes whose
+objects are smaller than 100 px (ramen at 64 px: the pixels covered at all three levels, the only ones GaD and the level
 baselines train on, are 8 % of an image; teatime: 52 %); --min-region-area 1 covered more but traded them for specks
 whose crops carry little (every method lost about half its mIoU on ramen at 64 px). ``gags segment`` now scales it to
 the image by default (``gags.segment.masks.min_region_area_for``: 2 px at 128 px, none at 64 px); the recorded

@@ -329,8 +329,11 @@ def kept_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str] | N
     return "\n".join(lines)
 
 
-SEGMENT_KEYS = ("segmenter", "prompts", "pred_iou_thresh", "stability_thresh", "mask_nms_score")
+SEGMENT_KEYS = ("segmenter", "prompts", "pred_iou_thresh", "stability_thresh", "mask_nms_score", "min_region_area")
 """What the ladder records of how the segments were made (``gags segment``'s settings)."""
+RECORDED_BEFORE_SCALING = 100
+"""``min_region_area`` of ladder records that do not hold it: ``gags segment``'s default was then the release's 100 px
+whatever the image size (it is now scaled to the image: ``gags.segment.masks.min_region_area_for``)."""
 
 
 def segments_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
@@ -341,15 +344,28 @@ def segments_markdown(records: Sequence[Mapping[str, Any]], names: Sequence[str]
              "levels (training / held out) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, record in zip(names, records, strict=True):
-        made = record.get("segments") or {}
-        filters = ("filters off" if made.get("pred_iou_thresh", 1) <= 0 and made.get("stability_thresh", 1) <= 0
-                   else "filters on")
         test = record["splits"]["test"]
         cells = [_score(test["R2"][r]) for r in ("own", "pick", "best")]
         cells += [_score(test["R3"][m]) if m in test["R3"] else "-" for m in ("gags", "avg")]
         cover = " / ".join(f"{_pct(record['splits'][s]['coverage']['3'])}%" for s in ("train", "test"))
-        lines.append(f"| {name} | {made.get('segmenter', '?')}, {filters} | " + " | ".join(cells) + f" | {cover} |")
+        lines.append(f"| {name} | {segments_made(record.get('segments') or {})} | " + " | ".join(cells) +
+                     f" | {cover} |")
     return "\n".join(lines)
+
+
+def segments_made(made: Mapping[str, Any]) -> str:
+    """How a ladder record's segments were made, in words: the segmenter, its quality filters (on: the release's;
+    off: predicted IoU, stability and mask-NMS score at 0) and the small-region clean-up (``scaled``: the release's
+    100 px scaled to the image)."""
+    from gags.segment.exact import EXACT
+
+    segmenter = made.get("segmenter", "?")
+    if segmenter == EXACT:
+        return f"{EXACT} (every entity, no prompts, no filters)"
+    filters = "filters off" if made.get("pred_iou_thresh", 1) <= 0 and made.get("stability_thresh", 1) <= 0 else \
+        "filters on"
+    area = made.get("min_region_area", RECORDED_BEFORE_SCALING)
+    return f"{segmenter}, {filters}, small regions: {'scaled' if area is None else f'{area} px'}"
 
 
 def _add_levels(rung: dict[str, Maps], name: str, cats: Sequence[str], table: Tensor, seg: Tensor, query: Tensor,
