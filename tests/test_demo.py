@@ -64,4 +64,6 @@ def test_the_spread_over_seeds_is_the_mean_and_range_of_the_records():
 
     table = spread_markdown([record(0, 0.2, 120.0), record(1, 0.4, 180.0)])
     assert "| gags | 30.0% (20.0-40.0) | 50.0% (50.0-50.0) | 15.0% (10.0-20.0) | 25.0% (25.0-25.0) |" in table
-    assert "over 2 runs (`--seed` 0, 1)" in table and "2.0-3.0 min" in table
+    assert "over 2 runs (`--seed` 0, 1), segmenter `hierarchy`" in table and "2.0-3.0 min" in table
+    exact = [{**record(2, 0.5, 120.0), "segmenter": "exact"}]
+    assert "segmenter `exact`" in spread_markdown(exact)

@@ -147,8 +147,9 @@ def spread_markdown(records: list[dict[str, Any]]) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     totals = [r["total_seconds"] for r in records]
     seeds = ", ".join(str(r.get("seed", "?")) for r in records)
-    lines += ["", f"Mean (minimum-maximum) over {len(records)} runs (`--seed` {seeds}). Time in all: "
-              f"{min(totals) / 60:.1f}-{max(totals) / 60:.1f} min."]
+    segmenters = ", ".join(f"`{s}`" for s in dict.fromkeys(r.get("segmenter", "hierarchy") for r in records))
+    lines += ["", f"Mean (minimum-maximum) over {len(records)} runs (`--seed` {seeds}), segmenter {segmenters}. Time "
+              f"in all: {min(totals) / 60:.1f}-{max(totals) / 60:.1f} min."]
     return "\n".join(lines)
 
 

@@ -5,8 +5,8 @@ as the levels s, m, l of its ``_s`` maps, after a ``default`` row that holds all
 names a level (segmentation, the feature files, distillation, the procedural world's vocabulary, figures, tables) takes
 its spelling from here.
 
->>> [(level.code, level.name, level.row) for level in LEVELS]
-[('s', 'subpart', 1), ('m', 'part', 2), ('l', 'whole', 3)]
+    >>> [(level.code, level.name, level.row) for level in LEVELS]
+    [('s', 'subpart', 1), ('m', 'part', 2), ('l', 'whole', 3)]
 """
 
 from __future__ import annotations
