@@ -7,7 +7,7 @@ import torch
 
 from gags.errors import GagsError
 from gags.models import MaskPrediction, load_segmenter
-from gags.models.segmenters import _sorted_by_area
+from gags.models.segmenters import COUNT_CHUNK, _pixel_count, _sorted_by_area
 
 POINTS = np.array([[10.0, 10.0], [97.5, 65.0], [150.0, 120.0]], np.float32)
 
@@ -31,6 +31,17 @@ def test_masks_are_sorted_by_area_with_their_scores():
     assert masks.flatten(2).sum(-1).tolist() == [[4, 16, 36]] * 2
     assert torch.allclose(scores, torch.tensor([[0.1, 0.5, 0.9], [0.2, 0.6, 0.8]]))
     assert torch.allclose(stability, torch.tensor([[0.0, 1.0, 1.0]] * 2))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 7, 9), (2, 3, 128, 128), (2, 3, 33, 300), (0, 3, 8, 8), (1, 3, 1, 1)])
+def test_pixel_counts_are_exact_for_any_size(shape):
+    """Counted in byte-sized runs of COUNT_CHUNK pixels plus the remainder: exact whether or not the run length divides
+    the image, and for full masks (every run at its largest count)."""
+    masks = torch.rand(shape, generator=torch.Generator().manual_seed(0)) > 0.3
+    counts = _pixel_count(masks)
+    assert counts.dtype == torch.int32 and torch.equal(counts.long(), masks.flatten(2).sum(-1))
+    full = torch.ones(2, 3, COUNT_CHUNK * 3 + 5, 7, dtype=torch.bool)
+    assert (_pixel_count(full) == full[0, 0].numel()).all()
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

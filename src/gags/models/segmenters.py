@@ -166,10 +166,21 @@ def _sorted_by_area(logits: torch.Tensor, iou: torch.Tensor, threshold: float, o
     )
 
 
+COUNT_CHUNK = 128
+"""Pixels of a mask summed as bytes at a time by ``_pixel_count`` (a byte holds a count of at most 255)."""
+
+
 def _pixel_count(masks: torch.Tensor) -> torch.Tensor:
-    """[B, K, H, W] bool -> [B, K] int32 true pixels. Summed as bytes into int32: summing bools widens every element
-    to int64 first (15x slower on a CPU)."""
-    return masks.flatten(2).view(torch.uint8).sum(-1, dtype=torch.int32)
+    """[B, K, H, W] bool -> [B, K] int32 true pixels.
+
+    Runs of ``COUNT_CHUNK`` pixels are summed as bytes into bytes, then the run sums into int32: summing bools widens
+    every pixel to int64 first, and summing bytes into int32 casts every pixel to int32 (on a CPU 70x and 35x slower at
+    256 x 256: both copy the masks four or eight times over).
+    """
+    flat = masks.flatten(2).view(torch.uint8)  # [B, K, N]
+    whole = flat.shape[-1] - flat.shape[-1] % COUNT_CHUNK
+    runs = flat[..., :whole].unflatten(-1, (-1, COUNT_CHUNK)).sum(-1, dtype=torch.uint8)  # [B, K, N // CHUNK]
+    return runs.sum(-1, dtype=torch.int32) + flat[..., whole:].sum(-1, dtype=torch.int32)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
