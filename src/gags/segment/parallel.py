@@ -57,7 +57,6 @@ class ImageWorker:
         self.ws = Workspace(Path(config.out))
         self.scene = self.ws.load_scene()
         self.exact = config.segmenter == EXACT  # the scene's own entities: no segmenter, no prompts, no depth
-        self.reads_ids = config.segmenter in ENTITY_SEGMENTERS
         self.segmenter = None if self.exact else load_segmenter(config.segmenter)
         self.encoder = load_encoder(config.encoder)
 
@@ -69,7 +68,7 @@ class ImageWorker:
         with timer.step("load"):
             downscale = segmentation_downscale(scene.cameras[index].height, config.max_height)
             rgb = scene.load_image(index, downscale)
-            if self.reads_ids:
+            if config.segmenter in ENTITY_SEGMENTERS:
                 ids = read_ids(scene.root, stem, *rgb.shape[:2])
             if not self.exact:
                 depth = read_npy(self.ws.depth_file(stem)).astype(np.float32)
