@@ -7,8 +7,9 @@ Markers a page may hold (each on its own line):
   the repository) by the benchmark's own formatter, followed by the record's provenance (commit, machine, date).
   KIND: ``demo`` | ``demo-seeds`` (PATH a glob of several demo records) | ``segment-scaling`` | ``ladder`` |
   ``kept`` (PATH a glob of several ladder records: what each field keeps) | ``segmenters`` (PATH a glob of ladder
-  records of scenes segmented in different ways) | ``ablation`` | ``segmenter-quality`` |
-  ``segmenter-area`` (PATH a glob of ``gags bench hierarchy-segmenter quality`` records, one per segmenter).
+  records of scenes segmented in different ways) | ``ablation`` |
+  ``segmenter-area`` and ``segmenter-quality`` (PATH a glob of ``gags bench hierarchy-segmenter quality`` records, one
+  per segmenter: by the true entity's area, and per level).
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ def _bench_table(kind: str, path: str) -> str:
         records = [json.loads(p.read_text()) for p in paths]
         stamps = " ".join(f"Run {i}: {describe(r)}" for i, r in enumerate(records))
         return f"{spread_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
-    if kind == "segmenter-area":
-        from gags.bench.hierarchy_segmenter import by_area_markdown
+    if kind in ("segmenter-area", "segmenter-quality"):
+        from gags.bench.hierarchy_segmenter import by_area_markdown, quality_markdown
 
-        paths = sorted(ROOT.glob(path), reverse=True)  # tinysam before hierarchy
+        paths = sorted(ROOT.glob(path), reverse=True)  # tinysam before the oracle, before hierarchy
         if not paths:
             raise ValueError(f"no record matches {path}")
         records = [json.loads(p.read_text()) for p in paths]
         stamps = " ".join(dict.fromkeys(describe(r) for r in records))
-        return f"{by_area_markdown(records)}\n\n*{stamps} Records: `{path}`.*"
+        table = (by_area_markdown if kind == "segmenter-area" else quality_markdown)(records)
+        return f"{table}\n\n*{stamps} Records: `{path}`.*"
     if kind in ("kept", "segmenters"):  # several ladder records, named SCENE_ORDER-WHAT.json
         from gags.bench.ladder import kept_markdown, segments_markdown
 
@@ -82,10 +84,6 @@ def _bench_table(kind: str, path: str) -> str:
         from gags.demo import markdown
 
         body = markdown(record)
-    elif kind == "segmenter-quality":
-        from gags.models.train_tinysam import format_quality
-
-        body = format_quality(record["heldout"])
     else:
         raise ValueError(f"unknown benchmark kind {kind!r} in a gags:bench marker")
     return f"{body}\n\n*{describe(record)} Record: `{path}`.*"

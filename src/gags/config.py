@@ -532,6 +532,9 @@ class BenchSegmenterConfig:
     """quality: views per world."""
     size: int = 256
     """quality: rendered image side in pixels."""
+    mask_grid: int | None = None
+    """quality: score every mask as drawn on a MASK_GRID x MASK_GRID grid (its share of each cell, bilinearly back
+    to the image, > 0.5): with --segmenter oracle, the best a segmenter whose masks are that coarse can do."""
     set: tuple[str, ...] = ()
     """NAME=VALUE HierarchySegmenter arguments (e.g. thresholds=10,25,60 superpixel_area=100)."""
     out: Path | None = None

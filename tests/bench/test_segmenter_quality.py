@@ -7,6 +7,7 @@ import torch
 
 from gags.bench import hierarchy_segmenter as hs
 from gags.config import BenchSegmenterConfig
+from gags.errors import GagsError
 from gags.models import MaskPrediction
 
 CONFIG = BenchSegmenterConfig(what="quality", seeds=1, seed_base=200, views=1, size=48)
@@ -81,3 +82,26 @@ def test_by_area_table_has_a_row_per_bin_and_a_column_per_segmenter():
     assert "exact: best IoU" in table[0] and "everything: best IoU" in table[0]
     filled = [line for line, n in zip(table[2:], record["quality"]["by_area"]["points"], strict=True) if n]
     assert filled and all("| 1.00 / 1.00 / 1.00 |" in line for line in filled)
+
+
+def test_mask_grid_keeps_masks_as_fine_as_the_grid_and_the_oracle_sees_each_views_ids():
+    masks = np.zeros((1, 2, 16, 16), bool)
+    masks[0, 0, 4:12, :] = True  # whole rows of cells of a 4 x 4 grid (bilinear upsampling rounds corners)
+    masks[0, 1, 5:7, 5:7] = True  # a quarter of one cell
+    coarse = hs.through_grid(masks, 4)
+    assert (coarse[0, 0] == masks[0, 0]).all() and not coarse[0, 1].any()
+    assert (hs.through_grid(masks, 16) == masks).all()
+
+    from gags.models import load_segmenter
+
+    oracle = load_segmenter("oracle")
+    exact = hs.quality(CONFIG, 20, oracle)
+    assert exact["best"] == exact["iou"] == [1.0, 1.0, 1.0] and exact["mask_grid"] is None
+    coarse_config = BenchSegmenterConfig(what="quality", seeds=1, seed_base=200, views=1, size=48, mask_grid=12)
+    coarse = hs.quality(coarse_config, 20, oracle)
+    assert coarse["mask_grid"] == 12 and all(c < 1.0 for c in coarse["best"])
+    area = coarse["by_area"]["best"]  # small entities lose the most
+    filled = [b for b in area if b is not None]
+    assert filled[0] < filled[-1]
+    with pytest.raises(GagsError, match="--mask-grid 7: give it with quality, as a divisor of --size 48"):
+        hs.run(BenchSegmenterConfig(what="quality", segmenter="oracle", size=48, mask_grid=7))

@@ -3,8 +3,8 @@ of the procedural world.
 
     gags bench hierarchy-segmenter speed --images DIR [--points 64 400] [--repeats 5] [--out speed.json]
     gags bench hierarchy-segmenter quality [--seeds 2] [--seed-base 100] [--views 3] [--points 150]
-        [--size 256] [--depth exact|points|none] [--out quality.json]
-        [--set thresholds=10,25,60 superpixel_area=100 ...] [--segmenter hierarchy|tinysam|SPEC]
+        [--size 256] [--depth exact|points|none] [--mask-grid N] [--out quality.json]
+        [--set thresholds=10,25,60 superpixel_area=100 ...] [--segmenter hierarchy|tinysam|oracle|SPEC]
         (--set: any HierarchySegmenter argument; --segmenter: any spec of gags segment, e.g. tinysam)
 
 speed: set_image + predict on photos of ``--images`` (resized to 256 x 256; e.g. a Mip-NeRF 360 scene's images_4),
@@ -17,6 +17,11 @@ any of the three predicted masks with it ("best"); the share of masks more than 
 stability >= 0.85); and by the true entity's area ("by_area", bins ``AREA_BINS`` of the image's area), the best IoU
 and that best mask's precision (its share on the entity) and recall (the entity's share it covers): masks too large
 for small entities read as low precision, parts of large entities left out as low recall.
+
+``--mask-grid N`` scores every mask as drawn on an N x N grid (``through_grid``: its share of each cell, bilinearly
+upsampled back to the image as SAM upsamples its masks, > 0.5). With ``--segmenter oracle`` (the true entities; the
+bench gives it each view's ids) it measures how fine a segmenter's masks must be: e.g. at 128 px, ``--mask-grid 16``
+is a mask as coarse as tinysam's token grid and ``--mask-grid 64`` one as fine as its decoder's masks.
 
 Depth given to the segmenter (``--depth``): "exact", the renderer's z-depth; "points", the expected depth rendered
 (``gags.splat.rasterize``) from Gaussians placed on surface samples of the views (as ``gags synth`` writes
@@ -118,8 +123,27 @@ def points_depth(cameras: list, renders: list, seed: int) -> list[np.ndarray]:
     return depths
 
 
+def through_grid(masks: np.ndarray, grid: int) -> np.ndarray:
+    """masks [P, K, H, W] bool -> the same masks as drawn on a grid x grid grid: each cell's share of the mask (area
+    average; H and W multiples of grid), upsampled bilinearly back to H x W (SAM's ``postprocess_masks``' mode),
+    > 0.5, as SAM thresholds its logits)."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = masks.shape[-2:]
+    if height % grid or width % grid:
+        raise GagsError(f"--mask-grid {grid} must divide the image's side ({height} x {width}); e.g. --size "
+                        f"{grid * max(1, round(height / grid))}.")
+    flat = torch.from_numpy(masks).float().flatten(0, 1)[:, None]  # [P K, 1, H, W]
+    share = F.adaptive_avg_pool2d(flat, (grid, grid))
+    back = F.interpolate(share, (height, width), mode="bilinear", align_corners=False) > 0.5
+    return back[:, 0].reshape(masks.shape).numpy()
+
+
 def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict[str, Any]:
-    """IoU of the predicted masks with the exact entities under random points on the objects of rendered views."""
+    """IoU of the predicted masks with the exact entities under random points on the objects of rendered views
+    (through ``through_grid`` with ``config.mask_grid``); a segmenter with ``set_ids`` (the oracle) is given each
+    view's entity ids."""
     from gags.synth.raycast import compile_world, render
     from gags.synth.rig import sample_cameras
     from gags.synth.world import build_world
@@ -148,9 +172,13 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
                     continue
                 pick = rng.integers(0, len(ys), n_points)
                 prompts = np.stack([xs[pick], ys[pick]], 1).astype(np.float32) + 0.5
+                if hasattr(seg, "set_ids"):
+                    seg.set_ids(r.ids)
                 seg.set_image(r.rgb, depth)
                 prediction, scores, stability = seg.predict(prompts)
                 masks = prediction.numpy()
+                if config.mask_grid is not None:
+                    masks = through_grid(masks, config.mask_grid)
                 gt = np.stack([r.ids[k][None] == r.ids[k][ys[pick], xs[pick]][:, None, None] for k in range(3)], 1)
                 inter = (masks[:, :, None] & gt[:, None]).sum((-1, -2))  # [P, predicted level, true level]
                 union = (masks[:, :, None] | gt[:, None]).sum((-1, -2))
@@ -171,6 +199,7 @@ def quality(config: BenchSegmenterConfig, n_points: int, seg: Segmenter) -> dict
     return {
         "points": int(len(iou_all)), "levels": list(NAMES),
         "worlds": [config.seed_base, config.seed_base + config.seeds - 1], "depth": config.depth, "size": config.size,
+        "mask_grid": config.mask_grid,
         "iou": iou_all.mean(0).round(4).tolist(), "iou_mean": round(float(iou_all.mean()), 4),
         "best": best_all.mean(0).round(4).tolist(), "best_mean": round(float(best_all.mean()), 4),
         "over_2x": over_all.mean(0).round(4).tolist(), "under_half": under_all.mean(0).round(4).tolist(),
@@ -205,6 +234,10 @@ def run(config: BenchSegmenterConfig) -> dict[str, Any]:
     if kwargs and config.segmenter != "hierarchy":
         raise GagsError(f"--set sets HierarchySegmenter arguments; it does not apply to --segmenter "
                         f"{config.segmenter}.")
+    if config.mask_grid is not None and (config.what != "quality" or config.mask_grid < 1
+                                         or config.size % config.mask_grid):
+        raise GagsError(f"--mask-grid {config.mask_grid}: give it with quality, as a divisor of --size "
+                        f"{config.size} (e.g. {config.size // 8}).")
     seg = HierarchySegmenter(**kwargs) if config.segmenter == "hierarchy" else load_segmenter(config.segmenter, "cpu")
     if config.what == "speed":
         result: dict[str, Any] = {"speed": speed(config, config.points or SPEED_POINTS, seg)}
@@ -218,13 +251,36 @@ def run(config: BenchSegmenterConfig) -> dict[str, Any]:
     return result
 
 
+def record_label(record: dict[str, Any]) -> str:
+    """A quality record's name in tables: its segmenter, and the grid its masks were drawn on (``--mask-grid``)."""
+    grid = record["quality"].get("mask_grid")
+    return record["segmenter"] + (f" on a {grid} x {grid} grid" if grid else "")
+
+
+def quality_markdown(records: Sequence[dict[str, Any]]) -> str:
+    """Quality records (one per segmenter) -> a row each: the best of its three masks against the true entity (whole,
+    part, sub-part, mean), the mask the segment stage takes for each level (the three sorted by area) against that
+    level's entity, and the share of masks passing the stage's filters."""
+    lines = ["| segmenter | best of three: whole | part | sub-part | mean | as the segment stage reads them: whole / "
+             "part / sub-part | masks passing the filters (whole/part/sub-part) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for record in records:
+        q = record["quality"]
+        best = q["best"]  # sub-part, part, whole
+        own = " / ".join(f"{v:.2f}" for v in reversed(q["iou"]))
+        passing = "/".join(f"{100 * v:.0f}%" for v in reversed(q["pass_filters"]))
+        lines.append(f"| {record_label(record)} | {best[2]:.2f} | {best[1]:.2f} | {best[0]:.2f} | "
+                     f"{q['best_mean']:.2f} | {own} | {passing} |")
+    return "\n".join(lines)
+
+
 def by_area_markdown(records: Sequence[dict[str, Any]]) -> str:
     """Quality records (``--out`` of ``quality``, one per segmenter) -> a table of ``by_area``: per bin of the true
     entity's area, best IoU / precision / recall of each segmenter's best mask (all levels together)."""
     edges = records[0]["quality"]["by_area"]["edges"]
     bounds = [0.0, *edges, 1.0]
     size = records[0]["quality"]["size"]
-    names = [r["segmenter"] for r in records]
+    names = [record_label(r) for r in records]
     lines = ["| true entity's area (share of the image; pixels at the size measured) | points | "
              + " | ".join(f"{n}: best IoU / precision / recall" for n in names) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
