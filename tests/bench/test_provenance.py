@@ -13,6 +13,7 @@ def test_a_record_is_stamped_with_the_checkout_and_the_machine():
     assert f"{os.cpu_count()}-core CPU" in line and stamp["date"] in line
     if stamp["commit"]:
         assert stamp["commit"][:10] in line
+        assert isinstance(stamp["dirty"], bool)  # a clean checkout is False, not unknown
 
 
 def test_an_unstamped_record_says_so():

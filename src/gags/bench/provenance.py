@@ -12,12 +12,13 @@ from typing import Any
 
 
 def _git(*args: str) -> str | None:
+    """git's output in the source checkout ("" when it prints nothing), or None when there is no checkout or git."""
     root = Path(__file__).resolve().parents[3]
     try:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
 
 
 def provenance() -> dict[str, Any]:
@@ -27,7 +28,7 @@ def provenance() -> dict[str, Any]:
 
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "commit": _git("rev-parse", "HEAD"),
+        "commit": _git("rev-parse", "HEAD") or None,
         "dirty": None if status is None else bool(status),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
