@@ -707,7 +707,8 @@ class TrainSegmenterConfig:
     init: Path | None = None
     """Start from these weights (a tinysam.safetensors) instead of a random initialisation: a second stage of
     training, e.g. --matching level after a first stage with --matching best (then each level's output starts from
-    the output that fits that level best on the first training views)."""
+    the output that fits that level best on the first training views; weights trained with --matching level keep
+    their outputs in place)."""
     workers: int = 2
     """Processes rendering the training views."""
     threads: int = 0

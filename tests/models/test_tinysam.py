@@ -247,14 +247,20 @@ def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
             "precision": [0.5, None, 0.5, 0.5], "recall": [1.0, None, 1.0, 1.0]}
     row = {"best": [0.4, 0.5, 0.6], "best_mean": 0.5, "iou": [0.2, 0.3, 0.55], "pass_filters": [0.1, 0.2, 0.3],
            "size": 128, "by_area": area}
-    # a second stage: its --init weights' training.json is read for the first stage's command
-    first = tmp_path / "first"
+    # a third stage: its --init weights' training.json is read for the second stage's command, and that one's for
+    # the first stage's
+    first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
+    second.mkdir()
     (first / "training.json").write_text(json.dumps({"command": "gags train-segmenter --steps 8 --matching best",
                                                      "steps": 8, "matching": "best", "lr": 0.001,
                                                      "train_minutes": 40.0, "total_minutes": 43.0}))
+    (second / "training.json").write_text(json.dumps({"command": "gags train-segmenter --steps 6 --matching level",
+                                                      "steps": 6, "matching": "level", "lr": 0.0005,
+                                                      "total_minutes": 37.0,
+                                                      "first_stage": ts.init_provenance(first / TINY_SAM_FILE)}))
     report = {"worlds": 2, "seed": 0, "views": 3, "train_views": 30, "lr": 0.001, "steps": 10, "command": "gags ...",
-              "matching": "level", "first_stage": ts.init_provenance(first / TINY_SAM_FILE),
+              "matching": "level", "first_stage": ts.init_provenance(second / TINY_SAM_FILE),
               "total_minutes": 1.0, "data_minutes": 0.1, "train_minutes": 0.9, "machine_note": "2 cores",
               "heldout": {"options": {"worlds": 1, "views": 2, "points": 3}, "presets": ["ramen"],
                           "seed_base": ts.HELDOUT_SEED_BASE, "rows": {"tinysam": row, "hierarchy": row}}}
@@ -262,7 +268,10 @@ def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 0.55 / 0.30 / 0.20 | 30%/20%/10% |" in card
     assert "Stage 1 (8 steps, --matching best, lr 0.001; 43 minutes)" in card
-    assert "gags train-segmenter --steps 8 --matching best" in card and "(--init): output k against the point's level-k" in card
+    assert "gags train-segmenter --steps 8 --matching best" in card
+    assert "Stage 2, from the weights of stage 1 (--init) (6 steps, --matching level, lr 0.0005; 37 minutes)" in card
+    assert "gags train-segmenter --steps 6 --matching level" in card
+    assert "Stage 3, from the weights of stage 2 (--init): output k against the point's level-k" in card
     assert ts.init_provenance(None) is None and ts.init_provenance(tmp_path / "nowhere" / TINY_SAM_FILE) is None
     assert "tinysam: best IoU / precision / recall | hierarchy: best IoU / precision / recall" in card
     assert "| 0.25 / 0.50 / 1.00 | 0.25 / 0.50 / 1.00 |" in card and "| - | - |" in card
@@ -308,3 +317,27 @@ def test_output_fit_measures_each_output_against_each_level(monkeypatch):
     expected = torch.stack([share[:, k][at[..., k] >= 0].mean() for k in range(3)])
     torch.testing.assert_close(fit[0], expected)
     assert torch.equal(fit[1:], torch.zeros(2, 3))
+
+
+
+def test_level_ordered_init_weights_keep_their_outputs_in_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(ts, "IMAGES_PER_STEP", 2)
+    monkeypatch.setattr(ts, "POINTS_PER_IMAGE", 4)
+    torch.manual_seed(0)
+    init = tmp_path / "w" / TINY_SAM_FILE
+    init.parent.mkdir()
+    ts.save_weights(SamSegmenter("tiny").model, init)
+    seen = {}
+
+    def fit(model, *args):
+        seen["fit"] = True
+        return torch.eye(3)
+
+    monkeypatch.setattr(ts, "output_fit", fit)
+    for matching, reordered in (("level", False), ("best", True)):
+        seen.clear()
+        (init.parent / "training.json").write_text(json.dumps({"command": "gags train-segmenter ...", "steps": 1,
+                                                               "matching": matching, "lr": 0.001}))
+        config = TrainSegmenterConfig(out=tmp_path / matching, seed=0, steps=1, init=init, matching="level")
+        ts.train(config, _tiny_views(), tmp_path / matching)
+        assert seen.get("fit", False) is reordered, matching

@@ -403,7 +403,10 @@ def train(config: TrainSegmenterConfig, data: ViewSet, out: Path) -> tuple[torch
         from gags.models.segmenters import load_state_dict
 
         model.load_state_dict(load_state_dict(Path(config.init)))
-        if config.matching == "level":
+        made = init_provenance(config.init)
+        if config.matching == "level" and made is not None and made.get("matching") == "level":
+            print(f"outputs kept in place: {config.init} was trained with --matching level (output k answers level k)")
+        elif config.matching == "level":
             probe = torch.Generator().manual_seed(config.seed)
             views = torch.arange(min(LEVEL_ORDER_VIEWS, len(data.rgb)))
             fit = output_fit(model, torch.from_numpy(data.rgb[views.numpy()]),
@@ -521,19 +524,10 @@ def quality_table(weights: Path, options: QualityOptions) -> dict[str, Any]:
 
 
 def format_quality(table: dict[str, Any]) -> str:
-    """Per segmenter: the best of its three masks against the true entity (whole, part, sub-part, mean), the mask the
-    segment stage takes for each level (the three sorted by area) against that level's entity, and the share of masks
-    passing the stage's filters."""
-    lines = ["| segmenter | best of three: whole | part | sub-part | mean | as the segment stage reads them: whole / "
-             "part / sub-part | masks passing the filters (whole/part/sub-part) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, q in table["rows"].items():
-        best = q["best"]  # sub-part, part, whole
-        own = " / ".join(f"{v:.2f}" for v in reversed(q["iou"]))
-        passing = "/".join(f"{100 * v:.0f}%" for v in reversed(q["pass_filters"]))
-        lines.append(f"| {name} | {best[2]:.2f} | {best[1]:.2f} | {best[0]:.2f} | {q['best_mean']:.2f} | {own} | "
-                     f"{passing} |")
-    return "\n".join(lines)
+    """The quality table (``gags.bench.hierarchy_segmenter.quality_markdown``) of every row of ``table``."""
+    from gags.bench.hierarchy_segmenter import quality_markdown
+
+    return quality_markdown([{"segmenter": name, "quality": q} for name, q in table["rows"].items()])
 
 
 def format_by_area(table: dict[str, Any]) -> str:
@@ -592,7 +586,7 @@ def run(config: TrainSegmenterConfig) -> None:
     report = {
         "command": command_line(config), **_options(config), "presets": list(PRESETS), "resolution": RESOLUTION,
         "images_per_step": IMAGES_PER_STEP, "points_per_image": POINTS_PER_IMAGE, "train_views": int(len(data.rgb)),
-        "data_minutes": data_minutes, "total_minutes": (train_end - started) / 60,
+        "data_minutes": data_minutes, "total_minutes": data_minutes + log["train_minutes"],  # resumed runs included
         "eval_minutes": (time.time() - train_end) / 60, **log, "heldout": {**table, "seed_base": HELDOUT_SEED_BASE},
         "first_stage": first_stage,
         "machine_note": f"{os.cpu_count()} cores, 5-minute load average {load_start:.1f} at the start and "
@@ -698,23 +692,38 @@ MATCHING_RULES = {
     "best": "as SAM trains ambiguous prompts: each of the point's three true masks is matched to the output that fits "
             "it best; the IoU head regresses each output's IoU with the entity it fits best",
     "level": "output k against the point's level-k entity (sub-part, part, whole: the order the segment stage reads "
-             "them in); the IoU head regresses each output's IoU with its level's entity; from --init weights, each "
-             "level's output starts from the output that fits that level best on the first training views",
+             "them in); the IoU head regresses each output's IoU with its level's entity; from --init weights trained "
+             "otherwise, each level's output starts from the output that fits that level best on the first training "
+             "views",
 }
 """How each --matching rule trains the three outputs (the model card's words)."""
 
 
+def earlier_stages(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages the weights went through before this run, first first: the chain of ``first_stage`` records
+    (``init_provenance``: each --init's training.json and the one before it)."""
+    stages = []
+    stage = report.get("first_stage")
+    while stage is not None:
+        stages.append(stage)
+        stage = stage.get("first_stage")
+    return stages[::-1]
+
+
 def _training_section(report: dict[str, Any]) -> str:
-    """The model card's training section: the first stage (when the weights started from --init) and this run."""
+    """The model card's training section: the earlier stages (when the weights started from --init) and this run."""
     lines = []
-    first = report.get("first_stage")
-    if first is not None:
-        minutes = first.get("total_minutes") or 0.0
-        lines += [f"- Stage 1 ({first['steps']} steps, --matching {first['matching']}, lr {first['lr']}; "
-                  f"{minutes:.0f} minutes): {MATCHING_RULES.get(str(first['matching']), first['matching'])}.",
-                  "", f"      {first['command']}", ""]
+    earlier = earlier_stages(report)
+    for number, stage in enumerate(earlier, 1):
+        minutes = stage.get("total_minutes") or 0.0
+        source = "" if number == 1 else f", from the weights of stage {number - 1} (--init)"
+        lines += [f"- Stage {number}{source} ({stage['steps']} steps, --matching {stage['matching']}, lr "
+                  f"{stage['lr']}; {minutes:.0f} minutes): "
+                  f"{MATCHING_RULES.get(str(stage['matching']), stage['matching'])}.",
+                  "", f"      {stage['command']}", ""]
     rule = MATCHING_RULES[report["matching"]]
-    lead = "Stage 2, from the weights of stage 1 (--init): " + rule if first is not None else rule[0].upper() + rule[1:]
+    lead = (f"Stage {len(earlier) + 1}, from the weights of stage {len(earlier)} (--init): " + rule if earlier
+            else rule[0].upper() + rule[1:])
     alpha = report.get("focal_alpha", FOCAL_ALPHA)
     lines += [f"- {lead}; loss {FOCAL_WEIGHT:g} x focal (alpha {alpha:g}: the weight of the pixels inside the true "
               f"mask) + dice at the image's resolution, MSE for the IoU head.",
