@@ -269,7 +269,7 @@ def test_model_card_has_the_quality_tables_of_the_report(tmp_path):
     assert "| tinysam | 0.60 | 0.50 | 0.40 | 0.50 | 0.55 / 0.30 / 0.20 | 30%/20%/10% |" in card
     assert "Stage 1 (8 steps, --matching best, lr 0.001; 43 minutes)" in card
     assert "gags train-segmenter --steps 8 --matching best" in card
-    assert "Stage 2, from the weights of stage 1 (--init) (6 steps, --matching level, lr 0.0005; 37 minutes)" in card
+    assert "Stage 2 (6 steps, --matching level, lr 0.0005; 37 minutes), from the weights of stage 1 (--init):" in card
     assert "gags train-segmenter --steps 6 --matching level" in card
     assert "Stage 3, from the weights of stage 2 (--init): output k against the point's level-k" in card
     assert ts.init_provenance(None) is None and ts.init_provenance(tmp_path / "nowhere" / TINY_SAM_FILE) is None
@@ -317,7 +317,6 @@ def test_output_fit_measures_each_output_against_each_level(monkeypatch):
     expected = torch.stack([share[:, k][at[..., k] >= 0].mean() for k in range(3)])
     torch.testing.assert_close(fit[0], expected)
     assert torch.equal(fit[1:], torch.zeros(2, 3))
-
 
 
 def test_level_ordered_init_weights_keep_their_outputs_in_place(tmp_path, monkeypatch):

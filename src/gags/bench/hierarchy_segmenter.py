@@ -125,8 +125,8 @@ def points_depth(cameras: list, renders: list, seed: int) -> list[np.ndarray]:
 
 def through_grid(masks: np.ndarray, grid: int) -> np.ndarray:
     """masks [P, K, H, W] bool -> the same masks as drawn on a grid x grid grid: each cell's share of the mask (area
-    average; H and W multiples of grid), upsampled bilinearly back to H x W (SAM's ``postprocess_masks``' mode),
-    > 0.5, as SAM thresholds its logits)."""
+    average; H and W multiples of grid), upsampled bilinearly back to H x W as SAM's ``postprocess_masks`` upsamples,
+    then above 0.5 (SAM keeps logits above its threshold, strictly)."""
     import torch
     import torch.nn.functional as F
 

@@ -717,8 +717,8 @@ def _training_section(report: dict[str, Any]) -> str:
     for number, stage in enumerate(earlier, 1):
         minutes = stage.get("total_minutes") or 0.0
         source = "" if number == 1 else f", from the weights of stage {number - 1} (--init)"
-        lines += [f"- Stage {number}{source} ({stage['steps']} steps, --matching {stage['matching']}, lr "
-                  f"{stage['lr']}; {minutes:.0f} minutes): "
+        lines += [f"- Stage {number} ({stage['steps']} steps, --matching {stage['matching']}, lr "
+                  f"{stage['lr']}; {minutes:.0f} minutes){source}: "
                   f"{MATCHING_RULES.get(str(stage['matching']), stage['matching'])}.",
                   "", f"      {stage['command']}", ""]
     rule = MATCHING_RULES[report["matching"]]
